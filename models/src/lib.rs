@@ -1,0 +1,37 @@
+//! Online estimators for streamfit: linear and logistic regression that learn
+//! one reading at a time, the optimisers that drive them, prequential
+//! (test-then-train) metrics, serialisable snapshots and batch baselines.
+//!
+//! No Kafka, no HTTP, no async: everything here is plain synchronous code
+//! over `f64` slices and ndarray views, so it can be tested and benchmarked
+//! alone.
+//!
+//! Layout:
+//! - [`loss`]: squared, absolute, Huber and logistic losses, their
+//!   gradients and the importance-invariant updates that never overshoot.
+//! - [`optim`]: optimiser hyper-parameters (validated) and their state.
+//! - [`scaler`]: online standardisation (running mean and variance).
+//! - [`linear`]: [`LinearModel`], one weight vector learned online.
+//! - [`keyed`]: [`KeyedModel`], one model per key with a shared fallback.
+//! - [`metrics`]: prequential metrics, cumulative and over a rolling window.
+//! - [`snapshot`]: versioned plain-data snapshots of a model.
+//! - [`baseline`]: batch linear and logistic regression through smartcore.
+//! - [`error`]: the crate's error type.
+
+pub mod baseline;
+pub mod error;
+pub mod keyed;
+pub mod linear;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod scaler;
+pub mod snapshot;
+
+pub use error::ModelError;
+pub use keyed::KeyedModel;
+pub use linear::{BatchMode, LinearModel, LinearParams, ValidLinearParams};
+pub use loss::Loss;
+pub use metrics::{MetricSet, Prequential, Task};
+pub use optim::OptimizerParams;
+pub use snapshot::ModelSnapshot;

@@ -1,0 +1,283 @@
+//! Prequential (test-then-train) metrics.
+//!
+//! [`evaluate`] computes exact figures over stored predictions (what the
+//! evaluation command reports). [`Prequential`] keeps running figures for a
+//! live model: cumulative sums and a rolling window of the latest readings.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// Probabilities are clipped to `[EPS, 1 - EPS]` for the log loss.
+pub const LOG_LOSS_EPS: f64 = 1e-15;
+
+/// What a model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// A number.
+    Regression,
+    /// The probability of class 1.
+    Classification,
+}
+
+/// One set of metrics over some scored readings. Regression fills `mae`,
+/// `rmse` and `r2`; classification fills `log_loss`, `accuracy` and `roc_auc`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricSet {
+    /// Readings scored.
+    pub count: u64,
+    /// Mean absolute error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Root mean squared error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    /// Coefficient of determination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
+    /// Mean log loss (natural log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
+    /// Accuracy at a 0.5 threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Area under the ROC curve (ties count half).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+}
+
+fn log_loss_one(p: f64, y: f64) -> f64 {
+    let p = p.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
+    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+}
+
+/// Exact ROC AUC by ranks; `None` unless both classes are present.
+pub fn roc_auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut pos) = (0.0, 0.0);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            if labels[k] > 0.5 {
+                rank_sum += avg_rank;
+                pos += 1.0;
+            }
+        }
+        i = j + 1;
+    }
+    let neg = scores.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+}
+
+/// Exact metrics of `preds` against `labels`.
+pub fn evaluate(task: Task, preds: &[f64], labels: &[f64]) -> MetricSet {
+    let n = preds.len().min(labels.len());
+    let mut m = MetricSet {
+        count: n as u64,
+        ..Default::default()
+    };
+    if n == 0 {
+        return m;
+    }
+    let nf = n as f64;
+    match task {
+        Task::Regression => {
+            let (mut abs, mut sq, mut sy, mut syy) = (0.0, 0.0, 0.0, 0.0);
+            for (&p, &y) in preds.iter().zip(labels) {
+                abs += (p - y).abs();
+                sq += (p - y) * (p - y);
+                sy += y;
+                syy += y * y;
+            }
+            let var = syy / nf - (sy / nf) * (sy / nf);
+            m.mae = Some(abs / nf);
+            m.rmse = Some((sq / nf).sqrt());
+            m.r2 = (var > 0.0).then(|| 1.0 - (sq / nf) / var);
+        }
+        Task::Classification => {
+            let mut ll = 0.0;
+            let mut correct = 0.0;
+            for (&p, &y) in preds.iter().zip(labels) {
+                ll += log_loss_one(p, y);
+                if (p >= 0.5) == (y > 0.5) {
+                    correct += 1.0;
+                }
+            }
+            m.log_loss = Some(ll / nf);
+            m.accuracy = Some(correct / nf);
+            m.roc_auc = roc_auc(&preds[..n], &labels[..n]);
+        }
+    }
+    m
+}
+
+/// Running prequential metrics of a live model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prequential {
+    task: Task,
+    window: usize,
+    count: u64,
+    sum_abs: f64,
+    sum_sq: f64,
+    sum_y: f64,
+    sum_yy: f64,
+    sum_log_loss: f64,
+    correct: u64,
+    /// Scores histogram for a cumulative AUC: (negatives, positives) per bin.
+    auc_bins: Vec<(u64, u64)>,
+    recent: VecDeque<(f64, f64)>,
+}
+
+const AUC_BINS: usize = 1000;
+
+impl Prequential {
+    /// Metrics for `task` with a rolling window of `window` readings.
+    pub fn new(task: Task, window: usize) -> Self {
+        Prequential {
+            task,
+            window: window.max(1),
+            count: 0,
+            sum_abs: 0.0,
+            sum_sq: 0.0,
+            sum_y: 0.0,
+            sum_yy: 0.0,
+            sum_log_loss: 0.0,
+            correct: 0,
+            auc_bins: if task == Task::Classification {
+                vec![(0, 0); AUC_BINS]
+            } else {
+                Vec::new()
+            },
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Records one scored reading.
+    pub fn update(&mut self, pred: f64, label: f64) {
+        self.count += 1;
+        match self.task {
+            Task::Regression => {
+                self.sum_abs += (pred - label).abs();
+                self.sum_sq += (pred - label) * (pred - label);
+                self.sum_y += label;
+                self.sum_yy += label * label;
+            }
+            Task::Classification => {
+                self.sum_log_loss += log_loss_one(pred, label);
+                if (pred >= 0.5) == (label > 0.5) {
+                    self.correct += 1;
+                }
+                let bin = ((pred.clamp(0.0, 1.0) * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
+                if label > 0.5 {
+                    self.auc_bins[bin].1 += 1;
+                } else {
+                    self.auc_bins[bin].0 += 1;
+                }
+            }
+        }
+        if self.recent.len() == self.window {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((pred, label));
+    }
+
+    /// Readings scored so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Metrics over every reading scored so far (AUC from a 1,000-bin histogram).
+    pub fn cumulative(&self) -> MetricSet {
+        let n = self.count as f64;
+        let mut m = MetricSet {
+            count: self.count,
+            ..Default::default()
+        };
+        if self.count == 0 {
+            return m;
+        }
+        match self.task {
+            Task::Regression => {
+                let var = self.sum_yy / n - (self.sum_y / n).powi(2);
+                m.mae = Some(self.sum_abs / n);
+                m.rmse = Some((self.sum_sq / n).sqrt());
+                m.r2 = (var > 0.0).then(|| 1.0 - (self.sum_sq / n) / var);
+            }
+            Task::Classification => {
+                m.log_loss = Some(self.sum_log_loss / n);
+                m.accuracy = Some(self.correct as f64 / n);
+                let (mut neg_below, mut area) = (0.0, 0.0);
+                let (mut pos, mut neg) = (0.0, 0.0);
+                for &(nb, pb) in &self.auc_bins {
+                    area += pb as f64 * (neg_below + nb as f64 / 2.0);
+                    neg_below += nb as f64;
+                    pos += pb as f64;
+                    neg += nb as f64;
+                }
+                m.roc_auc = (pos > 0.0 && neg > 0.0).then(|| area / (pos * neg));
+            }
+        }
+        m
+    }
+
+    /// Exact metrics over the rolling window.
+    pub fn rolling(&self) -> MetricSet {
+        let (p, y): (Vec<f64>, Vec<f64>) = self.recent.iter().copied().unzip();
+        evaluate(self.task, &p, &y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    #[test]
+    fn regression_by_hand() {
+        let m = evaluate(Task::Regression, &[1.0, 2.0, 5.0], &[1.0, 4.0, 2.0]);
+        assert_relative_eq!(m.mae.expect("mae"), 5.0 / 3.0);
+        assert_relative_eq!(m.rmse.expect("rmse"), (13.0f64 / 3.0).sqrt());
+    }
+
+    #[test]
+    fn auc_counts_ties_half() {
+        assert_relative_eq!(
+            roc_auc(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0]).expect("auc"),
+            0.75
+        );
+        assert_relative_eq!(roc_auc(&[0.5, 0.5], &[0.0, 1.0]).expect("auc"), 0.5);
+        assert!(roc_auc(&[0.5, 0.6], &[1.0, 1.0]).is_none());
+    }
+
+    #[test]
+    fn log_loss_is_clipped() {
+        let m = evaluate(Task::Classification, &[0.0, 1.0], &[1.0, 1.0]);
+        assert_relative_eq!(m.log_loss.expect("ll"), -(LOG_LOSS_EPS.ln()) / 2.0, max_relative = 1e-9);
+        assert_relative_eq!(m.accuracy.expect("acc"), 0.5);
+    }
+
+    #[test]
+    fn running_metrics_agree_with_exact_ones() {
+        let preds = [0.1, 0.9, 0.35, 0.72, 0.55, 0.2];
+        let labels = [0.0, 1.0, 1.0, 1.0, 0.0, 0.0];
+        let mut live = Prequential::new(Task::Classification, 4);
+        for (&p, &y) in preds.iter().zip(&labels) {
+            live.update(p, y);
+        }
+        let exact = evaluate(Task::Classification, &preds, &labels);
+        let cum = live.cumulative();
+        assert_relative_eq!(cum.log_loss.expect("ll"), exact.log_loss.expect("ll"), epsilon = 1e-12);
+        assert_relative_eq!(cum.roc_auc.expect("auc"), exact.roc_auc.expect("auc"), epsilon = 1e-12);
+        assert_eq!(live.rolling(), evaluate(Task::Classification, &preds[2..], &labels[2..]));
+    }
+}
