@@ -1,0 +1,97 @@
+//! Arrow record batches of prediction logs, and Arrow IPC files of them, so
+//! notebooks (pyarrow, polars, pandas) can load what a run predicted.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
+use arrow::ipc::writer::FileWriter;
+use arrow::record_batch::RecordBatch;
+
+/// Predictions of a run, one entry per reading, column by column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PredictionLog {
+    /// Position of the reading in its stream (offset, or line number).
+    pub position: Vec<u64>,
+    /// Entity key.
+    pub key: Vec<Option<String>>,
+    /// Event time, Unix milliseconds.
+    pub event_time: Vec<Option<i64>>,
+    /// The prediction (value, or probability of class 1).
+    pub prediction: Vec<f64>,
+    /// The label, if the reading had one.
+    pub label: Vec<Option<f64>>,
+}
+
+impl PredictionLog {
+    /// Appends one prediction.
+    pub fn push(&mut self, position: u64, key: Option<&str>, event_time: Option<i64>, prediction: f64, label: Option<f64>) {
+        self.position.push(position);
+        self.key.push(key.map(str::to_owned));
+        self.event_time.push(event_time);
+        self.prediction.push(prediction);
+        self.label.push(label);
+    }
+
+    /// Number of predictions.
+    pub fn len(&self) -> usize {
+        self.prediction.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.prediction.is_empty()
+    }
+
+    /// The log as one Arrow record batch.
+    pub fn to_record_batch(&self) -> Result<RecordBatch, ArrowError> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("position", DataType::UInt64, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("event_time_ms", DataType::Int64, true),
+            Field::new("prediction", DataType::Float64, false),
+            Field::new("label", DataType::Float64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from(self.position.clone())),
+            Arc::new(StringArray::from(self.key.clone())),
+            Arc::new(Int64Array::from(self.event_time.clone())),
+            Arc::new(Float64Array::from(self.prediction.clone())),
+            Arc::new(Float64Array::from(self.label.clone())),
+        ];
+        RecordBatch::try_new(schema, columns)
+    }
+
+    /// Writes the log as an Arrow IPC file.
+    pub fn write_ipc(&self, path: &Path) -> Result<(), ArrowError> {
+        let batch = self.to_record_batch()?;
+        let file = File::create(path)?;
+        let mut writer = FileWriter::try_new(file, &batch.schema())?;
+        writer.write(&batch)?;
+        writer.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::ipc::reader::FileReader;
+
+    #[test]
+    fn ipc_round_trip() {
+        let mut log = PredictionLog::default();
+        log.push(0, Some("soarin"), Some(1), 12.5, Some(10.0));
+        log.push(1, None, None, 3.0, None);
+        let dir = std::env::temp_dir().join(format!("streamfit-arrow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("log.arrow");
+        log.write_ipc(&path).expect("writes");
+        let reader = FileReader::try_new(File::open(&path).expect("opens"), None).expect("reads");
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+        assert_eq!(batches[0], log.to_record_batch().expect("batch"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,807 @@
+//! [`FeatureExtractor`]: a reading's bytes to a feature row, with keyed state.
+//!
+//! Lags and running means are state per key (ride, patient) and are updated
+//! in stream order as readings are extracted, so a reading's lag is always
+//! the previous reading of its key, whatever the micro-batch boundaries.
+//! A reading that fails leaves the state untouched.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::f64::consts::TAU;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{decode, Fields, Reading, Value};
+use crate::error::FeatureError;
+use crate::spec::{FeatureDef, FeatureSpec, Reset};
+use crate::time::Timestamp;
+
+/// What extraction yields beside the row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extracted<'a> {
+    /// The entity key (Kafka key, else the spec's key field).
+    pub key: Option<Cow<'a, str>>,
+    /// The label, when the reading has a valid one.
+    pub label: Option<f64>,
+    /// What the model's output is added to (the baseline lag, else 0).
+    pub baseline: f64,
+    /// Event time in Unix milliseconds, when the reading has one.
+    pub event_time: Option<i64>,
+}
+
+/// The keyed and learned state of an extractor: what a checkpoint carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeatureState {
+    keys: HashMap<String, KeyState>,
+    /// Learned vocabularies, one per `max_values` categorical, in spec order.
+    vocab: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct KeyState {
+    /// Per lag or running-mean feature: the history.
+    hist: Vec<History>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct History {
+    day: i64,
+    /// Latest valid values, newest last (lags).
+    recent: VecDeque<f64>,
+    count: f64,
+    mean: f64,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Numeric {
+        slot: usize,
+        missing: Vec<f64>,
+        indicator: bool,
+        optional: bool,
+        min: f64,
+        max: f64,
+    },
+    Fixed {
+        slot: usize,
+        values: HashMap<String, usize>,
+        optional: bool,
+    },
+    Learned {
+        slot: usize,
+        vocab: usize,
+        max: usize,
+        optional: bool,
+    },
+    Hashed {
+        slot: usize,
+        buckets: usize,
+        optional: bool,
+    },
+    Hour {
+        harmonics: usize,
+    },
+    Weekday,
+    DayOfYear,
+    Lag {
+        hist: usize,
+        order: usize,
+    },
+    Mean {
+        hist: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct HistSpec {
+    slot: usize,
+    missing: Vec<f64>,
+    reset: Reset,
+    keep: usize,
+}
+
+/// Turns readings into feature rows for one model.
+#[derive(Debug, Clone)]
+pub struct FeatureExtractor {
+    spec: FeatureSpec,
+    fields: Fields,
+    key_slot: Option<usize>,
+    ts_slot: Option<usize>,
+    target_slot: usize,
+    steps: Vec<Step>,
+    hists: Vec<HistSpec>,
+    /// Which `Step::Lag` is the baseline (its step index).
+    baseline: Option<usize>,
+    names: Vec<String>,
+    scale_mask: Vec<bool>,
+    needs_time: bool,
+    classification: bool,
+    state: FeatureState,
+}
+
+fn spec_error(key: impl Into<String>, message: impl Into<String>) -> FeatureError {
+    FeatureError::Spec {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+impl FeatureExtractor {
+    /// Builds an extractor; `classification` makes the target a 0/1 label.
+    pub fn new(spec: FeatureSpec, classification: bool) -> Result<Self, FeatureError> {
+        let mut fields = Fields::default();
+        let key_slot = spec.key.as_deref().map(|k| fields.slot(k));
+        let ts_slot = spec.timestamp.as_deref().map(|t| fields.slot(t));
+        let target_slot = fields.slot(&spec.target.field);
+        let mut steps = Vec::new();
+        let mut hists = Vec::new();
+        let mut names = Vec::new();
+        let mut scale_mask = Vec::new();
+        let mut needs_time = false;
+        let mut baseline = None;
+        let mut vocab_count = 0;
+        let mut push = |names: &mut Vec<String>, name: String, scale: bool| {
+            names.push(name);
+            scale_mask.push(scale);
+        };
+        if spec.features.is_empty() {
+            return Err(spec_error("features", "should list at least one feature"));
+        }
+        for (i, f) in spec.features.iter().enumerate() {
+            let at = |k: &str| format!("features[{i}].{k}");
+            match f {
+                FeatureDef::Numeric {
+                    field,
+                    missing,
+                    standardize,
+                    indicator,
+                    optional,
+                    min,
+                    max,
+                } => {
+                    let (min, max) = (min.unwrap_or(f64::MIN), max.unwrap_or(f64::MAX));
+                    if min > max {
+                        return Err(spec_error(at("min"), "should be at most `max`"));
+                    }
+                    push(&mut names, field.clone(), *standardize);
+                    if *indicator {
+                        push(&mut names, format!("{field}_missing"), false);
+                    }
+                    steps.push(Step::Numeric {
+                        slot: fields.slot(field),
+                        missing: missing.clone(),
+                        indicator: *indicator,
+                        optional: *optional,
+                        min,
+                        max,
+                    });
+                }
+                FeatureDef::Categorical {
+                    field,
+                    values,
+                    max_values,
+                    buckets,
+                    optional,
+                } => {
+                    let slot = fields.slot(field);
+                    let optional = *optional;
+                    match (values, max_values, buckets) {
+                        (Some(values), None, None) => {
+                            if values.is_empty() {
+                                return Err(spec_error(at("values"), "should list at least one value"));
+                            }
+                            let mut map = HashMap::new();
+                            for (j, v) in values.iter().enumerate() {
+                                if map.insert(v.clone(), j).is_some() {
+                                    return Err(spec_error(at("values"), format!("lists {v:?} twice")));
+                                }
+                                push(&mut names, format!("{field}={v}"), false);
+                            }
+                            push(&mut names, format!("{field}=<unknown>"), false);
+                            steps.push(Step::Fixed { slot, values: map, optional });
+                        }
+                        (None, Some(max), None) if (1..=10_000).contains(max) => {
+                            for j in 0..*max {
+                                push(&mut names, format!("{field}#{j}"), false);
+                            }
+                            push(&mut names, format!("{field}=<unknown>"), false);
+                            steps.push(Step::Learned { slot, vocab: vocab_count, max: *max, optional });
+                            vocab_count += 1;
+                        }
+                        (None, None, Some(b)) if (1..=1 << 20).contains(b) => {
+                            for j in 0..*b {
+                                push(&mut names, format!("{field}#bucket{j}"), false);
+                            }
+                            steps.push(Step::Hashed { slot, buckets: *b, optional });
+                        }
+                        (None, Some(_), None) => {
+                            return Err(spec_error(at("max_values"), "should be between 1 and 10000"))
+                        }
+                        (None, None, Some(_)) => {
+                            return Err(spec_error(at("buckets"), "should be between 1 and 1048576"))
+                        }
+                        _ => {
+                            return Err(spec_error(
+                                at("values"),
+                                "give exactly one of `values`, `max_values` or `buckets`",
+                            ))
+                        }
+                    }
+                }
+                FeatureDef::HourOfDay { harmonics } => {
+                    if !(1..=12).contains(harmonics) {
+                        return Err(spec_error(at("harmonics"), "should be between 1 and 12"));
+                    }
+                    needs_time = true;
+                    for k in 1..=*harmonics {
+                        let sfx = if k == 1 { String::new() } else { k.to_string() };
+                        push(&mut names, format!("hour_sin{sfx}"), false);
+                        push(&mut names, format!("hour_cos{sfx}"), false);
+                    }
+                    steps.push(Step::Hour { harmonics: *harmonics });
+                }
+                FeatureDef::DayOfWeek {} => {
+                    needs_time = true;
+                    for d in WEEKDAYS {
+                        push(&mut names, format!("dow={d}"), false);
+                    }
+                    steps.push(Step::Weekday);
+                }
+                FeatureDef::DayOfYear {} => {
+                    needs_time = true;
+                    push(&mut names, "doy_sin".into(), false);
+                    push(&mut names, "doy_cos".into(), false);
+                    steps.push(Step::DayOfYear);
+                }
+                FeatureDef::Lag {
+                    field,
+                    order,
+                    missing,
+                    reset,
+                    standardize,
+                    name,
+                } => {
+                    if !(1..=64).contains(order) {
+                        return Err(spec_error(at("order"), "should be between 1 and 64"));
+                    }
+                    let name = name.clone().unwrap_or_else(|| format!("lag{order}_{field}"));
+                    if spec.baseline.as_deref() == Some(name.as_str()) {
+                        baseline = Some(steps.len());
+                    }
+                    needs_time |= *reset == Reset::Daily;
+                    push(&mut names, name.clone(), *standardize);
+                    push(&mut names, format!("has_{name}"), false);
+                    let slot = fields.slot(field);
+                    steps.push(Step::Lag { hist: hists.len(), order: *order });
+                    hists.push(HistSpec { slot, missing: missing.clone(), reset: *reset, keep: *order });
+                }
+                FeatureDef::RunningMean {
+                    field,
+                    missing,
+                    reset,
+                    standardize,
+                    name,
+                } => {
+                    needs_time |= *reset == Reset::Daily;
+                    push(&mut names, name.clone().unwrap_or_else(|| format!("mean_{field}")), *standardize);
+                    let slot = fields.slot(field);
+                    steps.push(Step::Mean { hist: hists.len() });
+                    hists.push(HistSpec { slot, missing: missing.clone(), reset: *reset, keep: 0 });
+                }
+            }
+        }
+        if let Some(b) = &spec.baseline {
+            if baseline.is_none() {
+                return Err(spec_error("baseline", format!("names {b:?}, but no `lag` feature has that name")));
+            }
+        }
+        if needs_time && ts_slot.is_none() {
+            return Err(spec_error("timestamp", "is needed by the time features; name the timestamp field"));
+        }
+        if spec.max_reading_bytes == 0 {
+            return Err(spec_error("max_reading_bytes", "should be at least 1"));
+        }
+        Ok(FeatureExtractor {
+            state: FeatureState {
+                keys: HashMap::new(),
+                vocab: vec![Vec::new(); vocab_count],
+            },
+            spec,
+            fields,
+            key_slot,
+            ts_slot,
+            target_slot,
+            steps,
+            hists,
+            baseline,
+            names,
+            scale_mask,
+            needs_time,
+            classification,
+        })
+    }
+
+    /// The spec this extractor was built from.
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    /// Column names of the feature row.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Width of the feature row.
+    pub fn width(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Which columns the model should standardise online.
+    pub fn scale_mask(&self) -> Vec<bool> {
+        self.scale_mask.clone()
+    }
+
+    /// Names of learned categorical columns, resolved with the current vocabulary.
+    pub fn resolved_names(&self) -> Vec<String> {
+        let mut names = self.names.clone();
+        let mut col = 0;
+        for step in &self.steps {
+            match step {
+                Step::Learned { slot, vocab, max, .. } => {
+                    for (j, v) in self.state.vocab[*vocab].iter().enumerate() {
+                        names[col + j] = format!("{}={v}", self.fields.name(*slot));
+                    }
+                    col += max + 1;
+                }
+                other => col += self.step_width(other),
+            }
+        }
+        names
+    }
+
+    fn step_width(&self, step: &Step) -> usize {
+        match step {
+            Step::Numeric { indicator, .. } => 1 + usize::from(*indicator),
+            Step::Fixed { values, .. } => values.len() + 1,
+            Step::Learned { max, .. } => max + 1,
+            Step::Hashed { buckets, .. } => *buckets,
+            Step::Hour { harmonics } => 2 * harmonics,
+            Step::Weekday => 7,
+            Step::DayOfYear => 2,
+            Step::Lag { .. } => 2,
+            Step::Mean { .. } => 1,
+        }
+    }
+
+    /// The extractor's state (for checkpoints).
+    pub fn state(&self) -> &FeatureState {
+        &self.state
+    }
+
+    /// Replaces the state (restoring a checkpoint).
+    pub fn set_state(&mut self, state: FeatureState) -> Result<(), FeatureError> {
+        if state.vocab.len() != self.state.vocab.len()
+            || state.keys.values().any(|k| k.hist.len() != self.hists.len())
+        {
+            return Err(spec_error("features", "the checkpoint was written for a different feature spec"));
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// Extracts one reading into `row` and updates the keyed state.
+    pub fn extract<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        kafka_key: Option<&'a str>,
+        row: &mut [f64],
+    ) -> Result<Extracted<'a>, FeatureError> {
+        let (reading, extracted, ts) = self.fill(bytes, kafka_key, row, true)?;
+        self.update_state(&reading, extracted.key.as_deref(), ts);
+        Ok(extracted)
+    }
+
+    /// Extracts one reading into `row` without touching the state (ad-hoc scoring).
+    pub fn extract_readonly<'a>(
+        &self,
+        bytes: &'a [u8],
+        kafka_key: Option<&'a str>,
+        row: &mut [f64],
+    ) -> Result<Extracted<'a>, FeatureError> {
+        self.fill(bytes, kafka_key, row, false).map(|(_, e, _)| e)
+    }
+
+    fn num(&self, reading: &Reading<'_>, slot: usize, optional: bool) -> Result<Option<f64>, FeatureError> {
+        match &reading.values[slot] {
+            Value::Num(v) => Ok(Some(*v)),
+            Value::Absent | Value::Null if optional => Ok(None),
+            Value::Absent => Err(FeatureError::Missing {
+                field: self.fields.name(slot).to_owned(),
+            }),
+            other => Err(FeatureError::wrong(self.fields.name(slot), "a number", other.describe())),
+        }
+    }
+
+    fn category<'r>(&self, reading: &'r Reading<'_>, slot: usize, optional: bool) -> Result<Option<Cow<'r, str>>, FeatureError> {
+        match &reading.values[slot] {
+            Value::Str(s) => Ok(Some(Cow::Borrowed(s.as_ref()))),
+            Value::Num(v) => Ok(Some(Cow::Owned(format!("{v}")))),
+            Value::Bool(b) => Ok(Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
+            Value::Absent | Value::Null if optional => Ok(None),
+            Value::Absent => Err(FeatureError::Missing {
+                field: self.fields.name(slot).to_owned(),
+            }),
+            other => Err(FeatureError::wrong(self.fields.name(slot), "a string", other.describe())),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn fill<'a>(
+        &self,
+        bytes: &'a [u8],
+        kafka_key: Option<&'a str>,
+        row: &mut [f64],
+        learn_vocab: bool,
+    ) -> Result<(Reading<'a>, Extracted<'a>, Option<Timestamp>), FeatureError> {
+        if bytes.len() > self.spec.max_reading_bytes {
+            return Err(FeatureError::TooLarge {
+                limit: self.spec.max_reading_bytes,
+                actual: bytes.len(),
+            });
+        }
+        if row.len() != self.width() {
+            return Err(spec_error("features", format!("row should have {} columns, but has {}", self.width(), row.len())));
+        }
+        let reading = decode(bytes, &self.fields)?;
+        let key: Option<Cow<'a, str>> = match (kafka_key, self.key_slot) {
+            (Some(k), _) => Some(Cow::Borrowed(k)),
+            (None, Some(slot)) => match &reading.values[slot] {
+                Value::Str(s) => Some(s.clone()),
+                Value::Num(v) => Some(Cow::Owned(format!("{v}"))),
+                Value::Absent | Value::Null => None,
+                other => return Err(FeatureError::wrong(self.fields.name(slot), "a string", other.describe())),
+            },
+            (None, None) => None,
+        };
+        if key.is_none() && !self.hists.is_empty() {
+            let field = self.spec.key.clone().unwrap_or_else(|| "key".into());
+            return Err(FeatureError::Missing { field });
+        }
+        let ts = match self.ts_slot {
+            None => None,
+            Some(slot) => {
+                let name = self.fields.name(slot);
+                match &reading.values[slot] {
+                    Value::Str(s) => Some(Timestamp::parse(s).ok_or_else(|| {
+                        FeatureError::wrong(name, "an ISO 8601 timestamp such as 2018-01-01T09:05:00", format!("{s:?}"))
+                    })?),
+                    Value::Num(v) => Some(
+                        Timestamp::from_unix(*v)
+                            .ok_or_else(|| FeatureError::wrong(name, "Unix seconds or milliseconds", format!("{v}")))?,
+                    ),
+                    Value::Absent | Value::Null if !self.needs_time => None,
+                    Value::Absent => return Err(FeatureError::Missing { field: name.to_owned() }),
+                    other => return Err(FeatureError::wrong(name, "an ISO 8601 timestamp", other.describe())),
+                }
+            }
+        };
+        let target = self.fields.name(self.target_slot);
+        let label = match &reading.values[self.target_slot] {
+            Value::Absent | Value::Null => None,
+            Value::Num(v) if self.spec.target.missing.contains(v) => None,
+            Value::Num(v) if self.classification => {
+                if *v == 0.0 || *v == 1.0 {
+                    Some(*v)
+                } else {
+                    return Err(FeatureError::wrong(target, "0 or 1", format!("{v}")));
+                }
+            }
+            Value::Num(v) => Some(*v),
+            Value::Bool(b) if self.classification => Some(f64::from(u8::from(*b))),
+            other => return Err(FeatureError::wrong(target, "a number", other.describe())),
+        };
+        let key_state = key.as_deref().and_then(|k| self.state.keys.get(k));
+        let day = ts.map(|t| t.days);
+        let mut baseline = 0.0;
+        let mut col = 0;
+        for (si, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Numeric { slot, missing, indicator, optional, min, max } => {
+                    let v = self.num(&reading, *slot, *optional)?;
+                    let v = v.filter(|v| !missing.contains(v));
+                    if let Some(x) = v {
+                        if x < *min || x > *max {
+                            return Err(FeatureError::wrong(self.fields.name(*slot), "within the spec's min and max", format!("{x}")));
+                        }
+                    }
+                    row[col] = v.unwrap_or(f64::NAN);
+                    if *indicator {
+                        row[col + 1] = f64::from(u8::from(v.is_none()));
+                    }
+                }
+                Step::Fixed { slot, values, optional } => {
+                    let w = values.len() + 1;
+                    row[col..col + w].fill(0.0);
+                    if let Some(c) = self.category(&reading, *slot, *optional)? {
+                        row[col + values.get(c.as_ref()).copied().unwrap_or(values.len())] = 1.0;
+                    }
+                }
+                Step::Learned { slot, vocab, max, optional } => {
+                    row[col..col + max + 1].fill(0.0);
+                    if let Some(c) = self.category(&reading, *slot, *optional)? {
+                        let known = &self.state.vocab[*vocab];
+                        let idx = match known.iter().position(|v| v == c.as_ref()) {
+                            Some(j) => j,
+                            // a new value gets the next column when learning and there is room
+                            None if learn_vocab && known.len() < *max => known.len(),
+                            None => *max,
+                        };
+                        row[col + idx] = 1.0;
+                    }
+                }
+                Step::Hashed { slot, buckets, optional } => {
+                    row[col..col + buckets].fill(0.0);
+                    if let Some(c) = self.category(&reading, *slot, *optional)? {
+                        row[col + (fnv1a(&c) % *buckets as u64) as usize] = 1.0;
+                    }
+                }
+                Step::Hour { harmonics } => {
+                    let h = ts.map(|t| t.hour_of_day()).unwrap_or(0.0);
+                    for k in 0..*harmonics {
+                        let a = TAU * (k + 1) as f64 * h / 24.0;
+                        row[col + 2 * k] = a.sin();
+                        row[col + 2 * k + 1] = a.cos();
+                    }
+                }
+                Step::Weekday => {
+                    row[col..col + 7].fill(0.0);
+                    if let Some(t) = ts {
+                        row[col + t.weekday()] = 1.0;
+                    }
+                }
+                Step::DayOfYear => {
+                    let a = TAU * f64::from(ts.map(|t| t.day_of_year()).unwrap_or(1)) / 365.25;
+                    row[col] = a.sin();
+                    row[col + 1] = a.cos();
+                }
+                Step::Lag { hist, order, .. } => {
+                    let lag = key_state
+                        .map(|k| &k.hist[*hist])
+                        .filter(|h| self.hists[*hist].reset == Reset::Never || Some(h.day) == day)
+                        .and_then(|h| h.recent.len().checked_sub(*order).map(|i| h.recent[i]));
+                    row[col] = lag.unwrap_or(0.0);
+                    row[col + 1] = f64::from(u8::from(lag.is_some()));
+                    if self.baseline == Some(si) {
+                        baseline = lag.unwrap_or(0.0);
+                    }
+                }
+                Step::Mean { hist, .. } => {
+                    let mean = key_state
+                        .map(|k| &k.hist[*hist])
+                        .filter(|h| h.count > 0.0)
+                        .filter(|h| self.hists[*hist].reset == Reset::Never || Some(h.day) == day)
+                        .map(|h| h.mean);
+                    row[col] = mean.unwrap_or(0.0);
+                }
+            }
+            col += self.step_width(step);
+        }
+        // the lag and mean fields must be numbers (or missing) for the state update
+        for h in &self.hists {
+            match &reading.values[h.slot] {
+                Value::Num(_) | Value::Absent | Value::Null => {}
+                other => return Err(FeatureError::wrong(self.fields.name(h.slot), "a number", other.describe())),
+            }
+        }
+        let event_time = ts.map(|t| t.unix_millis());
+        Ok((reading, Extracted { key, label, baseline, event_time }, ts))
+    }
+
+    fn update_state(&mut self, reading: &Reading<'_>, key: Option<&str>, ts: Option<Timestamp>) {
+        for step in &self.steps {
+            if let Step::Learned { slot, vocab, max, .. } = step {
+                let value = match &reading.values[*slot] {
+                    Value::Str(s) => Some(s.to_string()),
+                    Value::Num(v) => Some(format!("{v}")),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
+                };
+                if let Some(v) = value {
+                    let known = &mut self.state.vocab[*vocab];
+                    if known.len() < *max && !known.contains(&v) {
+                        known.push(v);
+                    }
+                }
+            }
+        }
+        let Some(key) = key else { return };
+        if self.hists.is_empty() {
+            return;
+        }
+        let day = ts.map(|t| t.days).unwrap_or(0);
+        let n = self.hists.len();
+        let state = match self.state.keys.get_mut(key) {
+            Some(s) => s,
+            None => self.state.keys.entry(key.to_owned()).or_insert_with(|| KeyState {
+                hist: vec![History::default(); n],
+            }),
+        };
+        for (h, spec) in state.hist.iter_mut().zip(&self.hists) {
+            let Value::Num(v) = reading.values[spec.slot] else { continue };
+            if spec.missing.contains(&v) {
+                continue;
+            }
+            if spec.reset == Reset::Daily && h.day != day {
+                h.recent.clear();
+                h.count = 0.0;
+                h.mean = 0.0;
+            }
+            h.day = day;
+            if spec.keep > 0 {
+                if h.recent.len() == spec.keep {
+                    h.recent.pop_front();
+                }
+                h.recent.push_back(v);
+            }
+            h.count += 1.0;
+            h.mean += (v - h.mean) / h.count;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::TargetSpec;
+    use approx::assert_relative_eq;
+    use proptest::prelude::*;
+
+    fn waits_spec() -> FeatureSpec {
+        let toml = r#"
+            key = "ride"
+            timestamp = "ts"
+            target = { field = "posted_wait", missing = [-999.0] }
+            baseline = "lag1"
+            features = [
+              { kind = "categorical", field = "ride", values = ["soarin", "dinosaur"] },
+              { kind = "hour_of_day" },
+              { kind = "day_of_week" },
+              { kind = "day_of_year" },
+              { kind = "lag", field = "posted_wait", missing = [-999.0], reset = "daily", name = "lag1" },
+            ]
+        "#;
+        toml_like(toml)
+    }
+
+    fn toml_like(s: &str) -> FeatureSpec {
+        toml::from_str(s).expect("valid spec")
+    }
+
+    #[test]
+    fn waits_reading_to_row() {
+        let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
+        assert_eq!(x.width(), 3 + 2 + 7 + 2 + 2);
+        let mut row = vec![0.0; x.width()];
+        let e = x
+            .extract(br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":25.0}"#, None, &mut row)
+            .expect("extracts");
+        assert_eq!(e.key.as_deref(), Some("soarin"));
+        assert_eq!(e.label, Some(25.0));
+        assert_eq!(&row[..3], &[1.0, 0.0, 0.0]);
+        let h = 9.0 + 5.0 / 60.0;
+        assert_relative_eq!(row[3], (TAU * h / 24.0).sin());
+        assert_eq!(row[5], 1.0, "Monday");
+        assert_eq!(&row[14..], &[0.0, 0.0], "no lag yet");
+        // the next reading of the same ride and day sees lag 25; a closed ride is skipped
+        x.extract(br#"{"ride":"soarin","ts":"2018-01-01T09:10:00","posted_wait":-999}"#, None, &mut row)
+            .map(|e| assert_eq!(e.label, None))
+            .expect("extracts");
+        let e = x
+            .extract(br#"{"ride":"soarin","ts":"2018-01-01T09:20:00","posted_wait":30}"#, None, &mut row)
+            .expect("extracts");
+        assert_eq!(&row[14..], &[25.0, 1.0]);
+        assert_eq!(e.baseline, 25.0);
+        // another ride has no lag; an unknown ride goes to the unknown column
+        x.extract(br#"{"ride":"pirates","ts":"2018-01-01T09:25:00","posted_wait":5}"#, None, &mut row)
+            .expect("extracts");
+        assert_eq!(&row[..3], &[0.0, 0.0, 1.0]);
+        assert_eq!(&row[14..], &[0.0, 0.0]);
+        // a new day resets the lag
+        x.extract(br#"{"ride":"soarin","ts":"2018-01-02T08:00:00","posted_wait":10}"#, None, &mut row)
+            .expect("extracts");
+        assert_eq!(&row[14..], &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn kafka_key_wins_over_the_key_field() {
+        let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
+        let mut row = vec![0.0; x.width()];
+        let e = x
+            .extract(br#"{"ts":"2018-01-01T09:05:00","posted_wait":25.0,"ride":"soarin"}"#, Some("k"), &mut row)
+            .expect("extracts");
+        assert_eq!(e.key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_leave_state_alone() {
+        let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
+        let mut row = vec![0.0; x.width()];
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"ride":"soarin","ts":"01/02/2018","posted_wait":25}"#, "`ts` should be an ISO 8601 timestamp"),
+            (br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":"25"}"#, "`posted_wait` should be a number, but is the string \"25\""),
+            (br#"{"ride":"soarin","posted_wait":25}"#, "`ts` is required"),
+            (br#"{"ts":"2018-01-01T09:05:00","posted_wait":25}"#, "`ride` is required"),
+            (br#"{"ride":["a"],"ts":"2018-01-01T09:05:00","posted_wait":25}"#, "`ride` should be a string, but is an array"),
+        ];
+        for (bytes, msg) in cases {
+            let e = x.extract(bytes, None, &mut row).expect_err("invalid");
+            assert!(e.to_string().starts_with(msg), "{e} / {msg}");
+        }
+        assert_eq!(x.state(), &FeatureState::default());
+    }
+
+    #[test]
+    fn numeric_missing_sentinels_and_indicators() {
+        let spec = FeatureSpec {
+            key: None,
+            timestamp: None,
+            target: TargetSpec { field: "y".into(), missing: vec![] },
+            baseline: None,
+            features: vec![FeatureDef::Numeric {
+                field: "chol".into(),
+                missing: vec![0.0],
+                standardize: true,
+                indicator: true,
+                optional: false,
+                min: Some(0.0),
+                max: Some(1000.0),
+            }],
+            max_reading_bytes: 100,
+        };
+        let mut x = FeatureExtractor::new(spec, true).expect("valid");
+        let mut row = vec![0.0; 2];
+        let e = x.extract(br#"{"chol":0,"y":1}"#, None, &mut row).expect("extracts");
+        assert!(row[0].is_nan());
+        assert_eq!(row[1], 1.0);
+        assert_eq!(e.label, Some(1.0));
+        assert!(x.extract(br#"{"chol":5000,"y":1}"#, None, &mut row).is_err());
+        assert!(x.extract(br#"{"chol":200,"y":2}"#, None, &mut row).is_err());
+        let big = format!(r#"{{"chol":200,"y":1,"pad":"{}"}}"#, "x".repeat(200));
+        assert!(matches!(x.extract(big.as_bytes(), None, &mut row), Err(FeatureError::TooLarge { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn any_bytes_extract_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
+            let mut row = vec![0.0; x.width()];
+            let _ = x.extract(&bytes, None, &mut row);
+        }
+
+        #[test]
+        fn plausible_readings_give_finite_rows_or_errors(
+            ride in "[a-z]{0,8}", ts in "20[0-9]{2}-[01][0-9]-[0-3][0-9][T ][0-2][0-9]:[0-5][0-9](:[0-9]{2})?",
+            wait in prop_oneof![Just("-999".to_string()), "-?[0-9]{1,4}(\\.[0-9])?", Just("null".to_string()), Just("1e308".to_string())],
+        ) {
+            let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
+            let mut row = vec![0.0; x.width()];
+            let json = format!(r#"{{"ride":"{ride}","ts":"{ts}","posted_wait":{wait}}}"#);
+            if let Ok(e) = x.extract(json.as_bytes(), None, &mut row) {
+                prop_assert!(row.iter().all(|v| v.is_finite()));
+                prop_assert!(e.label.is_none_or(f64::is_finite));
+            }
+        }
+    }
+}

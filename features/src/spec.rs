@@ -1,0 +1,154 @@
+//! The declarative feature spec, as written in a `[[model]]` table of the
+//! service config (see `deploy/streamfit.toml`).
+
+use serde::{Deserialize, Serialize};
+
+/// How a model reads its readings: key, time, target and features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Field with the entity key, used when the Kafka message has no key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Field with the event time (ISO 8601 string or Unix seconds/millis).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// The target field; a reading with it is labelled.
+    pub target: TargetSpec,
+    /// Name of a `lag` feature: the model learns the target minus that lag
+    /// (when the lag exists) and adds it back when predicting.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// The features, in row order.
+    pub features: Vec<FeatureDef>,
+    /// Readings larger than this many bytes are rejected.
+    #[serde(default = "default_max_reading_bytes")]
+    pub max_reading_bytes: usize,
+}
+
+fn default_max_reading_bytes() -> usize {
+    64 * 1024
+}
+
+/// The target field and its missing-value sentinels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The field's name.
+    pub field: String,
+    /// Values that mean "no label" (e.g. `-999` for a closed ride).
+    #[serde(default)]
+    pub missing: Vec<f64>,
+}
+
+/// When keyed state (lags, running means) starts afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reset {
+    /// Never: the state spans the whole stream.
+    #[default]
+    Never,
+    /// At each new calendar date of the reading's timestamp.
+    Daily,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+
+/// One feature (one or more columns of the row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureDef {
+    /// A number, taken as it is (standardised online by default).
+    Numeric {
+        /// The field.
+        field: String,
+        /// Values that mean missing (e.g. `0` for a cholesterol never measured).
+        #[serde(default)]
+        missing: Vec<f64>,
+        /// Standardise online (running mean and variance).
+        #[serde(default = "yes")]
+        standardize: bool,
+        /// Add a 0/1 column that says the value was missing.
+        #[serde(default)]
+        indicator: bool,
+        /// Allow the field to be absent or null (imputed as the running mean).
+        #[serde(default)]
+        optional: bool,
+        /// Smallest plausible value; below it the reading is rejected.
+        #[serde(default)]
+        min: Option<f64>,
+        /// Largest plausible value; above it the reading is rejected.
+        #[serde(default)]
+        max: Option<f64>,
+    },
+    /// A category, one-hot encoded.
+    Categorical {
+        /// The field.
+        field: String,
+        /// A fixed vocabulary; anything else goes to an `<unknown>` column.
+        #[serde(default)]
+        values: Option<Vec<String>>,
+        /// Learn the vocabulary in order of appearance, up to this many values.
+        #[serde(default)]
+        max_values: Option<usize>,
+        /// Hash values into this many columns (for open vocabularies).
+        #[serde(default)]
+        buckets: Option<usize>,
+        /// Allow the field to be absent or null (an all-zero encoding).
+        #[serde(default)]
+        optional: bool,
+    },
+    /// Hour of day as sin and cos of 2π·k·hour/24, for k = 1..=harmonics.
+    HourOfDay {
+        /// Number of harmonics.
+        #[serde(default = "one")]
+        harmonics: usize,
+    },
+    /// Day of week, one-hot (Monday first).
+    DayOfWeek {},
+    /// Day of year as sin and cos of 2π·doy/365.25.
+    DayOfYear {},
+    /// The `order`-th previous valid value of `field` for the same key, and
+    /// a 0/1 column that says whether there is one.
+    Lag {
+        /// The field.
+        field: String,
+        /// 1 = the previous value, 2 = the one before, ...
+        #[serde(default = "one")]
+        order: usize,
+        /// Values that are not valid (skipped, like `-999`).
+        #[serde(default)]
+        missing: Vec<f64>,
+        /// When the history starts afresh.
+        #[serde(default)]
+        reset: Reset,
+        /// Standardise the lag column online.
+        #[serde(default = "yes")]
+        standardize: bool,
+        /// Column name (default `lag{order}_{field}`).
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The running mean of the previous valid values of `field` for the same key.
+    RunningMean {
+        /// The field.
+        field: String,
+        /// Values that are not valid.
+        #[serde(default)]
+        missing: Vec<f64>,
+        /// When the mean starts afresh.
+        #[serde(default)]
+        reset: Reset,
+        /// Standardise the column online.
+        #[serde(default = "yes")]
+        standardize: bool,
+        /// Column name (default `mean_{field}`).
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
