@@ -26,7 +26,7 @@ pub enum BatchMode {
 }
 
 /// Hyper-parameters of a linear model, as written in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearParams {
     /// The loss; `logistic` makes the model a classifier.
@@ -44,6 +44,28 @@ pub struct LinearParams {
     /// Per-reading (default) or mini-batch learning.
     #[serde(default)]
     pub batch_mode: BatchMode,
+    /// Regression: learn the target standardised online (running mean and
+    /// standard deviation) and map predictions back, so that learning rates
+    /// mean the same whether the target is in minutes or in millions.
+    #[serde(default = "yes")]
+    pub standardize_target: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for LinearParams {
+    fn default() -> Self {
+        LinearParams {
+            loss: Loss::default(),
+            optimizer: OptimizerParams::default(),
+            l1: 0.0,
+            l2: 0.0,
+            batch_mode: BatchMode::default(),
+            standardize_target: true,
+        }
+    }
 }
 
 /// [`LinearParams`] that passed [`LinearParams::validate`].
@@ -78,7 +100,7 @@ impl LinearParams {
         check(
             self.batch_mode == BatchMode::PerReading || self.optimizer.is_gradient_based(),
             "batch_mode",
-            "per_reading with the normalized optimiser (mini_batch needs sgd, adagrad, adam or ftrl)",
+            "per_reading with the normalized and newton optimisers (mini_batch needs sgd, adagrad, adam or ftrl)",
             "mini_batch",
         )?;
         Ok(ValidLinearParams(self))
@@ -95,6 +117,10 @@ pub struct LinearModel {
     scaler: OnlineScaler,
     /// Labelled readings learned.
     learned: u64,
+    /// Smallest and largest label learned (regression predictions are clipped to them).
+    label_range: Option<(f64, f64)>,
+    /// Running statistics of the regression target: count, mean, sum of squares.
+    target_stats: (f64, f64, f64),
     #[serde(skip)]
     scratch: Vec<f64>,
     #[serde(skip)]
@@ -122,6 +148,8 @@ impl LinearModel {
             weights: Array1::zeros(n + 1),
             scaler: OnlineScaler::new(scale_mask),
             learned: 0,
+            label_range: None,
+            target_stats: (0.0, 0.0, 0.0),
             scratch: Vec::new(),
             grad: Vec::new(),
         }
@@ -170,6 +198,15 @@ impl LinearModel {
         Ok(())
     }
 
+    fn note_label(&mut self, y: f64) {
+        if !self.params.0.loss.is_classification() {
+            self.label_range = Some(match self.label_range {
+                Some((lo, hi)) => (lo.min(y), hi.max(y)),
+                None => (y, y),
+            });
+        }
+    }
+
     fn check_label(&self, y: f64) -> Result<(), ModelError> {
         if self.params.0.loss.is_classification() {
             if y != 0.0 && y != 1.0 {
@@ -206,9 +243,56 @@ impl LinearModel {
         Ok(self.raw_unchecked(&x))
     }
 
-    /// The prediction: a value for regression, the probability of class 1 for a classifier.
+    /// The prediction: a value for regression (clipped to the range of the
+    /// labels learned so far, as Vowpal Wabbit does), the probability of
+    /// class 1 for a classifier.
     pub fn predict(&self, x: ArrayView1<'_, f64>) -> Result<f64, ModelError> {
-        Ok(self.params.0.loss.output(self.predict_raw(x)?))
+        Ok(self.finish(self.predict_raw(x)?))
+    }
+
+    #[inline]
+    fn finish(&self, raw: f64) -> f64 {
+        let (mean, std) = self.target_scale();
+        match (self.params.0.loss, self.label_range) {
+            (Loss::Logistic, _) => self.params.0.loss.output(raw),
+            (_, Some((lo, hi))) => (raw * std + mean).clamp(lo, hi),
+            (_, None) => raw * std + mean,
+        }
+    }
+
+    /// Mean and standard deviation the regression target is learned in
+    /// units of: (0, 1) when target standardisation is off or nothing has
+    /// been learned yet.
+    pub fn target_scale(&self) -> (f64, f64) {
+        let (n, mean, m2) = self.target_stats;
+        if !self.params.0.standardize_target || self.params.0.loss.is_classification() || n < 1.0 {
+            return (0.0, 1.0);
+        }
+        let var = m2 / n;
+        (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
+    }
+
+    /// The loss in standardised target units, and the standardised label.
+    fn scaled(&mut self, y: f64) -> (Loss, f64) {
+        if !self.params.0.standardize_target || self.params.0.loss.is_classification() {
+            return (self.params.0.loss, y);
+        }
+        let (n, mean, m2) = &mut self.target_stats;
+        *n += 1.0;
+        let d = y - *mean;
+        *mean += d / *n;
+        *m2 += d * (y - *mean);
+        let (mean, std) = self.target_scale();
+        let loss = match self.params.0.loss {
+            Loss::Huber { delta } => Loss::Huber { delta: delta / std },
+            other => other,
+        };
+        (loss, (y - mean) / std)
+    }
+
+    /// The smallest and largest label learned so far (regression).
+    pub fn label_range(&self) -> Option<(f64, f64)> {
+        self.label_range
     }
 
     /// Predicts every row of `x` into `out`.
@@ -231,15 +315,19 @@ impl LinearModel {
     pub fn learn_slice(&mut self, x: &[f64], y: f64) -> Result<(), ModelError> {
         self.check_row(x)?;
         self.check_label(y)?;
+        self.note_label(y);
+        let (loss, y) = self.scaled(y);
         self.scaler.update(x);
         let n = x.len();
         let mut z = std::mem::take(&mut self.scratch);
         z.resize(n + 1, 0.0);
         self.scaler.transform(x, &mut z[..n]);
         z[n] = 1.0;
-        let result = if self.params.0.optimizer.is_gradient_based() {
+        let result = if let OptimizerParams::Newton { forgetting, .. } = self.params.0.optimizer {
+            self.newton_step(&z, y, loss, forgetting)
+        } else if self.params.0.optimizer.is_gradient_based() {
             let raw = dot(self.weights.as_slice().unwrap_or(&[]), &z);
-            let g = self.params.0.loss.gradient(raw, y);
+            let g = loss.gradient(raw, y);
             let mut grad = std::mem::take(&mut self.grad);
             grad.clear();
             grad.extend(z.iter().map(|&v| g * v));
@@ -247,7 +335,7 @@ impl LinearModel {
             self.grad = grad;
             r
         } else {
-            self.normalized_step(&mut z, y)
+            self.normalized_step(&mut z, y, loss)
         };
         self.scratch = z;
         if result.is_ok() {
@@ -283,6 +371,8 @@ impl LinearModel {
             let row = row.to_vec();
             self.check_row(&row)?;
             self.check_label(label)?;
+            self.note_label(label);
+            let (_, label) = self.scaled(label);
             self.scaler.update(&row);
             rows.push((row, label));
         }
@@ -295,7 +385,12 @@ impl LinearModel {
             self.scaler.transform(row, &mut z[..n]);
             z[n] = 1.0;
             let raw = dot(self.weights.as_slice().unwrap_or(&[]), &z);
-            let g = self.params.0.loss.gradient(raw, *label);
+            let (_, std) = self.target_scale();
+            let loss = match self.params.0.loss {
+                Loss::Huber { delta } => Loss::Huber { delta: delta / std },
+                other => other,
+            };
+            let g = loss.gradient(raw, *label);
             for (acc, v) in grad.iter_mut().zip(&z) {
                 *acc += g * v;
             }
@@ -412,9 +507,66 @@ impl LinearModel {
         Ok(())
     }
 
+    /// One online Newton step on the standardised row `z` (intercept last).
+    fn newton_step(&mut self, z: &[f64], y: f64, loss: Loss, forgetting: f64) -> Result<(), ModelError> {
+        let OptimizerState::Newton { cov } = &mut self.state else {
+            return Err(ModelError::Baseline("optimiser state does not match its parameters".into()));
+        };
+        let w = self
+            .weights
+            .as_slice_mut()
+            .ok_or(ModelError::Baseline("weights are not contiguous".into()))?;
+        let d = z.len();
+        let raw = dot(w, z);
+        let g = loss.gradient(raw, y);
+        let h = loss.curvature(raw, y);
+        // px = P z, s = z' P z
+        let mut px = std::mem::take(&mut self.grad);
+        px.clear();
+        px.extend((0..d).map(|i| dot(&cov[i * d..(i + 1) * d], z)));
+        let s = dot(z, &px);
+        let denom = 1.0 + h * s;
+        let step = g / denom;
+        if !step.is_finite() || !(denom > 0.0) {
+            self.grad = px;
+            return Err(ModelError::Diverged { value: step });
+        }
+        for (wi, pi) in w.iter_mut().zip(&px) {
+            *wi -= step * pi;
+        }
+        let k = h / denom;
+        for i in 0..d {
+            let row = &mut cov[i * d..(i + 1) * d];
+            let a = k * px[i];
+            for (c, pj) in row.iter_mut().zip(&px) {
+                *c -= a * pj;
+            }
+        }
+        if forgetting < 1.0 {
+            // forget, but never beyond the prior: directions no reading
+            // excites would otherwise inflate without bound (RLS wind-up)
+            let OptimizerParams::Newton { prior_variance, .. } = self.params.0.optimizer else {
+                unreachable!("newton_step is only called for the newton optimiser")
+            };
+            let inflate: Vec<f64> = (0..d)
+                .map(|i| (prior_variance / cov[i * d + i].max(f64::MIN_POSITIVE)).min(1.0 / forgetting).max(1.0).sqrt())
+                .collect();
+            for i in 0..d {
+                for j in 0..d {
+                    cov[i * d + j] *= inflate[i] * inflate[j];
+                }
+            }
+        }
+        self.grad = px;
+        if let Some(&bad) = w.iter().find(|v| !v.is_finite()) {
+            return Err(ModelError::Diverged { value: bad });
+        }
+        Ok(())
+    }
+
     /// One normalised (Vowpal Wabbit style) step on the standardised row `z`
     /// (its last entry is the intercept's constant 1).
-    fn normalized_step(&mut self, z: &mut [f64], y: f64) -> Result<(), ModelError> {
+    fn normalized_step(&mut self, z: &mut [f64], y: f64, loss: Loss) -> Result<(), ModelError> {
         let p = self.params.0;
         let OptimizerParams::Normalized {
             learning_rate,
@@ -457,7 +609,7 @@ impl LinearModel {
         let mult = *t / *sum_norm;
         // 2. predict with the current weights
         let raw = dot(w, z);
-        let g = p.loss.gradient(raw, y);
+        let g = loss.gradient(raw, y);
         // 3. per-feature rates and the prediction's sensitivity to an update
         let mut ppu = 0.0;
         for i in 0..=n {
@@ -481,7 +633,7 @@ impl LinearModel {
             learning_rate * t.powf(-power_t)
         };
         let u = if invariant {
-            p.loss.invariant_update(raw, y, eta, ppu)
+            loss.invariant_update(raw, y, eta, ppu)
         } else {
             -eta * g
         };
@@ -521,6 +673,7 @@ mod tests {
         let params = LinearParams {
             loss,
             optimizer,
+            standardize_target: false,
             ..Default::default()
         }
         .validate()
@@ -643,10 +796,37 @@ mod tests {
     }
 
     #[test]
+    fn newton_step_by_hand() {
+        let opt = OptimizerParams::Newton { prior_variance: 1.0, forgetting: 1.0 };
+        let mut m = model(Loss::Squared, opt, 1);
+        m.learn_one(array![1.0].view(), 2.0).expect("learns");
+        // P = I, z = [1, 1]: s = 2, step = -2 / 3, w = [2/3, 2/3]
+        assert_relative_eq!(m.weights()[0], 2.0 / 3.0, epsilon = 1e-12);
+        assert_relative_eq!(m.intercept(), 2.0 / 3.0, epsilon = 1e-12);
+        // recursive least squares equals ridge regression in closed form
+        let mut m = model(Loss::Squared, opt, 1);
+        let data = [(1.0, 2.0), (2.0, 2.5), (-1.0, 0.0), (0.5, 1.4)];
+        for (x, y) in data {
+            m.learn_one(array![x].view(), y).expect("learns");
+        }
+        // ridge with lambda = 1 on [x, 1]: solve (X'X + I) w = X'y
+        let (sxx, sx, n, sxy, sy) = data.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |a, (x, y)| {
+            (a.0 + x * x, a.1 + x, a.2 + 1.0, a.3 + x * y, a.4 + y)
+        });
+        let (a, b, c, dd) = (sxx + 1.0, sx, sx, n + 1.0);
+        let det = a * dd - b * c;
+        let w0 = (dd * sxy - b * sy) / det;
+        let w1 = (a * sy - c * sxy) / det;
+        assert_relative_eq!(m.weights()[0], w0, epsilon = 1e-10);
+        assert_relative_eq!(m.intercept(), w1, epsilon = 1e-10);
+    }
+
+    #[test]
     fn mini_batch_is_one_step_of_the_mean_gradient() {
         let params = LinearParams {
             optimizer: sgd(0.1),
             batch_mode: BatchMode::MiniBatch,
+            standardize_target: false,
             ..Default::default()
         }
         .validate()
@@ -659,6 +839,7 @@ mod tests {
         assert_relative_eq!(m.intercept(), 0.2, epsilon = 1e-12);
         assert!(LinearParams {
             batch_mode: BatchMode::MiniBatch,
+            optimizer: OptimizerParams::Newton { prior_variance: 1.0, forgetting: 1.0 },
             ..Default::default()
         }
         .validate()
@@ -688,6 +869,10 @@ mod tests {
                 power_t: 0.5,
                 adaptive: true,
                 invariant: true,
+            },
+            OptimizerParams::Newton {
+                prior_variance: 1.0,
+                forgetting: 1.0,
             },
         ]
     }

@@ -108,6 +108,27 @@ impl Loss {
         }
     }
 
+    /// The curvature used by second-order steps: the second derivative, or
+    /// for the non-smooth losses the iteratively-reweighted-least-squares weight.
+    pub fn curvature(&self, raw: f64, y: f64) -> f64 {
+        let r = (raw - y).abs();
+        match *self {
+            Loss::Squared => 1.0,
+            Loss::Absolute => 1.0 / r.max(1e-3),
+            Loss::Huber { delta } => {
+                if r <= delta {
+                    1.0
+                } else {
+                    delta / r
+                }
+            }
+            Loss::Logistic => {
+                let p = sigmoid(raw);
+                (p * (1.0 - p)).max(1e-6)
+            }
+        }
+    }
+
     /// The importance-invariant update for one reading.
     ///
     /// `eta` is the step size and `ppu` ("prediction per update") is how much

@@ -1,0 +1,410 @@
+//! The service config: one TOML file, every value overridable from the
+//! environment, checked completely before anything starts.
+//!
+//! Environment overrides (values are parsed as TOML, else taken as text):
+//! - `STREAMFIT_KAFKA_<PROPERTY>`: a librdkafka property, `_` read as `.`
+//!   (`STREAMFIT_KAFKA_BOOTSTRAP_SERVERS` sets `bootstrap.servers`).
+//! - `STREAMFIT_SERVICE_<KEY>`, `STREAMFIT_TOPICS_<KEY>`: a key of `[service]`
+//!   or `[topics]` (`STREAMFIT_SERVICE_HTTP_ADDR`).
+//! - `STREAMFIT_MODEL_<NAME>__<KEY>`: a top-level key of the `[[model]]` named
+//!   NAME (upper case, `-` as `_`): `STREAMFIT_MODEL_WAITS__INPUT_TOPIC`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use features::spec::{FeatureDef, TargetSpec};
+use features::FeatureSpec;
+use models::LinearParams;
+use serde::{Deserialize, Serialize};
+
+/// The whole config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// librdkafka properties, passed through untouched.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+    /// Service settings.
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// How missing topics are created.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// The models.
+    #[serde(rename = "model")]
+    pub models: Vec<ModelConfig>,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Kafka consumer group.
+    pub group_id: String,
+    /// Address the HTTP API listens on.
+    pub http_addr: String,
+    /// Longest a shutdown may take before in-flight work is abandoned, in ms.
+    pub shutdown_timeout_ms: u64,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            group_id: "streamfit".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            shutdown_timeout_ms: 30_000,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[topics]`: how missing topics are created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Create missing input, output and dead-letter topics at start-up.
+    pub create: bool,
+    /// Partitions of a created topic.
+    pub partitions: i32,
+    /// Replication factor of a created topic.
+    pub replication_factor: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            create: true,
+            partitions: 3,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// What a model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskName {
+    /// A number.
+    Regression,
+    /// A 0/1 label and its probability.
+    Classification,
+}
+
+/// Micro-batch limits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most readings in one micro-batch.
+    pub max_readings: usize,
+    /// Longest a micro-batch waits to fill, in ms.
+    pub max_linger_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_readings: 1000,
+            max_linger_ms: 20,
+        }
+    }
+}
+
+/// One `[[model]]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model's name (URL path segment, so letters, digits, `-`, `_`).
+    pub name: String,
+    /// Regression or classification.
+    pub task: TaskName,
+    /// Topic the readings come from.
+    #[serde(default)]
+    pub input_topic: Option<String>,
+    /// Topic predictions go to.
+    #[serde(default)]
+    pub output_topic: Option<String>,
+    /// Topic invalid readings go to.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Field with the entity key (when the Kafka message has no key).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Field with the event time.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// The target field and its missing sentinels.
+    pub target: TargetSpec,
+    /// Learn residuals over this `lag` feature.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// One model per key (falling back to a shared model for unseen keys).
+    #[serde(default)]
+    pub per_key: bool,
+    /// Loss, optimiser and penalties.
+    #[serde(default)]
+    pub learner: LinearParams,
+    /// Regression: round predictions to a multiple of this (the grid the
+    /// target lives on, e.g. 5 for posted waits in 5-minute steps).
+    #[serde(default)]
+    pub round_to: Option<f64>,
+    /// Micro-batch limits.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Largest reading accepted, in bytes.
+    #[serde(default = "default_max_reading_bytes")]
+    pub max_reading_bytes: usize,
+    /// Rolling window of the live metrics, in readings.
+    #[serde(default = "default_metrics_window")]
+    pub metrics_window: usize,
+    /// The features, in row order.
+    pub features: Vec<FeatureDef>,
+}
+
+fn default_max_reading_bytes() -> usize {
+    64 * 1024
+}
+fn default_metrics_window() -> usize {
+    1000
+}
+
+impl ModelConfig {
+    /// The feature spec part of the table.
+    pub fn feature_spec(&self) -> FeatureSpec {
+        FeatureSpec {
+            key: self.key.clone(),
+            timestamp: self.timestamp.clone(),
+            target: self.target.clone(),
+            baseline: self.baseline.clone(),
+            features: self.features.clone(),
+            max_reading_bytes: self.max_reading_bytes,
+        }
+    }
+
+    /// The input topic, or an error naming the key to set.
+    pub fn input_topic(&self) -> Result<&str> {
+        self.input_topic
+            .as_deref()
+            .with_context(|| format!("model `{}` has no `input_topic`; set it in its [[model]] table", self.name))
+    }
+
+    /// The output topic (default `<input>.predictions` style: `<name>.predictions`).
+    pub fn output_topic(&self) -> String {
+        self.output_topic.clone().unwrap_or_else(|| format!("{}.predictions", self.name))
+    }
+
+    /// The dead-letter topic (default `<name>.dead-letter`).
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dead-letter", self.name))
+    }
+}
+
+impl Config {
+    /// Reads, overrides from the environment, and checks a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text, std::env::vars())
+            .with_context(|| format!("config file {} is not valid", path.display()))
+    }
+
+    /// Parses config text, applying overrides from `env` (name, value) pairs.
+    pub fn parse(text: &str, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
+        let mut value: toml::Table = toml::from_str(text).context("not valid TOML")?;
+        apply_env(&mut value, env)?;
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
+            .context("a key or value is wrong")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: names, ranges, and every model's spec and learner.
+    pub fn validate(&self) -> Result<()> {
+        if self.models.is_empty() {
+            bail!("`model` should list at least one [[model]] table");
+        }
+        if self.topics.partitions < 1 {
+            bail!("`topics.partitions` should be at least 1, but is {}", self.topics.partitions);
+        }
+        if self.topics.replication_factor < 1 {
+            bail!("`topics.replication_factor` should be at least 1, but is {}", self.topics.replication_factor);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.models {
+            let ok = !m.name.is_empty() && m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                bail!("`model.name` should be letters, digits, `-` or `_`, but is {:?}", m.name);
+            }
+            if !seen.insert(m.name.as_str()) {
+                bail!("`model.name` should be unique, but {:?} appears twice", m.name);
+            }
+            let at = format!("model `{}`", m.name);
+            let classification = m.learner.loss.is_classification();
+            match (m.task, classification) {
+                (TaskName::Classification, false) => {
+                    bail!("{at}: `learner.loss` should be `logistic` for a classification task")
+                }
+                (TaskName::Regression, true) => {
+                    bail!("{at}: `learner.loss` should be squared, absolute or huber for a regression task")
+                }
+                _ => {}
+            }
+            if let Some(r) = m.round_to {
+                if !(r.is_finite() && r > 0.0) || classification {
+                    bail!("{at}: `round_to` should be a number > 0 on a regression model, but is {r}");
+                }
+            }
+            if m.baseline.is_some() && classification {
+                bail!("{at}: `baseline` is for regression models only");
+            }
+            m.learner.validate().with_context(|| format!("{at}: `learner` is not valid"))?;
+            features::FeatureExtractor::new(m.feature_spec(), classification)
+                .with_context(|| format!("{at}: the feature spec is not valid"))?;
+            if m.batch.max_readings == 0 {
+                bail!("{at}: `batch.max_readings` should be at least 1");
+            }
+            if m.metrics_window == 0 {
+                bail!("{at}: `metrics_window` should be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The model named `name`, or an error listing the ones there are.
+    pub fn model(&self, name: &str) -> Result<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name).with_context(|| {
+            let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+            format!("no model named {name:?}; the config defines {}", names.join(", "))
+        })
+    }
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    // a bare TOML value (number, bool, array, inline table), else the text itself
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>) -> Result<()> {
+    let mut vars: Vec<(String, String)> = env.filter(|(k, _)| k.starts_with("STREAMFIT_")).collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let rest = &name["STREAMFIT_".len()..];
+        if let Some(prop) = rest.strip_prefix("KAFKA_") {
+            let key = prop.to_ascii_lowercase().replace('_', ".");
+            table(root, "kafka").insert(key, toml::Value::String(raw));
+        } else if let Some(key) = rest.strip_prefix("SERVICE_") {
+            table(root, "service").insert(key.to_ascii_lowercase(), env_value(&raw));
+        } else if let Some(key) = rest.strip_prefix("TOPICS_") {
+            table(root, "topics").insert(key.to_ascii_lowercase(), env_value(&raw));
+        } else if let Some(spec) = rest.strip_prefix("MODEL_") {
+            let (model, key) = spec
+                .split_once("__")
+                .with_context(|| format!("environment variable {name} should look like STREAMFIT_MODEL_<NAME>__<KEY>"))?;
+            let models = root
+                .get_mut("model")
+                .and_then(|m| m.as_array_mut())
+                .with_context(|| format!("environment variable {name} names a model, but the config has none"))?;
+            let target = models
+                .iter_mut()
+                .filter_map(|m| m.as_table_mut())
+                .find(|m| {
+                    m.get("name")
+                        .and_then(|n| n.as_str())
+                        .is_some_and(|n| n.to_ascii_uppercase().replace('-', "_") == model)
+                })
+                .with_context(|| format!("environment variable {name}: no model is named {model}"))?;
+            target.insert(key.to_ascii_lowercase(), env_value(&raw));
+        } else if !matches!(rest, "CACHE" | "KAFKA_PORT" | "LOG" | "CONFIG" | "HOME") {
+            bail!("environment variable {name} is not a config override; see the configuration reference in the README");
+        }
+    }
+    Ok(())
+}
+
+fn table<'a>(root: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+    let entry = root
+        .entry(name.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    match entry {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("replaced by a table just above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        "bootstrap.servers" = "127.0.0.1:9092"
+        [[model]]
+        name = "heart"
+        task = "classification"
+        input_topic = "clinical.readings"
+        target = { field = "heart_disease" }
+        learner = { loss = { kind = "logistic" } }
+        features = [ { kind = "numeric", field = "age" } ]
+    "#;
+
+    fn no_env() -> std::iter::Empty<(String, String)> {
+        std::iter::empty()
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let text = std::fs::read_to_string(path).expect("deploy/streamfit.toml exists");
+        let c = Config::parse(&text, no_env()).expect("valid");
+        for name in ["waits", "waits-v1", "heart", "heart-v1"] {
+            c.model(name).expect("defined");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_any_value() {
+        let env = [
+            ("STREAMFIT_KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9093"),
+            ("STREAMFIT_SERVICE_HTTP_ADDR", "127.0.0.1:9999"),
+            ("STREAMFIT_MODEL_HEART__INPUT_TOPIC", "other"),
+            ("STREAMFIT_MODEL_HEART__BATCH", "{ max_readings = 7 }"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::parse(MINIMAL, env.into_iter()).expect("valid");
+        assert_eq!(c.kafka["bootstrap.servers"], "10.0.0.1:9093");
+        assert_eq!(c.service.http_addr, "127.0.0.1:9999");
+        assert_eq!(c.models[0].input_topic.as_deref(), Some("other"));
+        assert_eq!(c.models[0].batch.max_readings, 7);
+    }
+
+    #[test]
+    fn errors_name_the_wrong_key() {
+        let cases = [
+            (MINIMAL.replace("task = \"classification\"", "task = \"clasification\""), "clasification"),
+            (MINIMAL.replace("name = \"heart\"", "name = \"heart\"\nbogus = 1"), "bogus"),
+            (MINIMAL.replace("kind = \"logistic\"", "kind = \"squared\""), "learner.loss"),
+            (
+                MINIMAL.replace("loss = { kind = \"logistic\" }", "loss = { kind = \"logistic\" }, l2 = -1"),
+                "`l2` should be a finite number >= 0, but is -1",
+            ),
+            (MINIMAL.replace("field = \"age\"", "field = \"age\", standardise = true"), "standardise"),
+        ];
+        for (text, needle) in cases {
+            let e = format!("{:#}", Config::parse(&text, no_env()).expect_err("invalid"));
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        }
+        let env = [("STREAMFIT_MODEL_NOPE__X".to_owned(), "1".to_owned())];
+        let e = format!("{:#}", Config::parse(MINIMAL, env.into_iter()).expect_err("no such model"));
+        assert!(e.contains("no model is named NOPE"), "{e}");
+    }
+}

@@ -1,0 +1,173 @@
+//! `streamfit eval`: the prequential protocol of BENCHMARKS.md over a data
+//! set, through exactly the pipeline the service runs.
+//!
+//! Readings are serialised to JSON bytes before the clock starts, so the
+//! figure includes JSON decoding, features, predict and learn. A second,
+//! separately timed pass runs predict and learn alone over rows extracted
+//! beforehand: the model-only figure.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use features::arrow_io::PredictionLog;
+use features::datasets::{load_readings, KeyedReading};
+use features::FeatureExtractor;
+use models::metrics::{evaluate, MetricSet, Task};
+use models::KeyedModel;
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::pipeline::{Input, Outcome, Pipeline};
+
+/// The figures of one evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Model name.
+    pub model: String,
+    /// Micro-batch size.
+    pub batch: usize,
+    /// Readings in the stream.
+    pub readings: usize,
+    /// Readings scored (labelled and valid).
+    pub scored: usize,
+    /// Readings rejected by the decoder or features.
+    pub invalid: usize,
+    /// Wall seconds of the timed run.
+    pub seconds: f64,
+    /// Readings per second, JSON decoding included.
+    pub readings_per_second: f64,
+    /// Readings per second of predict and learn alone, over rows extracted beforehand.
+    pub model_only_readings_per_second: f64,
+    /// Metrics over all scored readings.
+    #[serde(flatten)]
+    pub all: MetricSet,
+    /// Metrics over the second half of the scored readings.
+    pub second_half: MetricSet,
+    /// Metrics over the last 20% of the scored readings.
+    pub last_20pct: MetricSet,
+}
+
+/// Loads the readings of a data set path.
+pub fn load(path: &Path) -> Result<Vec<KeyedReading>> {
+    load_readings(path).with_context(|| format!("cannot load readings from {}", path.display()))
+}
+
+/// Runs the prequential protocol over `readings` with micro-batches of `batch`.
+/// When `log` is given, every prediction is recorded there.
+pub fn run(config: &ModelConfig, readings: &[KeyedReading], batch: usize, mut log: Option<&mut PredictionLog>) -> Result<EvalReport> {
+    anyhow::ensure!(batch >= 1, "`--batch` should be at least 1, but is {batch}");
+    let mut pipeline = Pipeline::new(config)?;
+    let inputs: Vec<Input<'_>> = readings
+        .iter()
+        .map(|r| Input { key: r.key.as_deref(), bytes: &r.json })
+        .collect();
+    let mut preds = Vec::with_capacity(readings.len());
+    let mut labels = Vec::with_capacity(readings.len());
+    let mut outcomes = Vec::with_capacity(batch);
+    let mut invalid = 0;
+    let start = Instant::now();
+    for (c, chunk) in inputs.chunks(batch).enumerate() {
+        pipeline.process(chunk, &mut outcomes);
+        for (i, o) in outcomes.iter().enumerate() {
+            match o {
+                Outcome::Predicted(p) => {
+                    if let Some(y) = p.label {
+                        preds.push(p.prediction);
+                        labels.push(y);
+                    }
+                    if let Some(log) = log.as_deref_mut() {
+                        log.push((c * batch + i) as u64, p.key.as_deref(), p.event_time, p.prediction, p.label);
+                    }
+                }
+                Outcome::Invalid(_) => invalid += 1,
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let model_only = model_only_rate(config, readings, batch)?;
+    let task = pipeline.task();
+    let n = preds.len();
+    let half = n / 2;
+    let last = n - n / 5;
+    Ok(EvalReport {
+        model: config.name.clone(),
+        batch,
+        readings: readings.len(),
+        scored: n,
+        invalid,
+        seconds,
+        readings_per_second: readings.len() as f64 / seconds.max(1e-9),
+        model_only_readings_per_second: model_only,
+        all: evaluate(task, &preds, &labels),
+        second_half: evaluate(task, &preds[half..], &labels[half..]),
+        last_20pct: evaluate(task, &preds[last..], &labels[last..]),
+    })
+}
+
+/// Predict-then-learn over rows extracted beforehand (not timed), per micro-batch.
+fn model_only_rate(config: &ModelConfig, readings: &[KeyedReading], batch: usize) -> Result<f64> {
+    let classification = config.learner.loss.is_classification();
+    let mut extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
+    let width = extractor.width();
+    let mut rows = vec![0.0; readings.len() * width];
+    let mut meta = Vec::with_capacity(readings.len());
+    for (i, r) in readings.iter().enumerate() {
+        let row = &mut rows[i * width..(i + 1) * width];
+        if let Ok(e) = extractor.extract(&r.json, r.key.as_deref(), row) {
+            meta.push((i, e.key.map(|k| k.into_owned()), e.label, e.baseline));
+        }
+    }
+    let mut model = KeyedModel::new(config.learner.validate()?, extractor.scale_mask(), config.per_key);
+    let task = if classification { Task::Classification } else { Task::Regression };
+    let mut sink = 0.0;
+    let start = Instant::now();
+    for chunk in meta.chunks(batch) {
+        for (i, key, _, baseline) in chunk {
+            sink += model.predict_slice(key.as_deref(), &rows[i * width..(i + 1) * width])? + baseline;
+        }
+        for (i, key, label, baseline) in chunk {
+            if let Some(y) = label {
+                let target = if task == Task::Regression { y - baseline } else { *y };
+                // a refused step is counted in the main run; here only speed matters
+                let _ = model.learn_slice(key.as_deref(), &rows[i * width..(i + 1) * width], target);
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    std::hint::black_box(sink);
+    Ok(meta.len() as f64 / seconds.max(1e-9))
+}
+
+fn fmt_metrics(task: Task, m: &MetricSet) -> String {
+    let f = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
+    match task {
+        Task::Regression => format!("MAE {}  RMSE {}  R² {}", f(m.mae), f(m.rmse), f(m.r2)),
+        Task::Classification => format!(
+            "log loss {}  accuracy {}  ROC AUC {}",
+            f(m.log_loss),
+            f(m.accuracy),
+            f(m.roc_auc)
+        ),
+    }
+}
+
+impl EvalReport {
+    /// The report as text for a terminal.
+    pub fn to_text(&self, task: Task) -> String {
+        format!(
+            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only)",
+            self.model,
+            self.batch,
+            self.readings,
+            self.scored,
+            self.invalid,
+            fmt_metrics(task, &self.all),
+            fmt_metrics(task, &self.second_half),
+            fmt_metrics(task, &self.last_20pct),
+            self.seconds,
+            self.readings_per_second,
+            self.model_only_readings_per_second,
+        )
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP API (axum): ad-hoc scoring against the live models, model
+//! inspection, health, readiness and Prometheus metrics. Handlers read the
+//! live pipeline through an `ArcSwap` load and never wait on a worker.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::pipeline::Pipeline;
+use crate::stats::{render, Exposed};
+use crate::worker::ModelHandle;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// One handle per configured model.
+    pub models: Arc<Vec<Arc<ModelHandle>>>,
+}
+
+impl AppState {
+    fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
+        self.models.iter().find(|m| m.config.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.models.iter().map(|m| m.config.name.as_str()).collect();
+            ApiError::new(StatusCode::NOT_FOUND, format!("no model named {name:?}; the models are: {}", names.join(", ")))
+        })
+    }
+}
+
+/// An error answer: JSON with a message that says what to fix.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The router; `max_body` bounds request bodies.
+pub fn app(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{name}", get(get_model))
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see the HTTP API in the README") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct ModelSummary<'a> {
+    name: &'a str,
+    task: models::Task,
+    version: u64,
+    readings_seen: u64,
+    readings_learned: u64,
+    ready: bool,
+}
+
+fn summary<'a>(h: &'a ModelHandle, p: &Pipeline) -> ModelSummary<'a> {
+    ModelSummary {
+        name: &h.config.name,
+        task: p.task(),
+        version: p.version(),
+        readings_seen: p.seen(),
+        readings_learned: p.learned(),
+        ready: h.ready(),
+    }
+}
+
+async fn list_models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let list: Vec<serde_json::Value> = state
+        .models
+        .iter()
+        .map(|h| json!(summary(h, &h.live.load())))
+        .collect();
+    Json(json!({ "models": list }))
+}
+
+async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let h = state.model(&name)?;
+    let p = h.live.load();
+    let shared = p.model().shared();
+    let names = p.extractor().resolved_names();
+    let weights: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .zip(shared.weights().iter())
+        .map(|(n, w)| (n.clone(), json!(w)))
+        .collect();
+    let (cumulative, rolling) = p.metrics();
+    let per_key: Vec<&str> = p.model().per_key().map(|(k, _)| k).collect();
+    Ok(Json(json!({
+        "model": summary(h, &p),
+        "input_topic": h.config.input_topic,
+        "output_topic": h.config.output_topic(),
+        "metrics": { "cumulative": cumulative, "rolling": rolling },
+        "weights": weights,
+        "intercept": shared.intercept(),
+        "weights_note": "weights of the shared model, on standardised features (and target, for regression)",
+        "per_key_models": per_key,
+        "learn_errors": p.learn_errors(),
+    })))
+}
+
+async fn predict(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let h = state.model(&name)?;
+    let body = body.map_err(|e| ApiError::new(e.status(), format!("request body not readable: {}", e.body_text())))?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type should be application/json, but is {ct:?}"),
+        ));
+    }
+    let p = h.live.load();
+    let classification = p.task() == models::Task::Classification;
+    let one = |bytes: &[u8], index: Option<usize>| -> Result<serde_json::Value, ApiError> {
+        let r = p.predict_one(bytes, None).map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: match index {
+                Some(i) => format!("reading {i}: {e}"),
+                None => e.to_string(),
+            },
+            field: e.field().map(str::to_owned),
+        })?;
+        Ok(if classification {
+            json!({ "key": r.key, "prediction": if r.prediction >= 0.5 { 1 } else { 0 }, "probability": r.prediction })
+        } else {
+            json!({ "key": r.key, "prediction": r.prediction })
+        })
+    };
+    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&body[..0], |i| &body[i..]);
+    let mut answer = if trimmed.first() == Some(&b'[') {
+        let items: Vec<&RawValue> = serde_json::from_slice(trimmed)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body should be a JSON object or an array of objects: {e}")))?;
+        let preds = items
+            .iter()
+            .enumerate()
+            .map(|(i, r)| one(r.get().as_bytes(), Some(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        json!({ "predictions": preds })
+    } else {
+        one(trimmed, None)?
+    };
+    answer["model"] = json!(h.config.name);
+    answer["model_version"] = json!(p.version());
+    Ok(Json(answer))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let not_ready: Vec<&str> = state.models.iter().filter(|m| !m.ready()).map(|m| m.config.name.as_str()).collect();
+    if not_ready.is_empty() {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "waiting_for": not_ready, "error": "not consuming yet: no partition assigned (is Kafka up?)" })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let pipelines: Vec<_> = state.models.iter().map(|m| m.live.load_full()).collect();
+    let exposed: Vec<Exposed<'_>> = state
+        .models
+        .iter()
+        .zip(&pipelines)
+        .map(|(m, p)| Exposed { name: &m.config.name, stats: &m.stats, lag: m.lag(), version: p.version() })
+        .collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&exposed)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state() -> AppState {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let config = Config::load(&path).expect("valid config");
+        let models = config.models.into_iter().map(|m| Arc::new(ModelHandle::new(m).expect("builds"))).collect();
+        AppState { models: Arc::new(models) }
+    }
+
+    async fn call(app: Router, method: &str, uri: &str, ct: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(body.to_owned()))
+            .expect("request");
+        let res = app.oneshot(req).await.expect("answers");
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn predicts_one_or_many() {
+        let app = app(state(), 1024);
+        let reading = r#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":25.0}"#;
+        let (s, v) = call(app.clone(), "POST", "/v1/models/waits-v1/predict", "application/json", reading).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["model_version"], 0);
+        assert_eq!(v["prediction"], 0.0);
+        let (s, v) = call(app, "POST", "/v1/models/heart/predict", "application/json", &format!("[{0},{0}]", r#"{"patient_id":"p","age":58,"sex":"M","chest_pain_type":"ASY","resting_bp":100,"cholesterol":234,"fasting_bs":0,"resting_ecg":"Normal","max_hr":156,"exercise_angina":"N","oldpeak":0.1,"st_slope":"Up"}"#)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["predictions"][1]["probability"], 0.5);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_json_4xx() {
+        let app = app(state(), 1024);
+        let cases = [
+            ("/v1/models/nope/predict", "application/json", "{}", StatusCode::NOT_FOUND, "no model named"),
+            ("/v1/models/waits/predict", "text/plain", "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type"),
+            ("/v1/models/waits/predict", "application/json", "{\"ride\":1", StatusCode::BAD_REQUEST, "JSON object"),
+            ("/v1/models/waits/predict", "application/json", r#"{"ride":"a","ts":"yesterday"}"#, StatusCode::BAD_REQUEST, "`ts` should be"),
+            ("/v1/models/waits/predict", "application/json", &"x".repeat(2000), StatusCode::PAYLOAD_TOO_LARGE, "body"),
+        ];
+        for (uri, ct, body, status, needle) in cases {
+            let (s, v) = call(app.clone(), "POST", uri, ct, body).await;
+            assert_eq!(s, status, "{uri} {v}");
+            assert!(v["error"].as_str().unwrap_or("").contains(needle), "{v} should mention {needle}");
+        }
+        let (s, v) = call(app.clone(), "GET", "/readyz", "", "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        let (s, v) = call(app, "GET", "/v1/models/heart", "", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["weights"]["age"].is_number(), "{v}");
+    }
+}

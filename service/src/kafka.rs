@@ -1,0 +1,221 @@
+//! Kafka plumbing: client configs (the user's librdkafka properties first,
+//! our safety settings forced after), topic creation, and the contexts that
+//! log rebalances and commits and track delivery of what we produce.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::Message;
+
+/// A client config with the user's properties applied first.
+pub fn base_config(props: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in props {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The consumer config: the user's properties, then ours forced.
+pub fn consumer_config(props: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
+    let mut c = base_config(props);
+    if !props.contains_key("auto.offset.reset") {
+        c.set("auto.offset.reset", "earliest");
+    }
+    if !props.contains_key("statistics.interval.ms") {
+        c.set("statistics.interval.ms", "1000");
+    }
+    // forced: offsets advance only past readings whose outputs are durable
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+/// The producer config: the user's properties, then ours forced.
+pub fn producer_config(props: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = base_config(props);
+    if !props.contains_key("linger.ms") {
+        c.set("linger.ms", "5");
+    }
+    if !props.contains_key("compression.type") {
+        c.set("compression.type", "lz4");
+    }
+    if !props.contains_key("queue.buffering.max.messages") {
+        c.set("queue.buffering.max.messages", "1000000");
+    }
+    // forced: no duplicates or reordering from retries, every write acknowledged
+    c.set("enable.idempotence", "true").set("acks", "all");
+    c
+}
+
+/// Creates the topics that do not exist yet.
+pub async fn ensure_topics(props: &BTreeMap<String, String>, topics: &[String], partitions: i32, replication: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(props)
+        .create()
+        .context("cannot create a Kafka admin client; check the [kafka] properties")?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .context("cannot reach Kafka to create topics; is the broker up (deploy/kafka.sh up) and `bootstrap.servers` right?")?;
+    for r in results {
+        match r {
+            Ok(topic) => tracing::info!(topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Consumer context: logs rebalances and commits, notes revocations and lag.
+#[derive(Default)]
+pub struct ConsumerCtx {
+    /// The model this consumer feeds (for logs).
+    pub model: String,
+    /// True once the consumer holds at least one partition.
+    pub assigned: AtomicBool,
+    /// Partitions revoked since the worker last looked.
+    pub revoked: Mutex<Vec<i32>>,
+    /// Sum of consumer lag over the assigned partitions (-1 unknown).
+    pub lag: AtomicI64,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        let lag: i64 = stats
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0)
+            .map(|p| p.consumer_lag.max(0))
+            .sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(model = %self.model, %error, reason, "kafka client error (retrying)");
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(model = %self.model, partitions = ?parts, "partitions revoked");
+            if let Ok(mut r) = self.revoked.lock() {
+                r.extend(parts);
+            }
+            self.assigned.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(model = %self.model, partitions = ?parts, "partitions assigned");
+                self.assigned.store(!parts.is_empty(), Ordering::Relaxed);
+            }
+            Rebalance::Error(e) => tracing::warn!(model = %self.model, error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(model = %self.model, offsets = ?offsets.to_topic_map(), "offsets committed"),
+            Err(e) => tracing::warn!(model = %self.model, error = %e, "offset commit failed (will retry with the next commit)"),
+        }
+    }
+}
+
+/// One produced batch still waiting for its acknowledgements.
+#[derive(Debug)]
+pub struct InFlight {
+    /// Partition of the input batch.
+    pub partition: i32,
+    /// Offset to commit once everything is acknowledged (last offset + 1).
+    pub next_offset: i64,
+    /// Messages not acknowledged yet.
+    pub remaining: usize,
+    /// The first delivery error, if any.
+    pub error: Option<String>,
+}
+
+/// Producer context: counts acknowledgements per input batch.
+#[derive(Default)]
+pub struct ProducerCtx {
+    /// In-flight batches by sequence number.
+    pub in_flight: Mutex<BTreeMap<usize, InFlight>>,
+}
+
+impl ClientContext for ProducerCtx {}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let Ok(mut map) = self.in_flight.lock() else { return };
+        if let Some(b) = map.get_mut(&seq) {
+            b.remaining = b.remaining.saturating_sub(1);
+            if let Err((e, m)) = result {
+                b.error.get_or_insert_with(|| format!("delivery to {} failed: {e}", m.topic()));
+            }
+        }
+    }
+}
+
+impl ProducerCtx {
+    /// Removes the leading batches that are fully acknowledged and returns the
+    /// highest committable offset per partition; an error if a delivery failed.
+    pub fn drain_acked(&self) -> Result<HashMap<i32, i64>> {
+        let mut out = HashMap::new();
+        let mut map = self
+            .in_flight
+            .lock()
+            .map_err(|_| anyhow::anyhow!("delivery tracker poisoned"))?;
+        while let Some(entry) = map.first_entry() {
+            if let Some(e) = &entry.get().error {
+                bail!("{e}; stopping without committing the readings it covers, they will be processed again on restart");
+            }
+            if entry.get().remaining > 0 {
+                break;
+            }
+            let b = entry.remove();
+            out.insert(b.partition, b.next_offset);
+        }
+        Ok(out)
+    }
+
+    /// Number of batches still in flight.
+    pub fn pending(&self) -> usize {
+        self.in_flight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Shared handle to a model's consumer lag and assignment (for /readyz and /metrics).
+pub type ConsumerShared = Arc<ConsumerCtx>;
+
+/// The key of a message as UTF-8, if it has one that is valid.
+pub fn key_str<M: Message>(m: &M) -> Option<&str> {
+    m.key().and_then(|k| std::str::from_utf8(k).ok())
+}

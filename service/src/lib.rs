@@ -1,0 +1,23 @@
+//! The streamfit service: config, the per-reading pipeline, the evaluation
+//! command, the Kafka loop and the HTTP API.
+//!
+//! Layout:
+//! - [`config`]: the TOML config with environment overrides, validated whole.
+//! - [`pipeline`]: one model's synchronous work, bytes in, predictions out.
+//! - [`eval`]: `streamfit eval`, the prequential protocol over a data set.
+//! - [`kafka`]: client configs, topic creation, consumer/producer contexts.
+//! - [`worker`]: one model's consume, predict, learn, publish loop.
+//! - [`http`]: the axum API.
+//! - [`stats`]: live counters and their Prometheus rendering.
+//! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod eval;
+pub mod http;
+pub mod kafka;
+pub mod pipeline;
+pub mod server;
+pub mod stats;
+pub mod worker;

@@ -1,0 +1,297 @@
+//! [`Pipeline`]: one model's per-reading work, bytes in and predictions out,
+//! synchronous and free of Kafka so that tests and `streamfit eval` call
+//! exactly what the service runs.
+//!
+//! A micro-batch is processed test-then-train: every reading is extracted
+//! (keyed state advances in stream order) and predicted by the model as it
+//! was before the batch; then the model learns the labelled readings one by
+//! one and its version goes up by one.
+
+use features::{FeatureError, FeatureExtractor, FeatureState};
+use models::metrics::{MetricSet, Prequential, Task};
+use models::{KeyedModel, ModelError, ModelSnapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+
+/// One reading of a micro-batch: its Kafka key and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The Kafka key, if any.
+    pub key: Option<&'a str>,
+    /// The message value.
+    pub bytes: &'a [u8],
+}
+
+/// What became of one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Predicted (and learned from, when labelled).
+    Predicted(Prediction),
+    /// Invalid: goes to the dead-letter topic.
+    Invalid(FeatureError),
+}
+
+/// A prediction for one reading.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The entity key.
+    pub key: Option<String>,
+    /// The predicted value, or the probability of class 1.
+    pub prediction: f64,
+    /// The label, if the reading had one.
+    pub label: Option<f64>,
+    /// Event time, Unix milliseconds.
+    pub event_time: Option<i64>,
+}
+
+/// A pipeline's full state: what a checkpoint or export carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineSnapshot {
+    /// The model's name.
+    pub name: String,
+    /// Version (micro-batches learned).
+    pub version: u64,
+    /// Readings processed (valid ones).
+    pub seen: u64,
+    /// The model.
+    pub model: ModelSnapshot,
+    /// Keyed feature state.
+    pub features: FeatureState,
+    /// Live metrics.
+    pub metrics: Prequential,
+}
+
+/// A model with its feature extractor and live metrics.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    name: String,
+    task: Task,
+    extractor: FeatureExtractor,
+    model: KeyedModel,
+    round_to: Option<f64>,
+    metrics: Prequential,
+    version: u64,
+    seen: u64,
+    learn_errors: u64,
+    rows: Vec<f64>,
+    pending: Vec<Pending>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    key: Option<String>,
+    label: Option<f64>,
+    baseline: f64,
+}
+
+/// Counts of one processed batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Readings predicted.
+    pub predicted: usize,
+    /// Readings learned from.
+    pub learned: usize,
+    /// Readings rejected.
+    pub invalid: usize,
+}
+
+impl Pipeline {
+    /// Builds a fresh pipeline from a `[[model]]` table.
+    pub fn new(config: &ModelConfig) -> anyhow::Result<Pipeline> {
+        let classification = config.learner.loss.is_classification();
+        let extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
+        let params = config.learner.validate()?;
+        let model = KeyedModel::new(params, extractor.scale_mask(), config.per_key);
+        let task = if classification { Task::Classification } else { Task::Regression };
+        Ok(Pipeline {
+            name: config.name.clone(),
+            task,
+            metrics: Prequential::new(task, config.metrics_window),
+            extractor,
+            model,
+            round_to: config.round_to,
+            version: 0,
+            seen: 0,
+            learn_errors: 0,
+            rows: Vec::new(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Regression or classification.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// The model version: micro-batches learned so far.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Valid readings processed.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Readings learned from.
+    pub fn learned(&self) -> u64 {
+        self.model.learned()
+    }
+
+    /// Labelled readings whose learning step was refused (see the log).
+    pub fn learn_errors(&self) -> u64 {
+        self.learn_errors
+    }
+
+    /// The model.
+    pub fn model(&self) -> &KeyedModel {
+        &self.model
+    }
+
+    /// The feature extractor.
+    pub fn extractor(&self) -> &FeatureExtractor {
+        &self.extractor
+    }
+
+    /// Live metrics: cumulative and rolling.
+    pub fn metrics(&self) -> (MetricSet, MetricSet) {
+        (self.metrics.cumulative(), self.metrics.rolling())
+    }
+
+    fn output(&self, key: Option<&str>, row: &[f64], baseline: f64) -> Result<f64, ModelError> {
+        let y = self.model.predict_slice(key, row)?;
+        Ok(match (self.task, self.round_to) {
+            (Task::Regression, Some(step)) => ((baseline + y) / step).round() * step,
+            (Task::Regression, None) => baseline + y,
+            (Task::Classification, _) => y,
+        })
+    }
+
+    /// Processes one micro-batch test-then-train; `out` gets one outcome per input.
+    pub fn process(&mut self, batch: &[Input<'_>], out: &mut Vec<Outcome>) -> BatchStats {
+        let width = self.extractor.width();
+        out.clear();
+        self.pending.clear();
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.resize(batch.len() * width, 0.0);
+        let mut stats = BatchStats::default();
+        // 1. extract and predict with the model as it was before the batch
+        for (i, input) in batch.iter().enumerate() {
+            let row = &mut rows[i * width..(i + 1) * width];
+            let extracted = match self.extractor.extract(input.bytes, input.key, row) {
+                Ok(e) => e,
+                Err(e) => {
+                    stats.invalid += 1;
+                    out.push(Outcome::Invalid(e));
+                    continue;
+                }
+            };
+            let key = extracted.key.as_deref();
+            let prediction = match self.output(key, row, extracted.baseline) {
+                Ok(p) => p,
+                Err(e) => {
+                    stats.invalid += 1;
+                    out.push(Outcome::Invalid(FeatureError::Json(format!("the model refused it: {e}"))));
+                    continue;
+                }
+            };
+            if let Some(label) = extracted.label {
+                self.metrics.update(prediction, label);
+            }
+            let key = extracted.key.map(|k| k.into_owned());
+            self.pending.push(Pending { key: key.clone(), label: extracted.label, baseline: extracted.baseline });
+            out.push(Outcome::Predicted(Prediction {
+                key,
+                prediction,
+                label: extracted.label,
+                event_time: extracted.event_time,
+            }));
+            stats.predicted += 1;
+        }
+        // 2. learn the labelled readings, in order
+        let mut row_index = 0;
+        let mut pending = std::mem::take(&mut self.pending);
+        for (i, outcome) in out.iter().enumerate() {
+            if !matches!(outcome, Outcome::Predicted(_)) {
+                continue;
+            }
+            let p = &pending[row_index];
+            row_index += 1;
+            let Some(label) = p.label else { continue };
+            let target = match self.task {
+                Task::Regression => label - p.baseline,
+                Task::Classification => label,
+            };
+            let row = &rows[i * width..(i + 1) * width];
+            match self.model.learn_slice(p.key.as_deref(), row, target) {
+                Ok(()) => stats.learned += 1,
+                Err(e) => {
+                    self.learn_errors += 1;
+                    tracing::warn!(model = %self.name, error = %e, "learning step refused");
+                }
+            }
+        }
+        pending.clear();
+        self.pending = pending;
+        self.rows = rows;
+        self.seen += stats.predicted as u64;
+        if stats.learned > 0 {
+            self.version += 1;
+        }
+        stats
+    }
+
+    /// Predicts one reading without learning or touching any state.
+    pub fn predict_one(&self, bytes: &[u8], key: Option<&str>) -> Result<Prediction, FeatureError> {
+        let mut row = vec![0.0; self.extractor.width()];
+        let e = self.extractor.extract_readonly(bytes, key, &mut row)?;
+        let prediction = self
+            .output(e.key.as_deref(), &row, e.baseline)
+            .map_err(|err| FeatureError::Json(format!("the model refused it: {err}")))?;
+        Ok(Prediction {
+            key: e.key.map(|k| k.into_owned()),
+            prediction,
+            label: e.label,
+            event_time: e.event_time,
+        })
+    }
+
+    /// The pipeline's state as plain data.
+    pub fn snapshot(&self) -> PipelineSnapshot {
+        PipelineSnapshot {
+            name: self.name.clone(),
+            version: self.version,
+            seen: self.seen,
+            model: ModelSnapshot::of(&self.model),
+            features: self.extractor.state().clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Restores a snapshot taken of a pipeline with the same config.
+    pub fn restore(&mut self, snap: PipelineSnapshot) -> anyhow::Result<()> {
+        if snap.name != self.name {
+            anyhow::bail!("the snapshot is of model {:?}, not {:?}", snap.name, self.name);
+        }
+        let model = snap.model.restore()?;
+        if model.n_features() != self.extractor.width() {
+            anyhow::bail!(
+                "the snapshot's model has {} features, but the config's spec gives {}; was the spec changed?",
+                model.n_features(),
+                self.extractor.width()
+            );
+        }
+        self.extractor.set_state(snap.features)?;
+        self.model = model;
+        self.metrics = snap.metrics;
+        self.version = snap.version;
+        self.seen = snap.seen;
+        Ok(())
+    }
+}

@@ -1,0 +1,249 @@
+//! End to end against the real broker (deploy/kafka.sh up): the real
+//! `streamfit` binary consumes real readings, publishes predictions and dead
+//! letters, answers /predict, and resumes from committed offsets after a
+//! restart. Fails loudly when Kafka is not there; never skips.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+fn bootstrap() -> String {
+    let port = std::env::var("STREAMFIT_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    let addr = format!("127.0.0.1:{port}");
+    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2)).is_err() {
+        panic!("Kafka is not answering on {addr}: start it with `deploy/kafka.sh up` (these tests never skip)");
+    }
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+struct Service {
+    child: Child,
+}
+
+impl Service {
+    fn start(config: &Path) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_streamfit"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("STREAMFIT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the streamfit binary starts");
+        Service { child }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(code) = self.child.try_wait().expect("wait") {
+                assert!(code.success(), "streamfit should exit 0 on SIGTERM, got {code}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "streamfit did not stop within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn wait_ready(http: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "streamfit was not ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (key, value) in readings {
+        let mut rec = BaseRecord::to(topic).payload(value.as_slice());
+        if let Some(k) = key {
+            rec = rec.key(k.as_str());
+        }
+        p.send(rec).map_err(|(e, _)| e).expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+type Received = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
+
+/// Reads `topic` from the beginning (read_committed) until `want` messages or the deadline.
+fn read_topic(bootstrap: &str, topic: &str, partitions: i32, want: usize, within: Duration) -> Vec<Received> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers.insert(hd.key.to_owned(), String::from_utf8_lossy(hd.value.unwrap_or(&[])).into_owned());
+                }
+            }
+            out.push((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or(&[]).to_vec(), headers));
+        }
+    }
+    out
+}
+
+fn heart() -> Vec<(Option<String>, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/heart-failure/heart.csv");
+    features::datasets::load_readings(&path)
+        .expect("the heart data set is in ../shared")
+        .into_iter()
+        .map(|r| (r.key, r.json))
+        .collect()
+}
+
+fn write_config(dir: &Path, bootstrap: &str, http: &str, input: &str, output: &str, dead: &str) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml")).expect("config");
+    let heart_start = base.find("name = \"heart\"").expect("heart model");
+    let heart_table = &base[heart_start..];
+    let text = format!(
+        "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n[service]\ngroup_id = \"{group}\"\nhttp_addr = \"{http}\"\n[topics]\npartitions = 2\nreplication_factor = 1\n[[model]]\n{heart}",
+        group = unique("group"),
+        heart = heart_table
+            .replace("input_topic = \"clinical.readings\"", &format!("input_topic = \"{input}\""))
+            .replace("output_topic = \"heart.predictions\"", &format!("output_topic = \"{output}\""))
+            .replace("dead_letter_topic = \"clinical.dead-letter\"", &format!("dead_letter_topic = \"{dead}\"\nbatch = {{ max_readings = 50, max_linger_ms = 20 }}")),
+    );
+    let path = dir.join("streamfit.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, output, dead) = (unique("e2e.in"), unique("e2e.out"), unique("e2e.dead"));
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = write_config(dir.path(), &bootstrap, &http, &input, &output, &dead);
+    let client = reqwest::Client::new();
+    let probe = r#"{"patient_id":"probe","age":61,"sex":"M","chest_pain_type":"ASY","resting_bp":140,"cholesterol":0,"fasting_bs":1,"resting_ecg":"ST","max_hr":110,"exercise_angina":"Y","oldpeak":2.0,"st_slope":"Flat"}"#;
+    let predict = |client: reqwest::Client, http: String| async move {
+        let r = client
+            .post(format!("http://{http}/v1/models/heart/predict"))
+            .header("content-type", "application/json")
+            .body(probe)
+            .send()
+            .await
+            .expect("answers");
+        assert!(r.status().is_success());
+        r.json::<serde_json::Value>().await.expect("json")
+    };
+
+    // first run: 400 real readings with one malformed reading among them
+    let svc = Service::start(&config);
+    wait_ready(&http).await;
+    let before = predict(client.clone(), http.clone()).await;
+    assert_eq!(before["model_version"], 0);
+    assert_eq!(before["probability"], 0.5);
+    let mut first: Vec<(Option<String>, Vec<u8>)> = heart().into_iter().take(400).collect();
+    let bad = b"{\"patient_id\": \"hf-bad\", \"age\": \"sixty\"}".to_vec();
+    first.insert(123, (Some("hf-bad".into()), bad.clone()));
+    produce(&bootstrap, &input, &first);
+    let preds = read_topic(&bootstrap, &output, 2, 400, Duration::from_secs(90));
+    assert_eq!(preds.len(), 400, "one prediction per valid reading");
+    let deads = read_topic(&bootstrap, &dead, 2, 1, Duration::from_secs(30));
+    assert_eq!(deads.len(), 1, "the malformed reading is dead-lettered");
+    assert_eq!(deads[0].1, bad, "with its original bytes");
+    assert!(deads[0].2["streamfit.error"].contains("`age` should be a number"), "{:?}", deads[0].2);
+    assert_eq!(deads[0].2["streamfit.field"], "age");
+
+    // every prediction names its source; offsets are unique; versions never go down
+    let mut seen: HashMap<(i64, i64), u32> = HashMap::new();
+    let mut last_version: HashMap<i64, u64> = HashMap::new();
+    for (key, value, _) in &preds {
+        let v: serde_json::Value = serde_json::from_slice(value).expect("prediction is JSON");
+        assert_eq!(v["model"], "heart");
+        assert_eq!(v["source"]["topic"], input.as_str());
+        let (p, o) = (v["source"]["partition"].as_i64().expect("partition"), v["source"]["offset"].as_i64().expect("offset"));
+        *seen.entry((p, o)).or_default() += 1;
+        let version = v["model_version"].as_u64().expect("version");
+        let prev = last_version.insert(p, version).unwrap_or(0);
+        assert!(version >= prev, "model versions should not decrease within a partition");
+        assert_eq!(key.as_deref(), v["key"].as_str().map(str::as_bytes));
+        assert!(v["probability"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)));
+        assert!(v["label"].is_number());
+    }
+    assert!(seen.values().all(|&n| n == 1), "each input offset predicted once");
+
+    // the live model has learned and /predict answers with it
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let a = predict(client.clone(), http.clone()).await;
+        if a["model_version"].as_u64().unwrap_or(0) > 0 || Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(after["model_version"].as_u64().expect("version") > 0, "{after}");
+    assert_ne!(after["probability"], before["probability"]);
+    let model: serde_json::Value = client.get(format!("http://{http}/v1/models/heart")).send().await.expect("answers").json().await.expect("json");
+    assert_eq!(model["model"]["readings_learned"], 400);
+    let metrics = client.get(format!("http://{http}/metrics")).send().await.expect("answers").text().await.expect("text");
+    assert!(metrics.contains("streamfit_readings_dead_lettered_total{model=\"heart\"} 1"), "{metrics}");
+    svc.stop();
+
+    // second run: resumes from the committed offsets, nothing predicted twice
+    let svc = Service::start(&config);
+    wait_ready(&http).await;
+    let second: Vec<_> = heart().into_iter().skip(400).take(100).collect();
+    produce(&bootstrap, &input, &second);
+    let all = read_topic(&bootstrap, &output, 2, 500, Duration::from_secs(90));
+    assert_eq!(all.len(), 500);
+    let extra = read_topic(&bootstrap, &output, 2, 501, Duration::from_secs(3));
+    assert_eq!(extra.len(), 500, "no reading predicted twice after the restart");
+    svc.stop();
+}
