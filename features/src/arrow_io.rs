@@ -28,7 +28,14 @@ pub struct PredictionLog {
 
 impl PredictionLog {
     /// Appends one prediction.
-    pub fn push(&mut self, position: u64, key: Option<&str>, event_time: Option<i64>, prediction: f64, label: Option<f64>) {
+    pub fn push(
+        &mut self,
+        position: u64,
+        key: Option<&str>,
+        event_time: Option<i64>,
+        prediction: f64,
+        label: Option<f64>,
+    ) {
         self.position.push(position);
         self.key.push(key.map(str::to_owned));
         self.event_time.push(event_time);

@@ -94,7 +94,12 @@ fn read_text_csv(path: &Path) -> Result<DataFrame, DatasetError> {
         .map_err(|e| io_err(path, e))
 }
 
-fn text_column<'a>(df: &'a DataFrame, path: &Path, index: usize, what: &str) -> Result<&'a StringChunked, DatasetError> {
+fn text_column<'a>(
+    df: &'a DataFrame,
+    path: &Path,
+    index: usize,
+    what: &str,
+) -> Result<&'a StringChunked, DatasetError> {
     df.columns()
         .get(index)
         .ok_or_else(|| fmt_err(path, format!("has no column {} ({what})", index + 1)))?
@@ -107,7 +112,12 @@ fn parse_num(path: &Path, row: usize, what: &str, s: Option<&str>) -> Result<f64
     s.parse::<f64>()
         .ok()
         .filter(|v| v.is_finite())
-        .ok_or_else(|| fmt_err(path, format!("row {}: {what} should be a number, but is {s:?}", row + 2)))
+        .ok_or_else(|| {
+            fmt_err(
+                path,
+                format!("row {}: {what} should be a number, but is {s:?}", row + 2),
+            )
+        })
 }
 
 /// The CSV files of the wait-time directory, in file-name order.
@@ -119,7 +129,10 @@ pub fn wait_files(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(fmt_err(dir, "has no .csv files; point it at shared/data/wdw-waits-2018"));
+        return Err(fmt_err(
+            dir,
+            "has no .csv files; point it at shared/data/wdw-waits-2018",
+        ));
     }
     Ok(files)
 }
@@ -137,15 +150,31 @@ pub fn read_wait_file(path: &Path) -> Result<Vec<WaitReading>, DatasetError> {
     let posted = text_column(&df, path, 2, "posted wait")?;
     let actual = text_column(&df, path, 3, "actual wait")?;
     let mut out = Vec::with_capacity(df.height());
-    for (row, ((dt, p), a)) in datetime.iter().zip(posted.iter()).zip(actual.iter()).enumerate() {
+    for (row, ((dt, p), a)) in datetime
+        .iter()
+        .zip(posted.iter())
+        .zip(actual.iter())
+        .enumerate()
+    {
         let dt = dt.unwrap_or("").trim();
         if dt.len() != 19 || dt.as_bytes()[10] != b' ' {
-            return Err(fmt_err(path, format!("row {}: datetime should be YYYY-MM-DD HH:MM:SS, but is {dt:?}", row + 2)));
+            return Err(fmt_err(
+                path,
+                format!(
+                    "row {}: datetime should be YYYY-MM-DD HH:MM:SS, but is {dt:?}",
+                    row + 2
+                ),
+            ));
         }
         let ts = format!("{}T{}", &dt[..10], &dt[11..]);
         let posted_wait = optional_num(path, row, "posted wait", p)?;
         let actual_wait = optional_num(path, row, "actual wait", a)?;
-        out.push(WaitReading { ride: ride.clone(), ts, posted_wait, actual_wait });
+        out.push(WaitReading {
+            ride: ride.clone(),
+            ts,
+            posted_wait,
+            actual_wait,
+        });
     }
     Ok(out)
 }
@@ -161,7 +190,12 @@ pub fn read_waits(dir: &Path) -> Result<Vec<WaitReading>, DatasetError> {
     Ok(all)
 }
 
-fn optional_num(path: &Path, row: usize, what: &str, s: Option<&str>) -> Result<Option<f64>, DatasetError> {
+fn optional_num(
+    path: &Path,
+    row: usize,
+    what: &str,
+    s: Option<&str>,
+) -> Result<Option<f64>, DatasetError> {
     match s.map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => parse_num(path, row, what, Some(v)).map(Some),
@@ -171,7 +205,13 @@ fn optional_num(path: &Path, row: usize, what: &str, s: Option<&str>) -> Result<
 fn int(path: &Path, row: usize, what: &str, s: Option<&str>) -> Result<i64, DatasetError> {
     let v = parse_num(path, row, what, s)?;
     if v.fract() != 0.0 {
-        return Err(fmt_err(path, format!("row {}: {what} should be a whole number, but is {v}", row + 2)));
+        return Err(fmt_err(
+            path,
+            format!(
+                "row {}: {what} should be a whole number, but is {v}",
+                row + 2
+            ),
+        ));
     }
     Ok(v as i64)
 }
@@ -180,8 +220,18 @@ fn int(path: &Path, row: usize, what: &str, s: Option<&str>) -> Result<i64, Data
 pub fn read_heart(path: &Path) -> Result<Vec<HeartReading>, DatasetError> {
     let df = read_text_csv(path)?;
     let names = [
-        "Age", "Sex", "ChestPainType", "RestingBP", "Cholesterol", "FastingBS", "RestingECG", "MaxHR",
-        "ExerciseAngina", "Oldpeak", "ST_Slope", "HeartDisease",
+        "Age",
+        "Sex",
+        "ChestPainType",
+        "RestingBP",
+        "Cholesterol",
+        "FastingBS",
+        "RestingECG",
+        "MaxHR",
+        "ExerciseAngina",
+        "Oldpeak",
+        "ST_Slope",
+        "HeartDisease",
     ];
     let mut cols = Vec::new();
     for name in names {
@@ -189,7 +239,12 @@ pub fn read_heart(path: &Path) -> Result<Vec<HeartReading>, DatasetError> {
             .get_column_names()
             .iter()
             .position(|n| n.as_str() == name)
-            .ok_or_else(|| fmt_err(path, format!("has no column {name}; is it the heart-failure CSV?")))?;
+            .ok_or_else(|| {
+                fmt_err(
+                    path,
+                    format!("has no column {name}; is it the heart-failure CSV?"),
+                )
+            })?;
         cols.push(text_column(&df, path, idx, name)?);
     }
     let text = |c: usize, i: usize| cols[c].get(i).unwrap_or("").trim().to_owned();
@@ -222,7 +277,10 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<KeyedReading>, DatasetError> {
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|l| KeyedReading { key: None, json: l.to_vec() })
+        .map(|l| KeyedReading {
+            key: None,
+            json: l.to_vec(),
+        })
         .collect())
 }
 
@@ -237,13 +295,19 @@ pub fn load_readings(path: &Path) -> Result<Vec<KeyedReading>, DatasetError> {
     if path.is_dir() {
         return Ok(read_waits(path)?
             .into_iter()
-            .map(|r| KeyedReading { key: Some(r.ride.clone()), json: to_json(&r) })
+            .map(|r| KeyedReading {
+                key: Some(r.ride.clone()),
+                json: to_json(&r),
+            })
             .collect());
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("csv") => Ok(read_heart(path)?
             .into_iter()
-            .map(|r| KeyedReading { key: Some(r.patient_id.clone()), json: to_json(&r) })
+            .map(|r| KeyedReading {
+                key: Some(r.patient_id.clone()),
+                json: to_json(&r),
+            })
             .collect()),
         Some("jsonl" | "json" | "ndjson") => read_jsonl(path),
         _ => Err(fmt_err(
@@ -278,7 +342,10 @@ mod tests {
         assert_eq!(r[0].ride, "slinky_dog");
         assert_eq!(r[0].ts, "2018-06-30T07:44:00");
         assert_eq!(r[0].posted_wait, Some(270.0));
-        let actual_only = r.iter().find(|w| w.posted_wait.is_none()).expect("slinky has actual-only rows");
+        let actual_only = r
+            .iter()
+            .find(|w| w.posted_wait.is_none())
+            .expect("slinky has actual-only rows");
         assert!(actual_only.actual_wait.is_some());
         assert_eq!(
             String::from_utf8(to_json(&r[0])).expect("utf8"),
@@ -289,8 +356,15 @@ mod tests {
     #[test]
     fn errors_say_what_to_fix() {
         let e = load_readings(Path::new("/nonexistent/file.parquet")).expect_err("unknown kind");
-        assert!(e.to_string().contains("should be the wait-time directory"), "{e}");
+        assert!(
+            e.to_string().contains("should be the wait-time directory"),
+            "{e}"
+        );
         let e = read_heart(Path::new("/nonexistent/heart.csv")).expect_err("missing");
-        assert!(e.to_string().starts_with("cannot read /nonexistent/heart.csv"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot read /nonexistent/heart.csv"),
+            "{e}"
+        );
     }
 }

@@ -248,8 +248,11 @@ mod tests {
 
     #[test]
     fn keeps_named_fields_and_borrows_strings() {
-        let r = decode(br#"{"ride":"soarin","ts":"x","posted_wait":25.0,"n":{"a":[1]}}"#, &fields())
-            .expect("decodes");
+        let r = decode(
+            br#"{"ride":"soarin","ts":"x","posted_wait":25.0,"n":{"a":[1]}}"#,
+            &fields(),
+        )
+        .expect("decodes");
         assert!(matches!(&r.values[0], Value::Str(Cow::Borrowed("soarin"))));
         assert_eq!(r.values[1], Value::Num(25.0));
         let r = decode(br#"{"ride":"so\"arin"}"#, &fields()).expect("decodes");
@@ -261,14 +264,19 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let f = fields();
         let e = decode(b"[1,2]", &f).expect_err("not an object");
-        assert!(e.to_string().starts_with("reading should be a JSON object"), "{e}");
+        assert!(
+            e.to_string().starts_with("reading should be a JSON object"),
+            "{e}"
+        );
         assert!(decode(b"", &f).is_err());
         assert!(decode(b"{\"ride\": 1} trailing", &f).is_err());
         assert!(decode(b"\xff\xfe", &f).is_err());
         assert!(decode(br#"{"posted_wait": 1e999}"#, &f).is_err());
         assert_eq!(
             decode(br#"{"ride":"a","ride":"b"}"#, &f).expect_err("duplicate"),
-            FeatureError::Duplicate { field: "ride".into() }
+            FeatureError::Duplicate {
+                field: "ride".into()
+            }
         );
     }
 

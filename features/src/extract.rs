@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::f64::consts::TAU;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,32 @@ use crate::decode::{decode, Fields, Reading, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, Reset};
 use crate::time::Timestamp;
+
+/// A fast, non-cryptographic hasher (the Fx hash of rustc) for the short
+/// keys on the hot path: ride names, patient ids, category values.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map with [`FxHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// What extraction yields beside the row.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +59,7 @@ pub struct Extracted<'a> {
 /// The keyed and learned state of an extractor: what a checkpoint carries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureState {
-    keys: HashMap<String, KeyState>,
+    keys: FastMap<String, KeyState>,
     /// Learned vocabularies, one per `max_values` categorical, in spec order.
     vocab: Vec<Vec<String>>,
 }
@@ -64,7 +91,7 @@ enum Step {
     },
     Fixed {
         slot: usize,
-        values: HashMap<String, usize>,
+        values: FastMap<String, usize>,
         optional: bool,
     },
     Learned {
@@ -199,37 +226,62 @@ impl FeatureExtractor {
                     match (values, max_values, buckets) {
                         (Some(values), None, None) => {
                             if values.is_empty() {
-                                return Err(spec_error(at("values"), "should list at least one value"));
+                                return Err(spec_error(
+                                    at("values"),
+                                    "should list at least one value",
+                                ));
                             }
-                            let mut map = HashMap::new();
+                            let mut map = FastMap::default();
                             for (j, v) in values.iter().enumerate() {
                                 if map.insert(v.clone(), j).is_some() {
-                                    return Err(spec_error(at("values"), format!("lists {v:?} twice")));
+                                    return Err(spec_error(
+                                        at("values"),
+                                        format!("lists {v:?} twice"),
+                                    ));
                                 }
                                 push(&mut names, format!("{field}={v}"), false);
                             }
                             push(&mut names, format!("{field}=<unknown>"), false);
-                            steps.push(Step::Fixed { slot, values: map, optional });
+                            steps.push(Step::Fixed {
+                                slot,
+                                values: map,
+                                optional,
+                            });
                         }
                         (None, Some(max), None) if (1..=10_000).contains(max) => {
                             for j in 0..*max {
                                 push(&mut names, format!("{field}#{j}"), false);
                             }
                             push(&mut names, format!("{field}=<unknown>"), false);
-                            steps.push(Step::Learned { slot, vocab: vocab_count, max: *max, optional });
+                            steps.push(Step::Learned {
+                                slot,
+                                vocab: vocab_count,
+                                max: *max,
+                                optional,
+                            });
                             vocab_count += 1;
                         }
                         (None, None, Some(b)) if (1..=1 << 20).contains(b) => {
                             for j in 0..*b {
                                 push(&mut names, format!("{field}#bucket{j}"), false);
                             }
-                            steps.push(Step::Hashed { slot, buckets: *b, optional });
+                            steps.push(Step::Hashed {
+                                slot,
+                                buckets: *b,
+                                optional,
+                            });
                         }
                         (None, Some(_), None) => {
-                            return Err(spec_error(at("max_values"), "should be between 1 and 10000"))
+                            return Err(spec_error(
+                                at("max_values"),
+                                "should be between 1 and 10000",
+                            ))
                         }
                         (None, None, Some(_)) => {
-                            return Err(spec_error(at("buckets"), "should be between 1 and 1048576"))
+                            return Err(spec_error(
+                                at("buckets"),
+                                "should be between 1 and 1048576",
+                            ))
                         }
                         _ => {
                             return Err(spec_error(
@@ -249,7 +301,9 @@ impl FeatureExtractor {
                         push(&mut names, format!("hour_sin{sfx}"), false);
                         push(&mut names, format!("hour_cos{sfx}"), false);
                     }
-                    steps.push(Step::Hour { harmonics: *harmonics });
+                    steps.push(Step::Hour {
+                        harmonics: *harmonics,
+                    });
                 }
                 FeatureDef::DayOfWeek {} => {
                     needs_time = true;
@@ -275,7 +329,9 @@ impl FeatureExtractor {
                     if !(1..=64).contains(order) {
                         return Err(spec_error(at("order"), "should be between 1 and 64"));
                     }
-                    let name = name.clone().unwrap_or_else(|| format!("lag{order}_{field}"));
+                    let name = name
+                        .clone()
+                        .unwrap_or_else(|| format!("lag{order}_{field}"));
                     if spec.baseline.as_deref() == Some(name.as_str()) {
                         baseline = Some(steps.len());
                     }
@@ -283,8 +339,16 @@ impl FeatureExtractor {
                     push(&mut names, name.clone(), *standardize);
                     push(&mut names, format!("has_{name}"), false);
                     let slot = fields.slot(field);
-                    steps.push(Step::Lag { hist: hists.len(), order: *order });
-                    hists.push(HistSpec { slot, missing: missing.clone(), reset: *reset, keep: *order });
+                    steps.push(Step::Lag {
+                        hist: hists.len(),
+                        order: *order,
+                    });
+                    hists.push(HistSpec {
+                        slot,
+                        missing: missing.clone(),
+                        reset: *reset,
+                        keep: *order,
+                    });
                 }
                 FeatureDef::RunningMean {
                     field,
@@ -294,27 +358,42 @@ impl FeatureExtractor {
                     name,
                 } => {
                     needs_time |= *reset == Reset::Daily;
-                    push(&mut names, name.clone().unwrap_or_else(|| format!("mean_{field}")), *standardize);
+                    push(
+                        &mut names,
+                        name.clone().unwrap_or_else(|| format!("mean_{field}")),
+                        *standardize,
+                    );
                     let slot = fields.slot(field);
                     steps.push(Step::Mean { hist: hists.len() });
-                    hists.push(HistSpec { slot, missing: missing.clone(), reset: *reset, keep: 0 });
+                    hists.push(HistSpec {
+                        slot,
+                        missing: missing.clone(),
+                        reset: *reset,
+                        keep: 0,
+                    });
                 }
             }
         }
         if let Some(b) = &spec.baseline {
             if baseline.is_none() {
-                return Err(spec_error("baseline", format!("names {b:?}, but no `lag` feature has that name")));
+                return Err(spec_error(
+                    "baseline",
+                    format!("names {b:?}, but no `lag` feature has that name"),
+                ));
             }
         }
         if needs_time && ts_slot.is_none() {
-            return Err(spec_error("timestamp", "is needed by the time features; name the timestamp field"));
+            return Err(spec_error(
+                "timestamp",
+                "is needed by the time features; name the timestamp field",
+            ));
         }
         if spec.max_reading_bytes == 0 {
             return Err(spec_error("max_reading_bytes", "should be at least 1"));
         }
         Ok(FeatureExtractor {
             state: FeatureState {
-                keys: HashMap::new(),
+                keys: FastMap::default(),
                 vocab: vec![Vec::new(); vocab_count],
             },
             spec,
@@ -358,7 +437,9 @@ impl FeatureExtractor {
         let mut col = 0;
         for step in &self.steps {
             match step {
-                Step::Learned { slot, vocab, max, .. } => {
+                Step::Learned {
+                    slot, vocab, max, ..
+                } => {
                     for (j, v) in self.state.vocab[*vocab].iter().enumerate() {
                         names[col + j] = format!("{}={v}", self.fields.name(*slot));
                     }
@@ -392,9 +473,15 @@ impl FeatureExtractor {
     /// Replaces the state (restoring a checkpoint).
     pub fn set_state(&mut self, state: FeatureState) -> Result<(), FeatureError> {
         if state.vocab.len() != self.state.vocab.len()
-            || state.keys.values().any(|k| k.hist.len() != self.hists.len())
+            || state
+                .keys
+                .values()
+                .any(|k| k.hist.len() != self.hists.len())
         {
-            return Err(spec_error("features", "the checkpoint was written for a different feature spec"));
+            return Err(spec_error(
+                "features",
+                "the checkpoint was written for a different feature spec",
+            ));
         }
         self.state = state;
         Ok(())
@@ -422,18 +509,32 @@ impl FeatureExtractor {
         self.fill(bytes, kafka_key, row, false).map(|(_, e, _)| e)
     }
 
-    fn num(&self, reading: &Reading<'_>, slot: usize, optional: bool) -> Result<Option<f64>, FeatureError> {
+    fn num(
+        &self,
+        reading: &Reading<'_>,
+        slot: usize,
+        optional: bool,
+    ) -> Result<Option<f64>, FeatureError> {
         match &reading.values[slot] {
             Value::Num(v) => Ok(Some(*v)),
             Value::Absent | Value::Null if optional => Ok(None),
             Value::Absent => Err(FeatureError::Missing {
                 field: self.fields.name(slot).to_owned(),
             }),
-            other => Err(FeatureError::wrong(self.fields.name(slot), "a number", other.describe())),
+            other => Err(FeatureError::wrong(
+                self.fields.name(slot),
+                "a number",
+                other.describe(),
+            )),
         }
     }
 
-    fn category<'r>(&self, reading: &'r Reading<'_>, slot: usize, optional: bool) -> Result<Option<Cow<'r, str>>, FeatureError> {
+    fn category<'r>(
+        &self,
+        reading: &'r Reading<'_>,
+        slot: usize,
+        optional: bool,
+    ) -> Result<Option<Cow<'r, str>>, FeatureError> {
         match &reading.values[slot] {
             Value::Str(s) => Ok(Some(Cow::Borrowed(s.as_ref()))),
             Value::Num(v) => Ok(Some(Cow::Owned(format!("{v}")))),
@@ -442,7 +543,11 @@ impl FeatureExtractor {
             Value::Absent => Err(FeatureError::Missing {
                 field: self.fields.name(slot).to_owned(),
             }),
-            other => Err(FeatureError::wrong(self.fields.name(slot), "a string", other.describe())),
+            other => Err(FeatureError::wrong(
+                self.fields.name(slot),
+                "a string",
+                other.describe(),
+            )),
         }
     }
 
@@ -461,7 +566,14 @@ impl FeatureExtractor {
             });
         }
         if row.len() != self.width() {
-            return Err(spec_error("features", format!("row should have {} columns, but has {}", self.width(), row.len())));
+            return Err(spec_error(
+                "features",
+                format!(
+                    "row should have {} columns, but has {}",
+                    self.width(),
+                    row.len()
+                ),
+            ));
         }
         let reading = decode(bytes, &self.fields)?;
         let key: Option<Cow<'a, str>> = match (kafka_key, self.key_slot) {
@@ -470,7 +582,13 @@ impl FeatureExtractor {
                 Value::Str(s) => Some(s.clone()),
                 Value::Num(v) => Some(Cow::Owned(format!("{v}"))),
                 Value::Absent | Value::Null => None,
-                other => return Err(FeatureError::wrong(self.fields.name(slot), "a string", other.describe())),
+                other => {
+                    return Err(FeatureError::wrong(
+                        self.fields.name(slot),
+                        "a string",
+                        other.describe(),
+                    ))
+                }
             },
             (None, None) => None,
         };
@@ -484,15 +602,28 @@ impl FeatureExtractor {
                 let name = self.fields.name(slot);
                 match &reading.values[slot] {
                     Value::Str(s) => Some(Timestamp::parse(s).ok_or_else(|| {
-                        FeatureError::wrong(name, "an ISO 8601 timestamp such as 2018-01-01T09:05:00", format!("{s:?}"))
+                        FeatureError::wrong(
+                            name,
+                            "an ISO 8601 timestamp such as 2018-01-01T09:05:00",
+                            format!("{s:?}"),
+                        )
                     })?),
-                    Value::Num(v) => Some(
-                        Timestamp::from_unix(*v)
-                            .ok_or_else(|| FeatureError::wrong(name, "Unix seconds or milliseconds", format!("{v}")))?,
-                    ),
+                    Value::Num(v) => Some(Timestamp::from_unix(*v).ok_or_else(|| {
+                        FeatureError::wrong(name, "Unix seconds or milliseconds", format!("{v}"))
+                    })?),
                     Value::Absent | Value::Null if !self.needs_time => None,
-                    Value::Absent => return Err(FeatureError::Missing { field: name.to_owned() }),
-                    other => return Err(FeatureError::wrong(name, "an ISO 8601 timestamp", other.describe())),
+                    Value::Absent => {
+                        return Err(FeatureError::Missing {
+                            field: name.to_owned(),
+                        })
+                    }
+                    other => {
+                        return Err(FeatureError::wrong(
+                            name,
+                            "an ISO 8601 timestamp",
+                            other.describe(),
+                        ))
+                    }
                 }
             }
         };
@@ -517,12 +648,23 @@ impl FeatureExtractor {
         let mut col = 0;
         for (si, step) in self.steps.iter().enumerate() {
             match step {
-                Step::Numeric { slot, missing, indicator, optional, min, max } => {
+                Step::Numeric {
+                    slot,
+                    missing,
+                    indicator,
+                    optional,
+                    min,
+                    max,
+                } => {
                     let v = self.num(&reading, *slot, *optional)?;
                     let v = v.filter(|v| !missing.contains(v));
                     if let Some(x) = v {
                         if x < *min || x > *max {
-                            return Err(FeatureError::wrong(self.fields.name(*slot), "within the spec's min and max", format!("{x}")));
+                            return Err(FeatureError::wrong(
+                                self.fields.name(*slot),
+                                "within the spec's min and max",
+                                format!("{x}"),
+                            ));
                         }
                     }
                     row[col] = v.unwrap_or(f64::NAN);
@@ -530,14 +672,23 @@ impl FeatureExtractor {
                         row[col + 1] = f64::from(u8::from(v.is_none()));
                     }
                 }
-                Step::Fixed { slot, values, optional } => {
+                Step::Fixed {
+                    slot,
+                    values,
+                    optional,
+                } => {
                     let w = values.len() + 1;
                     row[col..col + w].fill(0.0);
                     if let Some(c) = self.category(&reading, *slot, *optional)? {
                         row[col + values.get(c.as_ref()).copied().unwrap_or(values.len())] = 1.0;
                     }
                 }
-                Step::Learned { slot, vocab, max, optional } => {
+                Step::Learned {
+                    slot,
+                    vocab,
+                    max,
+                    optional,
+                } => {
                     row[col..col + max + 1].fill(0.0);
                     if let Some(c) = self.category(&reading, *slot, *optional)? {
                         let known = &self.state.vocab[*vocab];
@@ -550,7 +701,11 @@ impl FeatureExtractor {
                         row[col + idx] = 1.0;
                     }
                 }
-                Step::Hashed { slot, buckets, optional } => {
+                Step::Hashed {
+                    slot,
+                    buckets,
+                    optional,
+                } => {
                     row[col..col + buckets].fill(0.0);
                     if let Some(c) = self.category(&reading, *slot, *optional)? {
                         row[col + (fnv1a(&c) % *buckets as u64) as usize] = 1.0;
@@ -559,9 +714,9 @@ impl FeatureExtractor {
                 Step::Hour { harmonics } => {
                     let h = ts.map(|t| t.hour_of_day()).unwrap_or(0.0);
                     for k in 0..*harmonics {
-                        let a = TAU * (k + 1) as f64 * h / 24.0;
-                        row[col + 2 * k] = a.sin();
-                        row[col + 2 * k + 1] = a.cos();
+                        let (sin, cos) = (TAU * (k + 1) as f64 * h / 24.0).sin_cos();
+                        row[col + 2 * k] = sin;
+                        row[col + 2 * k + 1] = cos;
                     }
                 }
                 Step::Weekday => {
@@ -571,9 +726,11 @@ impl FeatureExtractor {
                     }
                 }
                 Step::DayOfYear => {
-                    let a = TAU * f64::from(ts.map(|t| t.day_of_year()).unwrap_or(1)) / 365.25;
-                    row[col] = a.sin();
-                    row[col + 1] = a.cos();
+                    let (sin, cos) = (TAU * f64::from(ts.map(|t| t.day_of_year()).unwrap_or(1))
+                        / 365.25)
+                        .sin_cos();
+                    row[col] = sin;
+                    row[col + 1] = cos;
                 }
                 Step::Lag { hist, order, .. } => {
                     let lag = key_state
@@ -601,16 +758,34 @@ impl FeatureExtractor {
         for h in &self.hists {
             match &reading.values[h.slot] {
                 Value::Num(_) | Value::Absent | Value::Null => {}
-                other => return Err(FeatureError::wrong(self.fields.name(h.slot), "a number", other.describe())),
+                other => {
+                    return Err(FeatureError::wrong(
+                        self.fields.name(h.slot),
+                        "a number",
+                        other.describe(),
+                    ))
+                }
             }
         }
         let event_time = ts.map(|t| t.unix_millis());
-        Ok((reading, Extracted { key, label, baseline, event_time }, ts))
+        Ok((
+            reading,
+            Extracted {
+                key,
+                label,
+                baseline,
+                event_time,
+            },
+            ts,
+        ))
     }
 
     fn update_state(&mut self, reading: &Reading<'_>, key: Option<&str>, ts: Option<Timestamp>) {
         for step in &self.steps {
-            if let Step::Learned { slot, vocab, max, .. } = step {
+            if let Step::Learned {
+                slot, vocab, max, ..
+            } = step
+            {
                 let value = match &reading.values[*slot] {
                     Value::Str(s) => Some(s.to_string()),
                     Value::Num(v) => Some(format!("{v}")),
@@ -633,12 +808,18 @@ impl FeatureExtractor {
         let n = self.hists.len();
         let state = match self.state.keys.get_mut(key) {
             Some(s) => s,
-            None => self.state.keys.entry(key.to_owned()).or_insert_with(|| KeyState {
-                hist: vec![History::default(); n],
-            }),
+            None => self
+                .state
+                .keys
+                .entry(key.to_owned())
+                .or_insert_with(|| KeyState {
+                    hist: vec![History::default(); n],
+                }),
         };
         for (h, spec) in state.hist.iter_mut().zip(&self.hists) {
-            let Value::Num(v) = reading.values[spec.slot] else { continue };
+            let Value::Num(v) = reading.values[spec.slot] else {
+                continue;
+            };
             if spec.missing.contains(&v) {
                 continue;
             }
@@ -694,7 +875,11 @@ mod tests {
         assert_eq!(x.width(), 3 + 2 + 7 + 2 + 2);
         let mut row = vec![0.0; x.width()];
         let e = x
-            .extract(br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":25.0}"#, None, &mut row)
+            .extract(
+                br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":25.0}"#,
+                None,
+                &mut row,
+            )
             .expect("extracts");
         assert_eq!(e.key.as_deref(), Some("soarin"));
         assert_eq!(e.label, Some(25.0));
@@ -704,22 +889,38 @@ mod tests {
         assert_eq!(row[5], 1.0, "Monday");
         assert_eq!(&row[14..], &[0.0, 0.0], "no lag yet");
         // the next reading of the same ride and day sees lag 25; a closed ride is skipped
-        x.extract(br#"{"ride":"soarin","ts":"2018-01-01T09:10:00","posted_wait":-999}"#, None, &mut row)
-            .map(|e| assert_eq!(e.label, None))
-            .expect("extracts");
+        x.extract(
+            br#"{"ride":"soarin","ts":"2018-01-01T09:10:00","posted_wait":-999}"#,
+            None,
+            &mut row,
+        )
+        .map(|e| assert_eq!(e.label, None))
+        .expect("extracts");
         let e = x
-            .extract(br#"{"ride":"soarin","ts":"2018-01-01T09:20:00","posted_wait":30}"#, None, &mut row)
+            .extract(
+                br#"{"ride":"soarin","ts":"2018-01-01T09:20:00","posted_wait":30}"#,
+                None,
+                &mut row,
+            )
             .expect("extracts");
         assert_eq!(&row[14..], &[25.0, 1.0]);
         assert_eq!(e.baseline, 25.0);
         // another ride has no lag; an unknown ride goes to the unknown column
-        x.extract(br#"{"ride":"pirates","ts":"2018-01-01T09:25:00","posted_wait":5}"#, None, &mut row)
-            .expect("extracts");
+        x.extract(
+            br#"{"ride":"pirates","ts":"2018-01-01T09:25:00","posted_wait":5}"#,
+            None,
+            &mut row,
+        )
+        .expect("extracts");
         assert_eq!(&row[..3], &[0.0, 0.0, 1.0]);
         assert_eq!(&row[14..], &[0.0, 0.0]);
         // a new day resets the lag
-        x.extract(br#"{"ride":"soarin","ts":"2018-01-02T08:00:00","posted_wait":10}"#, None, &mut row)
-            .expect("extracts");
+        x.extract(
+            br#"{"ride":"soarin","ts":"2018-01-02T08:00:00","posted_wait":10}"#,
+            None,
+            &mut row,
+        )
+        .expect("extracts");
         assert_eq!(&row[14..], &[0.0, 0.0]);
     }
 
@@ -728,7 +929,11 @@ mod tests {
         let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
         let mut row = vec![0.0; x.width()];
         let e = x
-            .extract(br#"{"ts":"2018-01-01T09:05:00","posted_wait":25.0,"ride":"soarin"}"#, Some("k"), &mut row)
+            .extract(
+                br#"{"ts":"2018-01-01T09:05:00","posted_wait":25.0,"ride":"soarin"}"#,
+                Some("k"),
+                &mut row,
+            )
             .expect("extracts");
         assert_eq!(e.key.as_deref(), Some("k"));
     }
@@ -738,11 +943,23 @@ mod tests {
         let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
         let mut row = vec![0.0; x.width()];
         let cases: [(&[u8], &str); 5] = [
-            (br#"{"ride":"soarin","ts":"01/02/2018","posted_wait":25}"#, "`ts` should be an ISO 8601 timestamp"),
-            (br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":"25"}"#, "`posted_wait` should be a number, but is the string \"25\""),
+            (
+                br#"{"ride":"soarin","ts":"01/02/2018","posted_wait":25}"#,
+                "`ts` should be an ISO 8601 timestamp",
+            ),
+            (
+                br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":"25"}"#,
+                "`posted_wait` should be a number, but is the string \"25\"",
+            ),
             (br#"{"ride":"soarin","posted_wait":25}"#, "`ts` is required"),
-            (br#"{"ts":"2018-01-01T09:05:00","posted_wait":25}"#, "`ride` is required"),
-            (br#"{"ride":["a"],"ts":"2018-01-01T09:05:00","posted_wait":25}"#, "`ride` should be a string, but is an array"),
+            (
+                br#"{"ts":"2018-01-01T09:05:00","posted_wait":25}"#,
+                "`ride` is required",
+            ),
+            (
+                br#"{"ride":["a"],"ts":"2018-01-01T09:05:00","posted_wait":25}"#,
+                "`ride` should be a string, but is an array",
+            ),
         ];
         for (bytes, msg) in cases {
             let e = x.extract(bytes, None, &mut row).expect_err("invalid");
@@ -756,7 +973,10 @@ mod tests {
         let spec = FeatureSpec {
             key: None,
             timestamp: None,
-            target: TargetSpec { field: "y".into(), missing: vec![] },
+            target: TargetSpec {
+                field: "y".into(),
+                missing: vec![],
+            },
             baseline: None,
             features: vec![FeatureDef::Numeric {
                 field: "chol".into(),
@@ -771,14 +991,21 @@ mod tests {
         };
         let mut x = FeatureExtractor::new(spec, true).expect("valid");
         let mut row = vec![0.0; 2];
-        let e = x.extract(br#"{"chol":0,"y":1}"#, None, &mut row).expect("extracts");
+        let e = x
+            .extract(br#"{"chol":0,"y":1}"#, None, &mut row)
+            .expect("extracts");
         assert!(row[0].is_nan());
         assert_eq!(row[1], 1.0);
         assert_eq!(e.label, Some(1.0));
-        assert!(x.extract(br#"{"chol":5000,"y":1}"#, None, &mut row).is_err());
+        assert!(x
+            .extract(br#"{"chol":5000,"y":1}"#, None, &mut row)
+            .is_err());
         assert!(x.extract(br#"{"chol":200,"y":2}"#, None, &mut row).is_err());
         let big = format!(r#"{{"chol":200,"y":1,"pad":"{}"}}"#, "x".repeat(200));
-        assert!(matches!(x.extract(big.as_bytes(), None, &mut row), Err(FeatureError::TooLarge { .. })));
+        assert!(matches!(
+            x.extract(big.as_bytes(), None, &mut row),
+            Err(FeatureError::TooLarge { .. })
+        ));
     }
 
     proptest! {

@@ -195,16 +195,33 @@ mod tests {
         let u = Timestamp::parse("2018-12-31 23:59:59.5+01:00").expect("parses");
         assert_eq!(u.day_of_year(), 365);
         assert_eq!(u.offset_minutes, Some(60));
-        assert_eq!(Timestamp::parse("2018-03-01T00:00Z").expect("parses").offset_minutes, Some(0));
+        assert_eq!(
+            Timestamp::parse("2018-03-01T00:00Z")
+                .expect("parses")
+                .offset_minutes,
+            Some(0)
+        );
         assert_eq!(Timestamp::parse("2018-03-01").expect("parses").seconds, 0.0);
-        assert_eq!(Timestamp::parse("2018-03-01T10:00:00-0530").expect("parses").offset_minutes, Some(-330));
+        assert_eq!(
+            Timestamp::parse("2018-03-01T10:00:00-0530")
+                .expect("parses")
+                .offset_minutes,
+            Some(-330)
+        );
     }
 
     #[test]
     fn rejects_what_is_not_a_timestamp() {
         for s in [
-            "", "2018", "2018-13-01T00:00:00", "2018-02-29T00:00:00", "2018-01-01X00:00",
-            "2018-01-01T24:00:00", "01/06/2018 10:00", "2018-01-01T10:00:00+", "2018-01-01T10:00:00Zjunk",
+            "",
+            "2018",
+            "2018-13-01T00:00:00",
+            "2018-02-29T00:00:00",
+            "2018-01-01X00:00",
+            "2018-01-01T24:00:00",
+            "01/06/2018 10:00",
+            "2018-01-01T10:00:00+",
+            "2018-01-01T10:00:00Zjunk",
             "２018-01-01",
         ] {
             assert!(Timestamp::parse(s).is_none(), "{s:?}");

@@ -1,1 +1,145 @@
-fn main() {}
+//! `load-test`: publishes the real data sets to Kafka as readings
+//! (BENCHMARKS.md), flat out or at a given rate, and reports the rate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Load tools for streamfit.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Publish a data set's readings to a topic (key = ride or patient id).
+    Publish {
+        /// The wait-time directory, the heart CSV, or a JSONL file.
+        #[arg(long)]
+        data: PathBuf,
+        /// Topic to publish to.
+        #[arg(long)]
+        topic: String,
+        /// Kafka bootstrap servers.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
+        )]
+        bootstrap: String,
+        /// Readings per second (0 = flat out).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Publish at most this many readings.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn publish(
+    data: PathBuf,
+    topic: String,
+    bootstrap: String,
+    rate: u64,
+    limit: Option<usize>,
+    quiet: bool,
+) -> Result<()> {
+    let mut readings = features::datasets::load_readings(&data)
+        .with_context(|| format!("cannot load {}", data.display()))?;
+    if let Some(n) = limit {
+        readings.truncate(n);
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(readings.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} readings  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("publishing to {topic}"));
+    let start = Instant::now();
+    for (i, r) in readings.iter().enumerate() {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut rec = BaseRecord::to(&topic).payload(r.json.as_slice());
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_str());
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context("cannot publish a reading"),
+            }
+        }
+        if i % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+            bar.set_position(i as u64);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("not every reading was acknowledged within 120 s")?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "published {} readings to {topic} in {secs:.2} s ({:.0} readings/s)",
+        readings.len(),
+        readings.len() as f64 / secs
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Cmd::Publish {
+            data,
+            topic,
+            bootstrap,
+            rate,
+            limit,
+            quiet,
+        } => publish(data, topic, bootstrap, rate, limit, quiet),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -23,7 +23,11 @@ fn matrix(x: ArrayView2<'_, f64>) -> Result<DenseMatrix<f64>, ModelError> {
     let rows: Vec<Vec<f64>> = x
         .rows()
         .into_iter()
-        .map(|r| r.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect())
+        .map(|r| {
+            r.iter()
+                .map(|v| if v.is_nan() { 0.0 } else { *v })
+                .collect()
+        })
         .collect();
     DenseMatrix::from_2d_vec(&rows).map_err(|e| ModelError::Baseline(e.to_string()))
 }
@@ -32,9 +36,8 @@ impl BatchModel {
     /// Fits ordinary least squares (QR) to `x` and `y`. NaN features are taken as 0.
     pub fn fit_regression(x: ArrayView2<'_, f64>, y: &[f64]) -> Result<Self, ModelError> {
         let m = matrix(x)?;
-        let params = LinearRegressionParameters::default().with_solver(
-            smartcore::linear::linear_regression::LinearRegressionSolverName::QR,
-        );
+        let params = LinearRegressionParameters::default()
+            .with_solver(smartcore::linear::linear_regression::LinearRegressionSolverName::QR);
         let fit = LinearRegression::fit(&m, &y.to_vec(), params)
             .map_err(|e| ModelError::Baseline(e.to_string()))?;
         let coefficients = fit.coefficients().iterator(0).copied().collect();
@@ -46,7 +49,11 @@ impl BatchModel {
     }
 
     /// Fits an L2-regularised (`alpha`) logistic regression to 0/1 labels.
-    pub fn fit_classification(x: ArrayView2<'_, f64>, y: &[f64], alpha: f64) -> Result<Self, ModelError> {
+    pub fn fit_classification(
+        x: ArrayView2<'_, f64>,
+        y: &[f64],
+        alpha: f64,
+    ) -> Result<Self, ModelError> {
         let m = matrix(x)?;
         let labels: Vec<i32> = y.iter().map(|&v| i32::from(v > 0.5)).collect();
         let params = LogisticRegressionParameters::default().with_alpha(alpha);
@@ -89,7 +96,11 @@ mod tests {
     #[test]
     fn least_squares_recovers_an_exact_line() {
         let x = array![[1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 2.0], [0.5, 3.0]];
-        let y: Vec<f64> = x.rows().into_iter().map(|r| 2.0 * r[0] - r[1] + 3.0).collect();
+        let y: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .map(|r| 2.0 * r[0] - r[1] + 3.0)
+            .collect();
         let m = BatchModel::fit_regression(x.view(), &y).expect("fits");
         for (p, t) in m.predict(x.view()).iter().zip(&y) {
             assert_relative_eq!(p, t, epsilon = 1e-8);

@@ -73,7 +73,9 @@ impl KeyedModel {
         if let (Some(models), Some(k)) = (&mut self.per_key, key) {
             let model = match models.get_mut(k) {
                 Some(m) => m,
-                None => models.entry(k.to_owned()).or_insert_with(|| self.shared.clone()),
+                None => models
+                    .entry(k.to_owned())
+                    .or_insert_with(|| self.shared.clone()),
             };
             model.learn_slice(x, y)?;
         }
@@ -97,8 +99,16 @@ mod tests {
         let a = m.predict_slice(Some("a"), &[1.0]).expect("predicts");
         let b = m.predict_slice(Some("b"), &[1.0]).expect("predicts");
         let c = m.predict_slice(Some("c"), &[1.0]).expect("predicts");
-        assert!(a > 8.0 && b < -8.0, "per-key models learned their keys: {a} {b}");
-        assert_eq!(c, m.shared().predict(ArrayView1::from(&[1.0])).expect("predicts"));
+        assert!(
+            a > 8.0 && b < -8.0,
+            "per-key models learned their keys: {a} {b}"
+        );
+        assert_eq!(
+            c,
+            m.shared()
+                .predict(ArrayView1::from(&[1.0]))
+                .expect("predicts")
+        );
         assert_eq!(m.per_key().count(), 2);
     }
 }

@@ -238,7 +238,10 @@ impl LinearModel {
 
     /// The raw prediction (the margin, for a classifier).
     pub fn predict_raw(&self, x: ArrayView1<'_, f64>) -> Result<f64, ModelError> {
-        let x = x.as_slice().map(std::borrow::Cow::Borrowed).unwrap_or_else(|| x.to_vec().into());
+        let x = x
+            .as_slice()
+            .map(std::borrow::Cow::Borrowed)
+            .unwrap_or_else(|| x.to_vec().into());
         self.check_row(&x)?;
         Ok(self.raw_unchecked(&x))
     }
@@ -508,9 +511,17 @@ impl LinearModel {
     }
 
     /// One online Newton step on the standardised row `z` (intercept last).
-    fn newton_step(&mut self, z: &[f64], y: f64, loss: Loss, forgetting: f64) -> Result<(), ModelError> {
+    fn newton_step(
+        &mut self,
+        z: &[f64],
+        y: f64,
+        loss: Loss,
+        forgetting: f64,
+    ) -> Result<(), ModelError> {
         let OptimizerState::Newton { cov } = &mut self.state else {
-            return Err(ModelError::Baseline("optimiser state does not match its parameters".into()));
+            return Err(ModelError::Baseline(
+                "optimiser state does not match its parameters".into(),
+            ));
         };
         let w = self
             .weights
@@ -527,7 +538,7 @@ impl LinearModel {
         let s = dot(z, &px);
         let denom = 1.0 + h * s;
         let step = g / denom;
-        if !step.is_finite() || !(denom > 0.0) {
+        if !step.is_finite() || denom.is_nan() || denom <= 0.0 {
             self.grad = px;
             return Err(ModelError::Diverged { value: step });
         }
@@ -549,7 +560,12 @@ impl LinearModel {
                 unreachable!("newton_step is only called for the newton optimiser")
             };
             let inflate: Vec<f64> = (0..d)
-                .map(|i| (prior_variance / cov[i * d + i].max(f64::MIN_POSITIVE)).min(1.0 / forgetting).max(1.0).sqrt())
+                .map(|i| {
+                    (prior_variance / cov[i * d + i].max(f64::MIN_POSITIVE))
+                        .min(1.0 / forgetting)
+                        .max(1.0)
+                        .sqrt()
+                })
                 .collect();
             for i in 0..d {
                 for j in 0..d {
@@ -620,7 +636,11 @@ impl LinearModel {
             let mut rate = 1.0 / (s[i] * s[i]);
             if adaptive {
                 g2[i] += g * g * v * v;
-                rate = if g2[i] > 0.0 { rate / g2[i].sqrt() } else { 0.0 };
+                rate = if g2[i] > 0.0 {
+                    rate / g2[i].sqrt()
+                } else {
+                    0.0
+                };
             }
             // keep the rate times x in z: the update direction
             z[i] = rate * v;
@@ -797,7 +817,10 @@ mod tests {
 
     #[test]
     fn newton_step_by_hand() {
-        let opt = OptimizerParams::Newton { prior_variance: 1.0, forgetting: 1.0 };
+        let opt = OptimizerParams::Newton {
+            prior_variance: 1.0,
+            forgetting: 1.0,
+        };
         let mut m = model(Loss::Squared, opt, 1);
         m.learn_one(array![1.0].view(), 2.0).expect("learns");
         // P = I, z = [1, 1]: s = 2, step = -2 / 3, w = [2/3, 2/3]
@@ -839,7 +862,10 @@ mod tests {
         assert_relative_eq!(m.intercept(), 0.2, epsilon = 1e-12);
         assert!(LinearParams {
             batch_mode: BatchMode::MiniBatch,
-            optimizer: OptimizerParams::Newton { prior_variance: 1.0, forgetting: 1.0 },
+            optimizer: OptimizerParams::Newton {
+                prior_variance: 1.0,
+                forgetting: 1.0
+            },
             ..Default::default()
         }
         .validate()
@@ -885,7 +911,13 @@ mod tests {
             .rows()
             .into_iter()
             .enumerate()
-            .map(|(i, r)| if i % 7 == 0 { f64::NAN } else { 2.0 * r[0] - r[2] + 1.0 })
+            .map(|(i, r)| {
+                if i % 7 == 0 {
+                    f64::NAN
+                } else {
+                    2.0 * r[0] - r[2] + 1.0
+                }
+            })
             .collect();
         for opt in all_optimizers() {
             let params = LinearParams {
@@ -936,7 +968,10 @@ mod tests {
         let mut m = model(Loss::Logistic, OptimizerParams::default(), 2);
         assert!(matches!(
             m.learn_slice(&[1.0], 1.0),
-            Err(ModelError::WrongFeatureCount { expected: 2, actual: 1 })
+            Err(ModelError::WrongFeatureCount {
+                expected: 2,
+                actual: 1
+            })
         ));
         assert!(matches!(
             m.learn_slice(&[1.0, f64::INFINITY], 1.0),
@@ -948,6 +983,7 @@ mod tests {
         ));
         assert_eq!(m.learned(), 0);
         // NaN is missing, not an error
-        m.learn_slice(&[f64::NAN, 2.0], 1.0).expect("missing is fine");
+        m.learn_slice(&[f64::NAN, 2.0], 1.0)
+            .expect("missing is fine");
     }
 }

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check, ModelError};
 
 /// A loss function over a raw prediction (the margin, for [`Loss::Logistic`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Loss {
     /// `0.5 (p - y)^2`, regression.
+    #[default]
     Squared,
     /// `|p - y|`, regression; its optimum is the median.
     Absolute,
@@ -26,12 +27,6 @@ pub enum Loss {
     },
     /// Log loss of `sigmoid(p)` against a 0/1 label: classification.
     Logistic,
-}
-
-impl Default for Loss {
-    fn default() -> Self {
-        Loss::Squared
-    }
 }
 
 /// The logistic function, safe for any finite input.
@@ -203,11 +198,7 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        let losses = [
-            Loss::Squared,
-            Loss::Huber { delta: 2.0 },
-            Loss::Logistic,
-        ];
+        let losses = [Loss::Squared, Loss::Huber { delta: 2.0 }, Loss::Logistic];
         for loss in losses {
             for &(p, y) in &[(0.3, 1.0), (-1.7, 0.0), (5.0, 1.0), (3.5, 0.0)] {
                 let e = 1e-6;
@@ -227,16 +218,15 @@ mod tests {
 
     #[test]
     fn invariant_updates_never_overshoot() {
-        for loss in [
-            Loss::Squared,
-            Loss::Absolute,
-            Loss::Huber { delta: 1.0 },
-        ] {
+        for loss in [Loss::Squared, Loss::Absolute, Loss::Huber { delta: 1.0 }] {
             for eta in [1e-3, 0.1, 1.0, 10.0, 1e6] {
                 let (p, y, ppu) = (2.0, 50.0, 3.0);
                 let u = loss.invariant_update(p, y, eta, ppu);
                 let moved = p + u * ppu;
-                assert!(moved > p && moved <= y + 1e-9, "{loss:?} eta {eta}: {moved}");
+                assert!(
+                    moved > p && moved <= y + 1e-9,
+                    "{loss:?} eta {eta}: {moved}"
+                );
             }
         }
         for eta in [1e-3, 0.1, 10.0, 1e6] {

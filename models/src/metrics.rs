@@ -262,7 +262,11 @@ mod tests {
     #[test]
     fn log_loss_is_clipped() {
         let m = evaluate(Task::Classification, &[0.0, 1.0], &[1.0, 1.0]);
-        assert_relative_eq!(m.log_loss.expect("ll"), -(LOG_LOSS_EPS.ln()) / 2.0, max_relative = 1e-9);
+        assert_relative_eq!(
+            m.log_loss.expect("ll"),
+            -(LOG_LOSS_EPS.ln()) / 2.0,
+            max_relative = 1e-9
+        );
         assert_relative_eq!(m.accuracy.expect("acc"), 0.5);
     }
 
@@ -276,8 +280,19 @@ mod tests {
         }
         let exact = evaluate(Task::Classification, &preds, &labels);
         let cum = live.cumulative();
-        assert_relative_eq!(cum.log_loss.expect("ll"), exact.log_loss.expect("ll"), epsilon = 1e-12);
-        assert_relative_eq!(cum.roc_auc.expect("auc"), exact.roc_auc.expect("auc"), epsilon = 1e-12);
-        assert_eq!(live.rolling(), evaluate(Task::Classification, &preds[2..], &labels[2..]));
+        assert_relative_eq!(
+            cum.log_loss.expect("ll"),
+            exact.log_loss.expect("ll"),
+            epsilon = 1e-12
+        );
+        assert_relative_eq!(
+            cum.roc_auc.expect("auc"),
+            exact.roc_auc.expect("auc"),
+            epsilon = 1e-12
+        );
+        assert_eq!(
+            live.rolling(),
+            evaluate(Task::Classification, &preds[2..], &labels[2..])
+        );
     }
 }

@@ -240,9 +240,7 @@ impl OptimizerParams {
         let n1 = n + 1;
         match self {
             OptimizerParams::Sgd { .. } => OptimizerState::Sgd { t: 0 },
-            OptimizerParams::Adagrad { .. } => OptimizerState::Adagrad {
-                g2: vec![0.0; n1],
-            },
+            OptimizerParams::Adagrad { .. } => OptimizerState::Adagrad { g2: vec![0.0; n1] },
             OptimizerParams::Adam { .. } => OptimizerState::Adam {
                 m: vec![0.0; n1],
                 v: vec![0.0; n1],
@@ -327,7 +325,9 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        OptimizerParams::default().validate().expect("valid default");
+        OptimizerParams::default()
+            .validate()
+            .expect("valid default");
         let parsed: OptimizerParams =
             serde_json::from_str(r#"{"kind":"adam"}"#).expect("parses with defaults");
         parsed.validate().expect("valid");

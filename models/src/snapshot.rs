@@ -56,7 +56,11 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..n)
             .map(|_| {
-                let x = [rng.random_range(-2.0..2.0), rng.random::<f64>() * 100.0, rng.random_range(0.0..1.0)];
+                let x = [
+                    rng.random_range(-2.0..2.0),
+                    rng.random::<f64>() * 100.0,
+                    rng.random_range(0.0..1.0),
+                ];
                 let y = if rng.random_bool(0.5) { 1.0 } else { 0.0 };
                 (x, y)
             })
@@ -66,18 +70,45 @@ mod tests {
     #[test]
     fn round_trip_predicts_bit_identically_and_learns_identically() {
         for (loss, opt) in [
-            (Loss::Logistic, OptimizerParams::Adagrad { learning_rate: 0.1, epsilon: 1e-8 }),
+            (
+                Loss::Logistic,
+                OptimizerParams::Adagrad {
+                    learning_rate: 0.1,
+                    epsilon: 1e-8,
+                },
+            ),
             (Loss::Squared, OptimizerParams::default()),
-            (Loss::Huber { delta: 1.0 }, OptimizerParams::Adam { learning_rate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }),
-            (Loss::Logistic, OptimizerParams::Ftrl { alpha: 0.1, beta: 1.0 }),
+            (
+                Loss::Huber { delta: 1.0 },
+                OptimizerParams::Adam {
+                    learning_rate: 0.01,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    epsilon: 1e-8,
+                },
+            ),
+            (
+                Loss::Logistic,
+                OptimizerParams::Ftrl {
+                    alpha: 0.1,
+                    beta: 1.0,
+                },
+            ),
         ] {
-            let params = LinearParams { loss, optimizer: opt, l2: 0.001, ..Default::default() }
-                .validate()
-                .expect("valid");
+            let params = LinearParams {
+                loss,
+                optimizer: opt,
+                l2: 0.001,
+                ..Default::default()
+            }
+            .validate()
+            .expect("valid");
             let mut original = KeyedModel::new(params, vec![true, true, false], true);
             let keys = ["a", "b", "c"];
             for (i, (x, y)) in rows(1, 500).into_iter().enumerate() {
-                original.learn_slice(Some(keys[i % 3]), &x, y).expect("learns");
+                original
+                    .learn_slice(Some(keys[i % 3]), &x, y)
+                    .expect("learns");
             }
             let json = serde_json::to_string(&ModelSnapshot::of(&original)).expect("serialises");
             let mut restored = serde_json::from_str::<ModelSnapshot>(&json)

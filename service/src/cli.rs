@@ -24,7 +24,11 @@ pub enum Command {
     /// Run the service: consume, predict, learn, publish, serve HTTP.
     Run {
         /// Config file.
-        #[arg(long, default_value = "deploy/streamfit.toml", env = "STREAMFIT_CONFIG")]
+        #[arg(
+            long,
+            default_value = "deploy/streamfit.toml",
+            env = "STREAMFIT_CONFIG"
+        )]
         config: PathBuf,
     },
     /// Run the prequential (test-then-train) protocol over a data set and print its figures.
@@ -36,7 +40,11 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Config file.
-        #[arg(long, default_value = "deploy/streamfit.toml", env = "STREAMFIT_CONFIG")]
+        #[arg(
+            long,
+            default_value = "deploy/streamfit.toml",
+            env = "STREAMFIT_CONFIG"
+        )]
         config: PathBuf,
         /// Micro-batch size.
         #[arg(long, default_value_t = 1)]
@@ -65,14 +73,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval { model, data, config, batch, json, predictions_out } => {
+        Command::Eval {
+            model,
+            data,
+            config,
+            batch,
+            json,
+            predictions_out,
+        } => {
             let config = Config::load(&config)?;
             let model = config.model(&model)?;
             let readings = eval::load(&data)?;
-            let mut log = predictions_out.as_ref().map(|_| features::arrow_io::PredictionLog::default());
+            let mut log = predictions_out
+                .as_ref()
+                .map(|_| features::arrow_io::PredictionLog::default());
             let report = eval::run(model, &readings, batch, log.as_mut())?;
             if let (Some(path), Some(log)) = (&predictions_out, &log) {
-                log.write_ipc(path).with_context(|| format!("cannot write {}", path.display()))?;
+                log.write_ipc(path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);

@@ -185,19 +185,26 @@ impl ModelConfig {
 
     /// The input topic, or an error naming the key to set.
     pub fn input_topic(&self) -> Result<&str> {
-        self.input_topic
-            .as_deref()
-            .with_context(|| format!("model `{}` has no `input_topic`; set it in its [[model]] table", self.name))
+        self.input_topic.as_deref().with_context(|| {
+            format!(
+                "model `{}` has no `input_topic`; set it in its [[model]] table",
+                self.name
+            )
+        })
     }
 
     /// The output topic (default `<input>.predictions` style: `<name>.predictions`).
     pub fn output_topic(&self) -> String {
-        self.output_topic.clone().unwrap_or_else(|| format!("{}.predictions", self.name))
+        self.output_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.predictions", self.name))
     }
 
     /// The dead-letter topic (default `<name>.dead-letter`).
     pub fn dead_letter_topic(&self) -> String {
-        self.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dead-letter", self.name))
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dead-letter", self.name))
     }
 }
 
@@ -228,19 +235,34 @@ impl Config {
             bail!("`model` should list at least one [[model]] table");
         }
         if self.topics.partitions < 1 {
-            bail!("`topics.partitions` should be at least 1, but is {}", self.topics.partitions);
+            bail!(
+                "`topics.partitions` should be at least 1, but is {}",
+                self.topics.partitions
+            );
         }
         if self.topics.replication_factor < 1 {
-            bail!("`topics.replication_factor` should be at least 1, but is {}", self.topics.replication_factor);
+            bail!(
+                "`topics.replication_factor` should be at least 1, but is {}",
+                self.topics.replication_factor
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for m in &self.models {
-            let ok = !m.name.is_empty() && m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let ok = !m.name.is_empty()
+                && m.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok {
-                bail!("`model.name` should be letters, digits, `-` or `_`, but is {:?}", m.name);
+                bail!(
+                    "`model.name` should be letters, digits, `-` or `_`, but is {:?}",
+                    m.name
+                );
             }
             if !seen.insert(m.name.as_str()) {
-                bail!("`model.name` should be unique, but {:?} appears twice", m.name);
+                bail!(
+                    "`model.name` should be unique, but {:?} appears twice",
+                    m.name
+                );
             }
             let at = format!("model `{}`", m.name);
             let classification = m.learner.loss.is_classification();
@@ -255,13 +277,17 @@ impl Config {
             }
             if let Some(r) = m.round_to {
                 if !(r.is_finite() && r > 0.0) || classification {
-                    bail!("{at}: `round_to` should be a number > 0 on a regression model, but is {r}");
+                    bail!(
+                        "{at}: `round_to` should be a number > 0 on a regression model, but is {r}"
+                    );
                 }
             }
             if m.baseline.is_some() && classification {
                 bail!("{at}: `baseline` is for regression models only");
             }
-            m.learner.validate().with_context(|| format!("{at}: `learner` is not valid"))?;
+            m.learner
+                .validate()
+                .with_context(|| format!("{at}: `learner` is not valid"))?;
             features::FeatureExtractor::new(m.feature_spec(), classification)
                 .with_context(|| format!("{at}: the feature spec is not valid"))?;
             if m.batch.max_readings == 0 {
@@ -276,10 +302,16 @@ impl Config {
 
     /// The model named `name`, or an error listing the ones there are.
     pub fn model(&self, name: &str) -> Result<&ModelConfig> {
-        self.models.iter().find(|m| m.name == name).with_context(|| {
-            let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
-            format!("no model named {name:?}; the config defines {}", names.join(", "))
-        })
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+                format!(
+                    "no model named {name:?}; the config defines {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -292,7 +324,8 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>) -> Result<()> {
-    let mut vars: Vec<(String, String)> = env.filter(|(k, _)| k.starts_with("STREAMFIT_")).collect();
+    let mut vars: Vec<(String, String)> =
+        env.filter(|(k, _)| k.starts_with("STREAMFIT_")).collect();
     vars.sort();
     for (name, raw) in vars {
         let rest = &name["STREAMFIT_".len()..];
@@ -304,13 +337,17 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
         } else if let Some(key) = rest.strip_prefix("TOPICS_") {
             table(root, "topics").insert(key.to_ascii_lowercase(), env_value(&raw));
         } else if let Some(spec) = rest.strip_prefix("MODEL_") {
-            let (model, key) = spec
-                .split_once("__")
-                .with_context(|| format!("environment variable {name} should look like STREAMFIT_MODEL_<NAME>__<KEY>"))?;
+            let (model, key) = spec.split_once("__").with_context(|| {
+                format!(
+                    "environment variable {name} should look like STREAMFIT_MODEL_<NAME>__<KEY>"
+                )
+            })?;
             let models = root
                 .get_mut("model")
                 .and_then(|m| m.as_array_mut())
-                .with_context(|| format!("environment variable {name} names a model, but the config has none"))?;
+                .with_context(|| {
+                    format!("environment variable {name} names a model, but the config has none")
+                })?;
             let target = models
                 .iter_mut()
                 .filter_map(|m| m.as_table_mut())
@@ -319,7 +356,9 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
                         .and_then(|n| n.as_str())
                         .is_some_and(|n| n.to_ascii_uppercase().replace('-', "_") == model)
                 })
-                .with_context(|| format!("environment variable {name}: no model is named {model}"))?;
+                .with_context(|| {
+                    format!("environment variable {name}: no model is named {model}")
+                })?;
             target.insert(key.to_ascii_lowercase(), env_value(&raw));
         } else if !matches!(rest, "CACHE" | "KAFKA_PORT" | "LOG" | "CONFIG" | "HOME") {
             bail!("environment variable {name} is not a config override; see the configuration reference in the README");
@@ -390,21 +429,39 @@ mod tests {
     #[test]
     fn errors_name_the_wrong_key() {
         let cases = [
-            (MINIMAL.replace("task = \"classification\"", "task = \"clasification\""), "clasification"),
-            (MINIMAL.replace("name = \"heart\"", "name = \"heart\"\nbogus = 1"), "bogus"),
-            (MINIMAL.replace("kind = \"logistic\"", "kind = \"squared\""), "learner.loss"),
             (
-                MINIMAL.replace("loss = { kind = \"logistic\" }", "loss = { kind = \"logistic\" }, l2 = -1"),
+                MINIMAL.replace("task = \"classification\"", "task = \"clasification\""),
+                "clasification",
+            ),
+            (
+                MINIMAL.replace("name = \"heart\"", "name = \"heart\"\nbogus = 1"),
+                "bogus",
+            ),
+            (
+                MINIMAL.replace("kind = \"logistic\"", "kind = \"squared\""),
+                "learner.loss",
+            ),
+            (
+                MINIMAL.replace(
+                    "loss = { kind = \"logistic\" }",
+                    "loss = { kind = \"logistic\" }, l2 = -1",
+                ),
                 "`l2` should be a finite number >= 0, but is -1",
             ),
-            (MINIMAL.replace("field = \"age\"", "field = \"age\", standardise = true"), "standardise"),
+            (
+                MINIMAL.replace("field = \"age\"", "field = \"age\", standardise = true"),
+                "standardise",
+            ),
         ];
         for (text, needle) in cases {
             let e = format!("{:#}", Config::parse(&text, no_env()).expect_err("invalid"));
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
         let env = [("STREAMFIT_MODEL_NOPE__X".to_owned(), "1".to_owned())];
-        let e = format!("{:#}", Config::parse(MINIMAL, env.into_iter()).expect_err("no such model"));
+        let e = format!(
+            "{:#}",
+            Config::parse(MINIMAL, env.into_iter()).expect_err("no such model")
+        );
         assert!(e.contains("no model is named NOPE"), "{e}");
     }
 }

@@ -55,12 +55,20 @@ pub fn load(path: &Path) -> Result<Vec<KeyedReading>> {
 
 /// Runs the prequential protocol over `readings` with micro-batches of `batch`.
 /// When `log` is given, every prediction is recorded there.
-pub fn run(config: &ModelConfig, readings: &[KeyedReading], batch: usize, mut log: Option<&mut PredictionLog>) -> Result<EvalReport> {
+pub fn run(
+    config: &ModelConfig,
+    readings: &[KeyedReading],
+    batch: usize,
+    mut log: Option<&mut PredictionLog>,
+) -> Result<EvalReport> {
     anyhow::ensure!(batch >= 1, "`--batch` should be at least 1, but is {batch}");
     let mut pipeline = Pipeline::new(config)?;
     let inputs: Vec<Input<'_>> = readings
         .iter()
-        .map(|r| Input { key: r.key.as_deref(), bytes: &r.json })
+        .map(|r| Input {
+            key: r.key.as_deref(),
+            bytes: &r.json,
+        })
         .collect();
     let mut preds = Vec::with_capacity(readings.len());
     let mut labels = Vec::with_capacity(readings.len());
@@ -77,7 +85,13 @@ pub fn run(config: &ModelConfig, readings: &[KeyedReading], batch: usize, mut lo
                         labels.push(y);
                     }
                     if let Some(log) = log.as_deref_mut() {
-                        log.push((c * batch + i) as u64, p.key.as_deref(), p.event_time, p.prediction, p.label);
+                        log.push(
+                            (c * batch + i) as u64,
+                            p.key.as_deref(),
+                            p.event_time,
+                            p.prediction,
+                            p.label,
+                        );
                     }
                 }
                 Outcome::Invalid(_) => invalid += 1,
@@ -118,19 +132,33 @@ fn model_only_rate(config: &ModelConfig, readings: &[KeyedReading], batch: usize
             meta.push((i, e.key.map(|k| k.into_owned()), e.label, e.baseline));
         }
     }
-    let mut model = KeyedModel::new(config.learner.validate()?, extractor.scale_mask(), config.per_key);
-    let task = if classification { Task::Classification } else { Task::Regression };
+    let mut model = KeyedModel::new(
+        config.learner.validate()?,
+        extractor.scale_mask(),
+        config.per_key,
+    );
+    let task = if classification {
+        Task::Classification
+    } else {
+        Task::Regression
+    };
     let mut sink = 0.0;
     let start = Instant::now();
     for chunk in meta.chunks(batch) {
         for (i, key, _, baseline) in chunk {
-            sink += model.predict_slice(key.as_deref(), &rows[i * width..(i + 1) * width])? + baseline;
+            sink +=
+                model.predict_slice(key.as_deref(), &rows[i * width..(i + 1) * width])? + baseline;
         }
         for (i, key, label, baseline) in chunk {
             if let Some(y) = label {
-                let target = if task == Task::Regression { y - baseline } else { *y };
+                let target = if task == Task::Regression {
+                    y - baseline
+                } else {
+                    *y
+                };
                 // a refused step is counted in the main run; here only speed matters
-                let _ = model.learn_slice(key.as_deref(), &rows[i * width..(i + 1) * width], target);
+                let _ =
+                    model.learn_slice(key.as_deref(), &rows[i * width..(i + 1) * width], target);
             }
         }
     }

@@ -28,10 +28,19 @@ pub struct AppState {
 
 impl AppState {
     fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
-        self.models.iter().find(|m| m.config.name == name).ok_or_else(|| {
-            let names: Vec<&str> = self.models.iter().map(|m| m.config.name.as_str()).collect();
-            ApiError::new(StatusCode::NOT_FOUND, format!("no model named {name:?}; the models are: {}", names.join(", ")))
-        })
+        self.models
+            .iter()
+            .find(|m| m.config.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.models.iter().map(|m| m.config.name.as_str()).collect();
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no model named {name:?}; the models are: {}",
+                        names.join(", ")
+                    ),
+                )
+            })
     }
 }
 
@@ -45,7 +54,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), field: None }
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
     }
 }
 
@@ -65,10 +78,18 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/predict", post(predict))
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see the HTTP API in the README") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the HTTP API in the README",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -103,7 +124,10 @@ async fn list_models(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "models": list }))
 }
 
-async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let h = state.model(&name)?;
     let p = h.live.load();
     let shared = p.model().shared();
@@ -135,8 +159,16 @@ async fn predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let h = state.model(&name)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), format!("request body not readable: {}", e.body_text())))?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("request body not readable: {}", e.body_text()),
+        )
+    })?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !ct.starts_with("application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -160,10 +192,17 @@ async fn predict(
             json!({ "key": r.key, "prediction": r.prediction })
         })
     };
-    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&body[..0], |i| &body[i..]);
+    let trimmed = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&body[..0], |i| &body[i..]);
     let mut answer = if trimmed.first() == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(trimmed)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body should be a JSON object or an array of objects: {e}")))?;
+        let items: Vec<&RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("body should be a JSON object or an array of objects: {e}"),
+            )
+        })?;
         let preds = items
             .iter()
             .enumerate()
@@ -179,7 +218,12 @@ async fn predict(
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let not_ready: Vec<&str> = state.models.iter().filter(|m| !m.ready()).map(|m| m.config.name.as_str()).collect();
+    let not_ready: Vec<&str> = state
+        .models
+        .iter()
+        .filter(|m| !m.ready())
+        .map(|m| m.config.name.as_str())
+        .collect();
     if not_ready.is_empty() {
         Json(json!({ "ready": true })).into_response()
     } else {
@@ -197,9 +241,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .models
         .iter()
         .zip(&pipelines)
-        .map(|(m, p)| Exposed { name: &m.config.name, stats: &m.stats, lag: m.lag(), version: p.version() })
+        .map(|(m, p)| Exposed {
+            name: &m.config.name,
+            stats: &m.stats,
+            lag: m.lag(),
+            version: p.version(),
+        })
         .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&exposed)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&exposed),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -211,13 +264,26 @@ mod tests {
     use tower::ServiceExt;
 
     fn state() -> AppState {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
         let config = Config::load(&path).expect("valid config");
-        let models = config.models.into_iter().map(|m| Arc::new(ModelHandle::new(m).expect("builds"))).collect();
-        AppState { models: Arc::new(models) }
+        let models = config
+            .models
+            .into_iter()
+            .map(|m| Arc::new(ModelHandle::new(m).expect("builds")))
+            .collect();
+        AppState {
+            models: Arc::new(models),
+        }
     }
 
-    async fn call(app: Router, method: &str, uri: &str, ct: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        ct: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
         let req = Request::builder()
             .method(method)
             .uri(uri)
@@ -226,15 +292,27 @@ mod tests {
             .expect("request");
         let res = app.oneshot(req).await.expect("answers");
         let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
     async fn predicts_one_or_many() {
         let app = app(state(), 1024);
         let reading = r#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":25.0}"#;
-        let (s, v) = call(app.clone(), "POST", "/v1/models/waits-v1/predict", "application/json", reading).await;
+        let (s, v) = call(
+            app.clone(),
+            "POST",
+            "/v1/models/waits-v1/predict",
+            "application/json",
+            reading,
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["model_version"], 0);
         assert_eq!(v["prediction"], 0.0);
@@ -247,16 +325,49 @@ mod tests {
     async fn bad_requests_get_json_4xx() {
         let app = app(state(), 1024);
         let cases = [
-            ("/v1/models/nope/predict", "application/json", "{}", StatusCode::NOT_FOUND, "no model named"),
-            ("/v1/models/waits/predict", "text/plain", "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type"),
-            ("/v1/models/waits/predict", "application/json", "{\"ride\":1", StatusCode::BAD_REQUEST, "JSON object"),
-            ("/v1/models/waits/predict", "application/json", r#"{"ride":"a","ts":"yesterday"}"#, StatusCode::BAD_REQUEST, "`ts` should be"),
-            ("/v1/models/waits/predict", "application/json", &"x".repeat(2000), StatusCode::PAYLOAD_TOO_LARGE, "body"),
+            (
+                "/v1/models/nope/predict",
+                "application/json",
+                "{}",
+                StatusCode::NOT_FOUND,
+                "no model named",
+            ),
+            (
+                "/v1/models/waits/predict",
+                "text/plain",
+                "{}",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type",
+            ),
+            (
+                "/v1/models/waits/predict",
+                "application/json",
+                "{\"ride\":1",
+                StatusCode::BAD_REQUEST,
+                "JSON object",
+            ),
+            (
+                "/v1/models/waits/predict",
+                "application/json",
+                r#"{"ride":"a","ts":"yesterday"}"#,
+                StatusCode::BAD_REQUEST,
+                "`ts` should be",
+            ),
+            (
+                "/v1/models/waits/predict",
+                "application/json",
+                &"x".repeat(2000),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+            ),
         ];
         for (uri, ct, body, status, needle) in cases {
             let (s, v) = call(app.clone(), "POST", uri, ct, body).await;
             assert_eq!(s, status, "{uri} {v}");
-            assert!(v["error"].as_str().unwrap_or("").contains(needle), "{v} should mention {needle}");
+            assert!(
+                v["error"].as_str().unwrap_or("").contains(needle),
+                "{v} should mention {needle}"
+            );
         }
         let (s, v) = call(app.clone(), "GET", "/readyz", "", "").await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");

@@ -63,7 +63,12 @@ pub fn producer_config(props: &BTreeMap<String, String>) -> ClientConfig {
 }
 
 /// Creates the topics that do not exist yet.
-pub async fn ensure_topics(props: &BTreeMap<String, String>, topics: &[String], partitions: i32, replication: i32) -> Result<()> {
+pub async fn ensure_topics(
+    props: &BTreeMap<String, String>,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(props)
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
@@ -135,15 +140,21 @@ impl ConsumerContext for ConsumerCtx {
                 tracing::info!(model = %self.model, partitions = ?parts, "partitions assigned");
                 self.assigned.store(!parts.is_empty(), Ordering::Relaxed);
             }
-            Rebalance::Error(e) => tracing::warn!(model = %self.model, error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                tracing::warn!(model = %self.model, error = %e, "rebalance error")
+            }
             Rebalance::Revoke(_) => {}
         }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => tracing::debug!(model = %self.model, offsets = ?offsets.to_topic_map(), "offsets committed"),
-            Err(e) => tracing::warn!(model = %self.model, error = %e, "offset commit failed (will retry with the next commit)"),
+            Ok(()) => {
+                tracing::debug!(model = %self.model, offsets = ?offsets.to_topic_map(), "offsets committed")
+            }
+            Err(e) => {
+                tracing::warn!(model = %self.model, error = %e, "offset commit failed (will retry with the next commit)")
+            }
         }
     }
 }
@@ -174,11 +185,14 @@ impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let Ok(mut map) = self.in_flight.lock() else { return };
+        let Ok(mut map) = self.in_flight.lock() else {
+            return;
+        };
         if let Some(b) = map.get_mut(&seq) {
             b.remaining = b.remaining.saturating_sub(1);
             if let Err((e, m)) = result {
-                b.error.get_or_insert_with(|| format!("delivery to {} failed: {e}", m.topic()));
+                b.error
+                    .get_or_insert_with(|| format!("delivery to {} failed: {e}", m.topic()));
             }
         }
     }

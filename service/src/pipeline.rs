@@ -78,9 +78,8 @@ pub struct Pipeline {
     pending: Vec<Pending>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Pending {
-    key: Option<String>,
     label: Option<f64>,
     baseline: f64,
 }
@@ -103,7 +102,11 @@ impl Pipeline {
         let extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
         let params = config.learner.validate()?;
         let model = KeyedModel::new(params, extractor.scale_mask(), config.per_key);
-        let task = if classification { Task::Classification } else { Task::Regression };
+        let task = if classification {
+            Task::Classification
+        } else {
+            Task::Regression
+        };
         Ok(Pipeline {
             name: config.name.clone(),
             task,
@@ -197,7 +200,9 @@ impl Pipeline {
                 Ok(p) => p,
                 Err(e) => {
                     stats.invalid += 1;
-                    out.push(Outcome::Invalid(FeatureError::Json(format!("the model refused it: {e}"))));
+                    out.push(Outcome::Invalid(FeatureError::Json(format!(
+                        "the model refused it: {e}"
+                    ))));
                     continue;
                 }
             };
@@ -205,7 +210,11 @@ impl Pipeline {
                 self.metrics.update(prediction, label);
             }
             let key = extracted.key.map(|k| k.into_owned());
-            self.pending.push(Pending { key: key.clone(), label: extracted.label, baseline: extracted.baseline });
+            self.pending.push(Pending {
+                key: key.clone(),
+                label: extracted.label,
+                baseline: extracted.baseline,
+            });
             out.push(Outcome::Predicted(Prediction {
                 key,
                 prediction,
@@ -218,9 +227,9 @@ impl Pipeline {
         let mut row_index = 0;
         let mut pending = std::mem::take(&mut self.pending);
         for (i, outcome) in out.iter().enumerate() {
-            if !matches!(outcome, Outcome::Predicted(_)) {
+            let Outcome::Predicted(prediction) = outcome else {
                 continue;
-            }
+            };
             let p = &pending[row_index];
             row_index += 1;
             let Some(label) = p.label else { continue };
@@ -229,7 +238,10 @@ impl Pipeline {
                 Task::Classification => label,
             };
             let row = &rows[i * width..(i + 1) * width];
-            match self.model.learn_slice(p.key.as_deref(), row, target) {
+            match self
+                .model
+                .learn_slice(prediction.key.as_deref(), row, target)
+            {
                 Ok(()) => stats.learned += 1,
                 Err(e) => {
                     self.learn_errors += 1;
@@ -277,7 +289,11 @@ impl Pipeline {
     /// Restores a snapshot taken of a pipeline with the same config.
     pub fn restore(&mut self, snap: PipelineSnapshot) -> anyhow::Result<()> {
         if snap.name != self.name {
-            anyhow::bail!("the snapshot is of model {:?}, not {:?}", snap.name, self.name);
+            anyhow::bail!(
+                "the snapshot is of model {:?}, not {:?}",
+                snap.name,
+                self.name
+            );
         }
         let model = snap.model.restore()?;
         if model.n_features() != self.extractor.width() {

@@ -23,7 +23,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         }
         topics.sort();
         topics.dedup();
-        crate::kafka::ensure_topics(&config.kafka, &topics, config.topics.partitions, config.topics.replication_factor).await?;
+        crate::kafka::ensure_topics(
+            &config.kafka,
+            &topics,
+            config.topics.partitions,
+            config.topics.replication_factor,
+        )
+        .await?;
     }
     let handles: Vec<Arc<ModelHandle>> = config
         .models
@@ -32,7 +38,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .collect::<Result<_>>()?;
     let listener = tokio::net::TcpListener::bind(&config.service.http_addr)
         .await
-        .with_context(|| format!("cannot listen on {} (`service.http_addr`)", config.service.http_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (`service.http_addr`)",
+                config.service.http_addr
+            )
+        })?;
     tracing::info!(addr = %listener.local_addr()?, "http listening");
 
     let mut workers = Vec::new();
@@ -53,7 +64,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 .context("cannot start a worker thread")?,
         );
     }
-    let state = AppState { models: Arc::new(handles) };
+    let state = AppState {
+        models: Arc::new(handles),
+    };
     let http_cancel = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app(state, config.service.max_body_bytes))

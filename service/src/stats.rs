@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the batch-latency histogram, in seconds.
-pub const BATCH_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+pub const BATCH_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// Counters of one model.
 #[derive(Debug, Default)]
@@ -29,10 +31,14 @@ pub struct ModelStats {
 impl ModelStats {
     /// Records one batch's processing time.
     pub fn observe_batch(&self, seconds: f64) {
-        let i = BATCH_BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(BATCH_BUCKETS.len());
+        let i = BATCH_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(BATCH_BUCKETS.len());
         self.batch_hist[i].fetch_add(1, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.batch_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 }
 
@@ -52,10 +58,26 @@ pub struct Exposed<'a> {
 pub fn render(models: &[Exposed<'_>]) -> String {
     let mut out = String::new();
     let counters = [
-        ("streamfit_readings_consumed_total", "Readings consumed from the input topic.", 0),
-        ("streamfit_readings_predicted_total", "Readings predicted.", 1),
-        ("streamfit_readings_learned_total", "Readings learned from.", 2),
-        ("streamfit_readings_dead_lettered_total", "Readings sent to the dead-letter topic.", 3),
+        (
+            "streamfit_readings_consumed_total",
+            "Readings consumed from the input topic.",
+            0,
+        ),
+        (
+            "streamfit_readings_predicted_total",
+            "Readings predicted.",
+            1,
+        ),
+        (
+            "streamfit_readings_learned_total",
+            "Readings learned from.",
+            2,
+        ),
+        (
+            "streamfit_readings_dead_lettered_total",
+            "Readings sent to the dead-letter topic.",
+            3,
+        ),
     ];
     for (name, help, which) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -66,16 +88,29 @@ pub fn render(models: &[Exposed<'_>]) -> String {
                 2 => &m.stats.learned,
                 _ => &m.stats.dead_lettered,
             };
-            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", m.name, v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\"}} {}",
+                m.name,
+                v.load(Ordering::Relaxed)
+            );
         }
     }
     let _ = writeln!(out, "# HELP streamfit_consumer_lag Messages behind the end of the input topic.\n# TYPE streamfit_consumer_lag gauge");
     for m in models {
-        let _ = writeln!(out, "streamfit_consumer_lag{{model=\"{}\"}} {}", m.name, m.lag);
+        let _ = writeln!(
+            out,
+            "streamfit_consumer_lag{{model=\"{}\"}} {}",
+            m.name, m.lag
+        );
     }
     let _ = writeln!(out, "# HELP streamfit_model_version Micro-batches learned by the live model.\n# TYPE streamfit_model_version gauge");
     for m in models {
-        let _ = writeln!(out, "streamfit_model_version{{model=\"{}\"}} {}", m.name, m.version);
+        let _ = writeln!(
+            out,
+            "streamfit_model_version{{model=\"{}\"}} {}",
+            m.name, m.version
+        );
     }
     let name = "streamfit_batch_seconds";
     let _ = writeln!(out, "# HELP {name} Time to predict, learn and publish one micro-batch.\n# TYPE {name} histogram");
@@ -83,12 +118,24 @@ pub fn render(models: &[Exposed<'_>]) -> String {
         let mut cum = 0;
         for (i, b) in BATCH_BUCKETS.iter().enumerate() {
             cum += m.stats.batch_hist[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{model=\"{}\",le=\"{b}\"}} {cum}", m.name);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{model=\"{}\",le=\"{b}\"}} {cum}",
+                m.name
+            );
         }
         cum += m.stats.batch_hist[BATCH_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{model=\"{}\",le=\"+Inf\"}} {cum}", m.name);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{model=\"{}\",le=\"+Inf\"}} {cum}",
+            m.name
+        );
         let sum = m.stats.batch_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{model=\"{}\"}} {sum}\n{name}_count{{model=\"{}\"}} {cum}", m.name, m.name);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{model=\"{}\"}} {sum}\n{name}_count{{model=\"{}\"}} {cum}",
+            m.name, m.name
+        );
     }
     out
 }
@@ -103,8 +150,16 @@ mod tests {
         s.observe_batch(0.0001);
         s.observe_batch(0.003);
         s.observe_batch(5.0);
-        let text = render(&[Exposed { name: "m", stats: &s, lag: 3, version: 7 }]);
-        assert!(text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"0.0005\"} 1"), "{text}");
+        let text = render(&[Exposed {
+            name: "m",
+            stats: &s,
+            lag: 3,
+            version: 7,
+        }]);
+        assert!(
+            text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"0.0005\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"0.005\"} 2"));
         assert!(text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"+Inf\"} 3"));
         assert!(text.contains("streamfit_consumer_lag{model=\"m\"} 3"));

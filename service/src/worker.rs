@@ -54,12 +54,16 @@ impl ModelHandle {
 
     /// True once the worker consumes from at least one partition.
     pub fn ready(&self) -> bool {
-        self.consumer.get().is_some_and(|c| c.assigned.load(Ordering::Relaxed))
+        self.consumer
+            .get()
+            .is_some_and(|c| c.assigned.load(Ordering::Relaxed))
     }
 
     /// Consumer lag, or -1 when not known yet.
     pub fn lag(&self) -> i64 {
-        self.consumer.get().map_or(-1, |c| c.lag.load(Ordering::Relaxed))
+        self.consumer
+            .get()
+            .map_or(-1, |c| c.lag.load(Ordering::Relaxed))
     }
 }
 
@@ -135,12 +139,19 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
     };
     let result = (|| -> Result<()> {
         while !cancel.is_cancelled() {
-            let timeout = if batches.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(1) };
+            let timeout = if batches.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(1)
+            };
             match consumer.poll(timeout) {
                 Some(Ok(msg)) => {
                     handle.stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let p = msg.partition();
-                    let b = batches.entry(p).or_insert_with(|| Batch { messages: Vec::with_capacity(max), started: Instant::now() });
+                    let b = batches.entry(p).or_insert_with(|| Batch {
+                        messages: Vec::with_capacity(max),
+                        started: Instant::now(),
+                    });
                     b.messages.push(msg);
                     if b.messages.len() >= max {
                         if let Some(b) = batches.remove(&p) {
@@ -148,7 +159,9 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
                         }
                     }
                 }
-                Some(Err(e)) => tracing::warn!(model = %m.name, error = %e, "consume error (retrying)"),
+                Some(Err(e)) => {
+                    tracing::warn!(model = %m.name, error = %e, "consume error (retrying)")
+                }
                 None => {}
             }
             // revoked partitions: drop what we hold, the new owner reads it again
@@ -158,7 +171,11 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
                     to_commit.remove(&p);
                 }
             }
-            let due: Vec<i32> = batches.iter().filter(|(_, b)| b.started.elapsed() >= linger).map(|(p, _)| *p).collect();
+            let due: Vec<i32> = batches
+                .iter()
+                .filter(|(_, b)| b.started.elapsed() >= linger)
+                .map(|(p, _)| *p)
+                .collect();
             for p in due {
                 if let Some(b) = batches.remove(&p) {
                     work.process(p, b, &mut seq)?;
@@ -188,14 +205,23 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
             commit(&consumer, &input, &mut to_commit, CommitMode::Sync)?;
             tracing::info!(model = %m.name, version = pipeline.version(), "stopped cleanly");
         }
-        (_, Err(e), _) => tracing::error!(model = %m.name, error = %e, "could not flush every output; uncommitted readings will be processed again"),
-        (_, _, Err(e)) => tracing::error!(model = %m.name, error = %e, "delivery failed; uncommitted readings will be processed again"),
+        (_, Err(e), _) => {
+            tracing::error!(model = %m.name, error = %e, "could not flush every output; uncommitted readings will be processed again")
+        }
+        (_, _, Err(e)) => {
+            tracing::error!(model = %m.name, error = %e, "delivery failed; uncommitted readings will be processed again")
+        }
         _ => {}
     }
     result
 }
 
-fn commit(consumer: &BaseConsumer<ConsumerCtx>, topic: &str, offsets: &mut HashMap<i32, i64>, mode: CommitMode) -> Result<()> {
+fn commit(
+    consumer: &BaseConsumer<ConsumerCtx>,
+    topic: &str,
+    offsets: &mut HashMap<i32, i64>,
+    mode: CommitMode,
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
@@ -207,8 +233,15 @@ fn commit(consumer: &BaseConsumer<ConsumerCtx>, topic: &str, offsets: &mut HashM
     match consumer.commit(&tpl, mode) {
         Ok(()) => Ok(()),
         // a rebalance took the partition away: its new owner starts from the last commit
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::UnknownMemberId | RDKafkaErrorCode::RebalanceInProgress)) => {
-            tracing::warn!(topic, "commit refused during a rebalance; the readings will be processed again");
+        Err(KafkaError::ConsumerCommit(
+            RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::RebalanceInProgress,
+        )) => {
+            tracing::warn!(
+                topic,
+                "commit refused during a rebalance; the readings will be processed again"
+            );
             Ok(())
         }
         Err(e) => Err(e).context("offset commit failed"),
@@ -232,7 +265,10 @@ impl Work<'_> {
         let inputs: Vec<Input<'_>> = batch
             .messages
             .iter()
-            .map(|m| Input { key: kafka::key_str(m), bytes: m.payload().unwrap_or(&[]) })
+            .map(|m| Input {
+                key: kafka::key_str(m),
+                bytes: m.payload().unwrap_or(&[]),
+            })
             .collect();
         let version = self.pipeline.version();
         let stats = self.pipeline.process(&inputs, self.outcomes);
@@ -240,16 +276,28 @@ impl Work<'_> {
         *seq += 1;
         let this = *seq;
         if let Ok(mut map) = self.producer.context().in_flight.lock() {
-            map.insert(this, InFlight { partition, next_offset: last + 1, remaining: inputs.len(), error: None });
+            map.insert(
+                this,
+                InFlight {
+                    partition,
+                    next_offset: last + 1,
+                    remaining: inputs.len(),
+                    error: None,
+                },
+            );
         }
         let name = self.pipeline.name().to_owned();
         let classification = self.pipeline.task() == models::Task::Classification;
-        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(self.outcomes.iter()) {
+        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(self.outcomes.iter())
+        {
             match outcome {
                 Outcome::Predicted(p) => {
                     self.buf.clear();
                     let (prediction, probability) = if classification {
-                        (if p.prediction >= 0.5 { 1.0 } else { 0.0 }, Some(p.prediction))
+                        (
+                            if p.prediction >= 0.5 { 1.0 } else { 0.0 },
+                            Some(p.prediction),
+                        )
                     } else {
                         (p.prediction, None)
                     };
@@ -263,10 +311,15 @@ impl Work<'_> {
                             probability,
                             label: p.label,
                             event_time: p.event_time,
-                            source: Source { topic: self.input, partition, offset: msg.offset() },
+                            source: Source {
+                                topic: self.input,
+                                partition,
+                                offset: msg.offset(),
+                            },
                         },
                     )?;
-                    let mut record = BaseRecord::with_opaque_to(self.output, this).payload(self.buf.as_slice());
+                    let mut record =
+                        BaseRecord::with_opaque_to(self.output, this).payload(self.buf.as_slice());
                     if let Some(k) = msg.key() {
                         record = record.key(k);
                     }
@@ -277,13 +330,33 @@ impl Work<'_> {
                     let part = partition.to_string();
                     let reason = e.to_string();
                     let headers = OwnedHeaders::new()
-                        .insert(Header { key: "streamfit.error", value: Some(reason.as_str()) })
-                        .insert(Header { key: "streamfit.field", value: e.field() })
-                        .insert(Header { key: "streamfit.model", value: Some(name.as_str()) })
-                        .insert(Header { key: "streamfit.source.topic", value: Some(self.input) })
-                        .insert(Header { key: "streamfit.source.partition", value: Some(part.as_str()) })
-                        .insert(Header { key: "streamfit.source.offset", value: Some(offset.as_str()) });
-                    let mut record = BaseRecord::with_opaque_to(self.dead, this).payload(input.bytes).headers(headers);
+                        .insert(Header {
+                            key: "streamfit.error",
+                            value: Some(reason.as_str()),
+                        })
+                        .insert(Header {
+                            key: "streamfit.field",
+                            value: e.field(),
+                        })
+                        .insert(Header {
+                            key: "streamfit.model",
+                            value: Some(name.as_str()),
+                        })
+                        .insert(Header {
+                            key: "streamfit.source.topic",
+                            value: Some(self.input),
+                        })
+                        .insert(Header {
+                            key: "streamfit.source.partition",
+                            value: Some(part.as_str()),
+                        })
+                        .insert(Header {
+                            key: "streamfit.source.offset",
+                            value: Some(offset.as_str()),
+                        });
+                    let mut record = BaseRecord::with_opaque_to(self.dead, this)
+                        .payload(input.bytes)
+                        .headers(headers);
                     if let Some(k) = msg.key() {
                         record = record.key(k);
                     }
@@ -293,9 +366,11 @@ impl Work<'_> {
             }
         }
         let s = &self.handle.stats;
-        s.predicted.fetch_add(stats.predicted as u64, Ordering::Relaxed);
+        s.predicted
+            .fetch_add(stats.predicted as u64, Ordering::Relaxed);
         s.learned.fetch_add(stats.learned as u64, Ordering::Relaxed);
-        s.dead_lettered.fetch_add(stats.invalid as u64, Ordering::Relaxed);
+        s.dead_lettered
+            .fetch_add(stats.invalid as u64, Ordering::Relaxed);
         s.observe_batch(started.elapsed().as_secs_f64());
         if stats.learned > 0 {
             self.handle.live.store(Arc::new(self.pipeline.clone()));
@@ -304,7 +379,10 @@ impl Work<'_> {
     }
 }
 
-fn send<'r>(producer: &BaseProducer<ProducerCtx>, mut record: BaseRecord<'r, [u8], [u8], usize>) -> Result<()> {
+fn send<'r>(
+    producer: &BaseProducer<ProducerCtx>,
+    mut record: BaseRecord<'r, [u8], [u8], usize>,
+) -> Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

@@ -18,18 +18,27 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 fn bootstrap() -> String {
     let port = std::env::var("STREAMFIT_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
     let addr = format!("127.0.0.1:{port}");
-    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2)).is_err() {
+    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2))
+        .is_err()
+    {
         panic!("Kafka is not answering on {addr}: start it with `deploy/kafka.sh up` (these tests never skip)");
     }
     addr
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
     format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
@@ -52,15 +61,24 @@ impl Service {
 
     fn stop(mut self) {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(code) = self.child.try_wait().expect("wait") {
-                assert!(code.success(), "streamfit should exit 0 on SIGTERM, got {code}");
+                assert!(
+                    code.success(),
+                    "streamfit should exit 0 on SIGTERM, got {code}"
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "streamfit did not stop within 60 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "streamfit did not stop within 60 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -81,7 +99,10 @@ async fn wait_ready(http: &str) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "streamfit was not ready within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "streamfit was not ready within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -106,7 +127,13 @@ fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)])
 type Received = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
 
 /// Reads `topic` from the beginning (read_committed) until `want` messages or the deadline.
-fn read_topic(bootstrap: &str, topic: &str, partitions: i32, want: usize, within: Duration) -> Vec<Received> {
+fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    within: Duration,
+) -> Vec<Received> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
@@ -116,7 +143,8 @@ fn read_topic(bootstrap: &str, topic: &str, partitions: i32, want: usize, within
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
     }
     c.assign(&tpl).expect("assign");
     let mut out = Vec::new();
@@ -127,17 +155,25 @@ fn read_topic(bootstrap: &str, topic: &str, partitions: i32, want: usize, within
             let mut headers = BTreeMap::new();
             if let Some(h) = m.headers() {
                 for hd in h.iter() {
-                    headers.insert(hd.key.to_owned(), String::from_utf8_lossy(hd.value.unwrap_or(&[])).into_owned());
+                    headers.insert(
+                        hd.key.to_owned(),
+                        String::from_utf8_lossy(hd.value.unwrap_or(&[])).into_owned(),
+                    );
                 }
             }
-            out.push((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or(&[]).to_vec(), headers));
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or(&[]).to_vec(),
+                headers,
+            ));
         }
     }
     out
 }
 
 fn heart() -> Vec<(Option<String>, Vec<u8>)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/heart-failure/heart.csv");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/heart-failure/heart.csv");
     features::datasets::load_readings(&path)
         .expect("the heart data set is in ../shared")
         .into_iter()
@@ -145,8 +181,18 @@ fn heart() -> Vec<(Option<String>, Vec<u8>)> {
         .collect()
 }
 
-fn write_config(dir: &Path, bootstrap: &str, http: &str, input: &str, output: &str, dead: &str) -> std::path::PathBuf {
-    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml")).expect("config");
+fn write_config(
+    dir: &Path,
+    bootstrap: &str,
+    http: &str,
+    input: &str,
+    output: &str,
+    dead: &str,
+) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml"),
+    )
+    .expect("config");
     let heart_start = base.find("name = \"heart\"").expect("heart model");
     let heart_table = &base[heart_start..];
     let text = format!(
@@ -198,7 +244,11 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
     let deads = read_topic(&bootstrap, &dead, 2, 1, Duration::from_secs(30));
     assert_eq!(deads.len(), 1, "the malformed reading is dead-lettered");
     assert_eq!(deads[0].1, bad, "with its original bytes");
-    assert!(deads[0].2["streamfit.error"].contains("`age` should be a number"), "{:?}", deads[0].2);
+    assert!(
+        deads[0].2["streamfit.error"].contains("`age` should be a number"),
+        "{:?}",
+        deads[0].2
+    );
     assert_eq!(deads[0].2["streamfit.field"], "age");
 
     // every prediction names its source; offsets are unique; versions never go down
@@ -208,16 +258,27 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
         let v: serde_json::Value = serde_json::from_slice(value).expect("prediction is JSON");
         assert_eq!(v["model"], "heart");
         assert_eq!(v["source"]["topic"], input.as_str());
-        let (p, o) = (v["source"]["partition"].as_i64().expect("partition"), v["source"]["offset"].as_i64().expect("offset"));
+        let (p, o) = (
+            v["source"]["partition"].as_i64().expect("partition"),
+            v["source"]["offset"].as_i64().expect("offset"),
+        );
         *seen.entry((p, o)).or_default() += 1;
         let version = v["model_version"].as_u64().expect("version");
         let prev = last_version.insert(p, version).unwrap_or(0);
-        assert!(version >= prev, "model versions should not decrease within a partition");
+        assert!(
+            version >= prev,
+            "model versions should not decrease within a partition"
+        );
         assert_eq!(key.as_deref(), v["key"].as_str().map(str::as_bytes));
-        assert!(v["probability"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)));
+        assert!(v["probability"]
+            .as_f64()
+            .is_some_and(|p| (0.0..=1.0).contains(&p)));
         assert!(v["label"].is_number());
     }
-    assert!(seen.values().all(|&n| n == 1), "each input offset predicted once");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each input offset predicted once"
+    );
 
     // the live model has learned and /predict answers with it
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -228,12 +289,32 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(after["model_version"].as_u64().expect("version") > 0, "{after}");
+    assert!(
+        after["model_version"].as_u64().expect("version") > 0,
+        "{after}"
+    );
     assert_ne!(after["probability"], before["probability"]);
-    let model: serde_json::Value = client.get(format!("http://{http}/v1/models/heart")).send().await.expect("answers").json().await.expect("json");
+    let model: serde_json::Value = client
+        .get(format!("http://{http}/v1/models/heart"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(model["model"]["readings_learned"], 400);
-    let metrics = client.get(format!("http://{http}/metrics")).send().await.expect("answers").text().await.expect("text");
-    assert!(metrics.contains("streamfit_readings_dead_lettered_total{model=\"heart\"} 1"), "{metrics}");
+    let metrics = client
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("streamfit_readings_dead_lettered_total{model=\"heart\"} 1"),
+        "{metrics}"
+    );
     svc.stop();
 
     // second run: resumes from the committed offsets, nothing predicted twice
@@ -244,6 +325,10 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
     let all = read_topic(&bootstrap, &output, 2, 500, Duration::from_secs(90));
     assert_eq!(all.len(), 500);
     let extra = read_topic(&bootstrap, &output, 2, 501, Duration::from_secs(3));
-    assert_eq!(extra.len(), 500, "no reading predicted twice after the restart");
+    assert_eq!(
+        extra.len(),
+        500,
+        "no reading predicted twice after the restart"
+    );
     svc.stop();
 }

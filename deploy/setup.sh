@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing streamfit needs on a fresh Debian
+# machine: the C toolchain librdkafka builds with, its headers, a JDK and
+# Maven for the local Kafka. Does nothing for what is already there.
+set -euo pipefail
+need=()
+for pkg in build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev libsasl2-dev maven openjdk-17-jre-headless curl; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  echo "setup: installing ${need[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: error: cargo is not installed; install Rust with rustup" >&2; exit 1; }
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
