@@ -209,14 +209,12 @@ impl Pipeline {
             if let Some(label) = extracted.label {
                 self.metrics.update(prediction, label);
             }
-            let key = extracted.key.map(|k| k.into_owned());
             self.pending.push(Pending {
-                key: key.clone(),
                 label: extracted.label,
                 baseline: extracted.baseline,
             });
             out.push(Outcome::Predicted(Prediction {
-                key,
+                key: extracted.key.map(|k| k.into_owned()),
                 prediction,
                 label: extracted.label,
                 event_time: extracted.event_time,
