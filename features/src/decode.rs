@@ -85,16 +85,68 @@ impl Fields {
     }
 }
 
+/// Slots kept inline (no allocation) when a spec reads at most this many fields.
+const INLINE: usize = 8;
+
+/// One value per slot, inline for up to [`INLINE`] slots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slots<'a> {
+    inline: [Value<'a>; INLINE],
+    heap: Vec<Value<'a>>,
+    len: usize,
+}
+
+impl<'a> Slots<'a> {
+    fn new(len: usize) -> Self {
+        Slots {
+            inline: std::array::from_fn(|_| Value::Absent),
+            heap: if len > INLINE { vec![Value::Absent; len] } else { Vec::new() },
+            len,
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<'a> std::ops::Index<usize> for Slots<'a> {
+    type Output = Value<'a>;
+    fn index(&self, i: usize) -> &Value<'a> {
+        if self.len > INLINE {
+            &self.heap[i]
+        } else {
+            &self.inline[i]
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots<'_> {
+    fn index_mut(&mut self, i: usize) -> &mut Self::Output {
+        if self.len > INLINE {
+            &mut self.heap[i]
+        } else {
+            &mut self.inline[i]
+        }
+    }
+}
+
 /// The values of a reading's named fields, by slot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading<'a> {
     /// One value per slot of [`Fields`].
-    pub values: Vec<Value<'a>>,
+    pub values: Slots<'a>,
 }
 
 /// Decodes one JSON reading, keeping the fields in `fields`.
 pub fn decode<'a>(bytes: &'a [u8], fields: &Fields) -> Result<Reading<'a>, FeatureError> {
-    let mut values = vec![Value::Absent; fields.len()];
+    let mut values = Slots::new(fields.len());
     let mut de = serde_json::Deserializer::from_slice(bytes);
     ReadingSeed {
         fields,
@@ -121,7 +173,7 @@ const DUPLICATE: &str = "duplicate field: ";
 
 struct ReadingSeed<'f, 'v, 'a> {
     fields: &'f Fields,
-    values: &'v mut Vec<Value<'a>>,
+    values: &'v mut Slots<'a>,
 }
 
 impl<'de, 'f, 'v> DeserializeSeed<'de> for ReadingSeed<'f, 'v, 'de> {

@@ -7,6 +7,8 @@
 //! was before the batch; then the model learns the labelled readings one by
 //! one and its version goes up by one.
 
+use std::borrow::Cow;
+
 use features::{FeatureError, FeatureExtractor, FeatureState};
 use models::metrics::{MetricSet, Prequential, Task};
 use models::{KeyedModel, ModelError, ModelSnapshot};
@@ -25,18 +27,18 @@ pub struct Input<'a> {
 
 /// What became of one reading.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Outcome<'a> {
     /// Predicted (and learned from, when labelled).
-    Predicted(Prediction),
+    Predicted(Prediction<'a>),
     /// Invalid: goes to the dead-letter topic.
     Invalid(FeatureError),
 }
 
 /// A prediction for one reading.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Prediction {
-    /// The entity key.
-    pub key: Option<String>,
+pub struct Prediction<'a> {
+    /// The entity key (borrowed from the reading or its Kafka key).
+    pub key: Option<Cow<'a, str>>,
     /// The predicted value, or the probability of class 1.
     pub prediction: f64,
     /// The label, if the reading had one.
@@ -177,7 +179,7 @@ impl Pipeline {
     }
 
     /// Processes one micro-batch test-then-train; `out` gets one outcome per input.
-    pub fn process(&mut self, batch: &[Input<'_>], out: &mut Vec<Outcome>) -> BatchStats {
+    pub fn process<'a>(&mut self, batch: &[Input<'a>], out: &mut Vec<Outcome<'a>>) -> BatchStats {
         let width = self.extractor.width();
         out.clear();
         self.pending.clear();
@@ -214,7 +216,7 @@ impl Pipeline {
                 baseline: extracted.baseline,
             });
             out.push(Outcome::Predicted(Prediction {
-                key: extracted.key.map(|k| k.into_owned()),
+                key: extracted.key,
                 prediction,
                 label: extracted.label,
                 event_time: extracted.event_time,
@@ -258,14 +260,14 @@ impl Pipeline {
     }
 
     /// Predicts one reading without learning or touching any state.
-    pub fn predict_one(&self, bytes: &[u8], key: Option<&str>) -> Result<Prediction, FeatureError> {
+    pub fn predict_one<'a>(&self, bytes: &'a [u8], key: Option<&'a str>) -> Result<Prediction<'a>, FeatureError> {
         let mut row = vec![0.0; self.extractor.width()];
         let e = self.extractor.extract_readonly(bytes, key, &mut row)?;
         let prediction = self
             .output(e.key.as_deref(), &row, e.baseline)
             .map_err(|err| FeatureError::Json(format!("the model refused it: {err}")))?;
         Ok(Prediction {
-            key: e.key.map(|k| k.into_owned()),
+            key: e.key,
             prediction,
             label: e.label,
             event_time: e.event_time,

@@ -123,7 +123,6 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
     let max = m.batch.max_readings;
     let mut batches: HashMap<i32, Batch<'_>> = HashMap::new();
     let mut seq = 0usize;
-    let mut outcomes = Vec::with_capacity(max);
     let mut buf = Vec::with_capacity(256);
     let mut to_commit: HashMap<i32, i64> = HashMap::new();
     let mut last_commit = Instant::now();
@@ -134,7 +133,6 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
         input: &input,
         output: &output,
         dead: &dead,
-        outcomes: &mut outcomes,
         buf: &mut buf,
     };
     let result = (|| -> Result<()> {
@@ -255,7 +253,6 @@ struct Work<'a> {
     input: &'a str,
     output: &'a str,
     dead: &'a str,
-    outcomes: &'a mut Vec<Outcome>,
     buf: &'a mut Vec<u8>,
 }
 
@@ -271,7 +268,8 @@ impl Work<'_> {
             })
             .collect();
         let version = self.pipeline.version();
-        let stats = self.pipeline.process(&inputs, self.outcomes);
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let stats = self.pipeline.process(&inputs, &mut outcomes);
         let last = batch.messages.last().map_or(0, |m| m.offset());
         *seq += 1;
         let this = *seq;
@@ -288,7 +286,7 @@ impl Work<'_> {
         }
         let name = self.pipeline.name().to_owned();
         let classification = self.pipeline.task() == models::Task::Classification;
-        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(self.outcomes.iter())
+        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(outcomes.iter())
         {
             match outcome {
                 Outcome::Predicted(p) => {
