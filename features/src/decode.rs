@@ -100,7 +100,11 @@ impl<'a> Slots<'a> {
     fn new(len: usize) -> Self {
         Slots {
             inline: std::array::from_fn(|_| Value::Absent),
-            heap: if len > INLINE { vec![Value::Absent; len] } else { Vec::new() },
+            heap: if len > INLINE {
+                vec![Value::Absent; len]
+            } else {
+                Vec::new()
+            },
             len,
         }
     }

@@ -8,9 +8,40 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+/// Counts acknowledged and failed deliveries, keeping the first error.
+#[derive(Default)]
+struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
 
 /// Load tools for streamfit.
 #[derive(Debug, Parser)]
@@ -62,13 +93,14 @@ fn publish(
     if let Some(n) = limit {
         readings.truncate(n);
     }
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .set("message.timeout.ms", "60000")
+        .create_with_context(Deliveries::default())
         .context("cannot create the Kafka producer")?;
     let bar = if quiet {
         ProgressBar::hidden()
@@ -114,6 +146,22 @@ fn publish(
         .flush(Duration::from_secs(120))
         .context("not every reading was acknowledged within 120 s")?;
     bar.finish_and_clear();
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    let acked = ctx.acked.load(Ordering::Relaxed);
+    if failed > 0 || acked != readings.len() as u64 {
+        let first = ctx
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{} of {} readings were not acknowledged by {topic} (first error: {first}); does the topic exist? `streamfit run` creates its input topics",
+            readings.len() as u64 - acked,
+            readings.len()
+        );
+    }
     let secs = start.elapsed().as_secs_f64();
     println!(
         "published {} readings to {topic} in {secs:.2} s ({:.0} readings/s)",

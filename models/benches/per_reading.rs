@@ -3,6 +3,9 @@
 //!
 //! cargo bench -p streamfit-models --bench per_reading
 
+// criterion's macros generate public functions without docs
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use models::{KeyedModel, LinearParams, Loss, OptimizerParams};
 use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -964,6 +964,47 @@ mod tests {
     }
 
     #[test]
+    fn standardised_target_lets_one_learning_rate_fit_any_scale() {
+        // a target in the thousands: AdaGrad(0.1) moves each weight by at most
+        // about 0.1 * sqrt(t), so on the raw target it cannot get there; on the
+        // standardised target the same learning rate fits it
+        let mut rng = StdRng::seed_from_u64(3);
+        let data: Vec<([f64; 2], f64)> = (0..5000)
+            .map(|_| {
+                let x = [rng.random_range(0.0..100.0), rng.random_range(-1.0..1.0)];
+                (x, 30.0 * x[0] + 500.0 * x[1] + 2000.0)
+            })
+            .collect();
+        let run = |standardize_target: bool| {
+            let params = LinearParams {
+                standardize_target,
+                ..Default::default()
+            }
+            .validate()
+            .expect("valid");
+            let mut m = LinearModel::new(params, vec![true, false]);
+            let mut late = 0.0;
+            for (i, (x, y)) in data.iter().enumerate() {
+                let p = m.predict(ndarray::ArrayView1::from(x)).expect("predicts");
+                if i >= 4000 {
+                    late += (p - y).abs() / 1000.0;
+                }
+                m.learn_slice(x, *y).expect("learns");
+            }
+            late
+        };
+        let (raw, standardised) = (run(false), run(true));
+        assert!(
+            standardised < 20.0,
+            "standardised target: mean error {standardised}"
+        );
+        assert!(
+            raw > 10.0 * standardised,
+            "raw target: mean error {raw}, standardised {standardised}"
+        );
+    }
+
+    #[test]
     fn bad_rows_and_labels_are_errors() {
         let mut m = model(Loss::Logistic, OptimizerParams::default(), 2);
         assert!(matches!(

@@ -260,7 +260,11 @@ impl Pipeline {
     }
 
     /// Predicts one reading without learning or touching any state.
-    pub fn predict_one<'a>(&self, bytes: &'a [u8], key: Option<&'a str>) -> Result<Prediction<'a>, FeatureError> {
+    pub fn predict_one<'a>(
+        &self,
+        bytes: &'a [u8],
+        key: Option<&'a str>,
+    ) -> Result<Prediction<'a>, FeatureError> {
         let mut row = vec![0.0; self.extractor.width()];
         let e = self.extractor.extract_readonly(bytes, key, &mut row)?;
         let prediction = self

@@ -286,8 +286,7 @@ impl Work<'_> {
         }
         let name = self.pipeline.name().to_owned();
         let classification = self.pipeline.task() == models::Task::Classification;
-        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(outcomes.iter())
-        {
+        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(outcomes.iter()) {
             match outcome {
                 Outcome::Predicted(p) => {
                     self.buf.clear();

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# End-to-end throughput on real Kafka, beside the raw consume rate of the
+# same topic measured in the same run with Kafka's own ConsumerPerformance
+# tool. The wait-time readings (637,768) are published to a fresh topic
+# first; then, for each MODEL (default: waits-v1 waits), a fresh service
+# consumes the topic from the start until it has predicted every reading
+# (consume, decode, features, predict, learn, produce predictions, commit).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+data="${STREAMFIT_DATA:-$root/../shared/data}"
+port="${STREAMFIT_KAFKA_PORT:-9092}"
+models="${MODELS:-waits-v1 waits}"
+run_id="$(date +%s)"
+topic="bench.waits.$run_id"
+deploy/kafka.sh up
+cargo build --release -q -p streamfit -p streamfit-load-test
+bin="$CARGO_TARGET_DIR/release"
+deploy/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
+  --create --topic "$topic" --partitions 3 --replication-factor 1 >/dev/null
+"$bin/load-test" publish --data "$data/wdw-waits-2018" --topic "$topic" --bootstrap "127.0.0.1:$port" --quiet
+n=637768
+
+raw() {
+  deploy/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "127.0.0.1:$port" \
+    --topic "$topic" --messages "$n" --group "perf-$run_id-$1" --timeout 60000 2>/dev/null | tail -n 1 | awk -F', *' '{print $6}'
+}
+
+service() {
+  local model="$1" round="$2" http="127.0.0.1:$((18000 + RANDOM % 1000))"
+  local conf="$cache/bench-$model.toml"
+  python3 - "$model" "$topic" "$http" "$port" "$run_id-$round" > "$conf" <<'PY'
+import sys, re
+model, topic, http, port, run = sys.argv[1:]
+text = open("deploy/streamfit.toml").read()
+tables = text.split("[[model]]")
+body = next(t for t in tables[1:] if re.search(r'^name = "%s"$' % re.escape(model), t, re.M))
+body = re.sub(r'^input_topic = .*$', f'input_topic = "{topic}"', body, flags=re.M)
+body = re.sub(r'^output_topic = .*$', f'output_topic = "{topic}.{model}.predictions"', body, flags=re.M)
+body = re.sub(r'^dead_letter_topic = .*$', f'dead_letter_topic = "{topic}.{model}.dead"', body, flags=re.M)
+print(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:{port}"\n[service]\ngroup_id = "bench-{run}"\nhttp_addr = "{http}"\n[topics]\npartitions = 3\n[[model]]{body}')
+PY
+  STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-e2e.log" &
+  local pid=$!
+  local start="" now count=0 first=0
+  for _ in $(seq 1 2400); do
+    count=$(curl -sf "http://$http/metrics" 2>/dev/null | awk '/^streamfit_readings_predicted_total/ {print $2}')
+    count=${count:-0}
+    now=$(date +%s.%N)
+    if [ -z "$start" ] && [ "$count" -gt 0 ]; then start=$now; first=$count; fi
+    [ "$count" -ge "$n" ] && break
+    sleep 0.05
+  done
+  kill -TERM "$pid"; wait "$pid" || true
+  [ "$count" -ge "$n" ] || { echo "bench-e2e: error: the service predicted only $count of $n readings in time (log: $cache/bench-e2e.log)" >&2; exit 1; }
+  python3 -c "print(round(($n - $first) / ($now - $start)))"
+}
+
+printf '| run | raw consume (msg/s, ConsumerPerformance) | model | streamfit end to end (readings/s) | ratio |\n| --- | --- | --- | --- | --- |\n'
+for i in 1 2 3; do
+  for model in $models; do
+    r=$(raw "$i-$model")
+    s=$(service "$model" "$i")
+    python3 -c "print(f'| $i | {float(\"$r\"):,.0f} | $model | {int(\"$s\"):,} | {int(\"$s\")/float(\"$r\"):.0%} |')"
+  done
+done
