@@ -33,11 +33,11 @@ fn matrix(x: ArrayView2<'_, f64>) -> Result<DenseMatrix<f64>, ModelError> {
 }
 
 impl BatchModel {
-    /// Fits ordinary least squares (QR) to `x` and `y`. NaN features are taken as 0.
+    /// Fits ordinary least squares (SVD, so collinear one-hot columns are fine) to `x` and `y`. NaN features are taken as 0.
     pub fn fit_regression(x: ArrayView2<'_, f64>, y: &[f64]) -> Result<Self, ModelError> {
         let m = matrix(x)?;
         let params = LinearRegressionParameters::default()
-            .with_solver(smartcore::linear::linear_regression::LinearRegressionSolverName::QR);
+            .with_solver(smartcore::linear::linear_regression::LinearRegressionSolverName::SVD);
         let fit = LinearRegression::fit(&m, &y.to_vec(), params)
             .map_err(|e| ModelError::Baseline(e.to_string()))?;
         let coefficients = fit.coefficients().iterator(0).copied().collect();

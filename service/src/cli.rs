@@ -55,6 +55,9 @@ pub enum Command {
         /// Write every prediction to this Arrow IPC file.
         #[arg(long)]
         predictions_out: Option<PathBuf>,
+        /// Also fit a smartcore batch model on the first 80% and score it on the last 20%.
+        #[arg(long)]
+        hindsight: bool,
     },
 }
 
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             batch,
             json,
             predictions_out,
+            hindsight,
         } => {
             let config = Config::load(&config)?;
             let model = config.model(&model)?;
@@ -87,7 +91,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut log = predictions_out
                 .as_ref()
                 .map(|_| features::arrow_io::PredictionLog::default());
-            let report = eval::run(model, &readings, batch, log.as_mut())?;
+            let mut report = eval::run(model, &readings, batch, log.as_mut())?;
+            if hindsight {
+                report.hindsight_last_20pct = Some(eval::hindsight(model, &readings)?);
+            }
             if let (Some(path), Some(log)) = (&predictions_out, &log) {
                 log.write_ipc(path)
                     .with_context(|| format!("cannot write {}", path.display()))?;

@@ -46,6 +46,68 @@ pub struct EvalReport {
     pub second_half: MetricSet,
     /// Metrics over the last 20% of the scored readings.
     pub last_20pct: MetricSet,
+    /// With `--hindsight`: a smartcore batch model fitted on the first 80%
+    /// of the scored readings, scored on the last 20%.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hindsight_last_20pct: Option<MetricSet>,
+}
+
+/// Extracts every reading in stream order (keyed state advancing as in a
+/// run): the rows of the labelled ones, their targets and baselines.
+fn labelled_rows(
+    config: &ModelConfig,
+    readings: &[KeyedReading],
+) -> Result<(ndarray::Array2<f64>, Vec<f64>, Vec<f64>)> {
+    let classification = config.learner.loss.is_classification();
+    let mut extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
+    let width = extractor.width();
+    let mut row = vec![0.0; width];
+    let (mut flat, mut labels, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
+    for r in readings {
+        if let Ok(e) = extractor.extract(&r.json, r.key.as_deref(), &mut row) {
+            if let Some(y) = e.label {
+                flat.extend_from_slice(&row);
+                labels.push(y);
+                baselines.push(e.baseline);
+            }
+        }
+    }
+    let x = ndarray::Array2::from_shape_vec((labels.len(), width), flat)?;
+    Ok((x, labels, baselines))
+}
+
+/// Fits a smartcore batch model on the first 80% of the labelled readings and
+/// scores it on the last 20% (the "hindsight" rows of BENCHMARKS.md).
+pub fn hindsight(config: &ModelConfig, readings: &[KeyedReading]) -> Result<MetricSet> {
+    let (x, y, base) = labelled_rows(config, readings)?;
+    let n = y.len();
+    let cut = n - n / 5;
+    anyhow::ensure!(
+        cut > 0 && cut < n,
+        "too few labelled readings for a hindsight fit ({n})"
+    );
+    let classification = config.learner.loss.is_classification();
+    let train = x.slice(ndarray::s![..cut, ..]);
+    let test = x.slice(ndarray::s![cut.., ..]);
+    let (preds, task) = if classification {
+        let m = models::baseline::BatchModel::fit_classification(train, &y[..cut], 0.0)?;
+        (m.predict(test), Task::Classification)
+    } else {
+        let target: Vec<f64> = y[..cut]
+            .iter()
+            .zip(&base[..cut])
+            .map(|(y, b)| y - b)
+            .collect();
+        let m = models::baseline::BatchModel::fit_regression(train, &target)?;
+        let p = m
+            .predict(test)
+            .iter()
+            .zip(&base[cut..])
+            .map(|(p, b)| p + b)
+            .collect();
+        (p, Task::Regression)
+    };
+    Ok(evaluate(task, &preds, &y[cut..]))
 }
 
 /// Loads the readings of a data set path.
@@ -116,6 +178,7 @@ pub fn run(
         all: evaluate(task, &preds, &labels),
         second_half: evaluate(task, &preds[half..], &labels[half..]),
         last_20pct: evaluate(task, &preds[last..], &labels[last..]),
+        hindsight_last_20pct: None,
     })
 }
 
@@ -183,8 +246,18 @@ fn fmt_metrics(task: Task, m: &MetricSet) -> String {
 impl EvalReport {
     /// The report as text for a terminal.
     pub fn to_text(&self, task: Task) -> String {
+        let hindsight = self
+            .hindsight_last_20pct
+            .as_ref()
+            .map(|m| {
+                format!(
+                    "\n  hindsight batch fit (smartcore, first 80%), last 20%: {}",
+                    fmt_metrics(task, m)
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only)",
+            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only){}",
             self.model,
             self.batch,
             self.readings,
@@ -196,6 +269,7 @@ impl EvalReport {
             self.seconds,
             self.readings_per_second,
             self.model_only_readings_per_second,
+            hindsight,
         )
     }
 }
