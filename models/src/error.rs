@@ -57,6 +57,9 @@ pub enum ModelError {
     /// A batch baseline could not be fitted.
     #[error("batch baseline failed: {0}")]
     Baseline(String),
+    /// A broken internal invariant (a bug: please report it).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// Checks `value` against a predicate and builds an [`ModelError::InvalidParam`] if it fails.

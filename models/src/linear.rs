@@ -275,6 +275,15 @@ impl LinearModel {
         (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
     }
 
+    /// The loss in standardised target units (Huber's `delta` rescaled).
+    fn scaled_loss(&self) -> Loss {
+        let (_, std) = self.target_scale();
+        match self.params.0.loss {
+            Loss::Huber { delta } => Loss::Huber { delta: delta / std },
+            other => other,
+        }
+    }
+
     /// The loss in standardised target units, and the standardised label.
     fn scaled(&mut self, y: f64) -> (Loss, f64) {
         if !self.params.0.standardize_target || self.params.0.loss.is_classification() {
@@ -286,11 +295,7 @@ impl LinearModel {
         *mean += d / *n;
         *m2 += d * (y - *mean);
         let (mean, std) = self.target_scale();
-        let loss = match self.params.0.loss {
-            Loss::Huber { delta } => Loss::Huber { delta: delta / std },
-            other => other,
-        };
-        (loss, (y - mean) / std)
+        (self.scaled_loss(), (y - mean) / std)
     }
 
     /// The smallest and largest label learned so far (regression).
@@ -388,12 +393,7 @@ impl LinearModel {
             self.scaler.transform(row, &mut z[..n]);
             z[n] = 1.0;
             let raw = dot(self.weights.as_slice().unwrap_or(&[]), &z);
-            let (_, std) = self.target_scale();
-            let loss = match self.params.0.loss {
-                Loss::Huber { delta } => Loss::Huber { delta: delta / std },
-                other => other,
-            };
-            let g = loss.gradient(raw, *label);
+            let g = self.scaled_loss().gradient(raw, *label);
             for (acc, v) in grad.iter_mut().zip(&z) {
                 *acc += g * v;
             }
@@ -412,7 +412,7 @@ impl LinearModel {
         let w = self
             .weights
             .as_slice_mut()
-            .ok_or(ModelError::Baseline("weights are not contiguous".into()))?;
+            .ok_or(ModelError::Internal("weights are not contiguous"))?;
         let (l1, l2) = (p.l1, p.l2);
         let penalised = |i: usize| i < n && (l1 > 0.0 || l2 > 0.0);
         match (&mut self.state, p.optimizer) {
@@ -499,8 +499,8 @@ impl LinearModel {
                 }
             }
             _ => {
-                return Err(ModelError::Baseline(
-                    "optimiser state does not match its parameters".into(),
+                return Err(ModelError::Internal(
+                    "optimiser state does not match its parameters",
                 ))
             }
         }
@@ -519,14 +519,14 @@ impl LinearModel {
         forgetting: f64,
     ) -> Result<(), ModelError> {
         let OptimizerState::Newton { cov } = &mut self.state else {
-            return Err(ModelError::Baseline(
-                "optimiser state does not match its parameters".into(),
+            return Err(ModelError::Internal(
+                "optimiser state does not match its parameters",
             ));
         };
         let w = self
             .weights
             .as_slice_mut()
-            .ok_or(ModelError::Baseline("weights are not contiguous".into()))?;
+            .ok_or(ModelError::Internal("weights are not contiguous"))?;
         let d = z.len();
         let raw = dot(w, z);
         let g = loss.gradient(raw, y);
@@ -591,17 +591,17 @@ impl LinearModel {
             invariant,
         } = p.optimizer
         else {
-            return Err(ModelError::Baseline("optimiser is not normalized".into()));
+            return Err(ModelError::Internal("optimiser is not normalized"));
         };
         let OptimizerState::Normalized { s, g2, t, sum_norm } = &mut self.state else {
-            return Err(ModelError::Baseline(
-                "optimiser state does not match its parameters".into(),
+            return Err(ModelError::Internal(
+                "optimiser state does not match its parameters",
             ));
         };
         let w = self
             .weights
             .as_slice_mut()
-            .ok_or(ModelError::Baseline("weights are not contiguous".into()))?;
+            .ok_or(ModelError::Internal("weights are not contiguous"))?;
         let n = z.len() - 1;
         // 1. grow each feature's scale, shrinking its weight to keep the prediction
         let mut norm_x = 0.0;
