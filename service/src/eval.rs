@@ -52,34 +52,52 @@ pub struct EvalReport {
     pub hindsight_last_20pct: Option<MetricSet>,
 }
 
-/// Extracts every reading in stream order (keyed state advancing as in a
-/// run): the rows of the labelled ones, their targets and baselines.
-fn labelled_rows(
-    config: &ModelConfig,
-    readings: &[KeyedReading],
-) -> Result<(ndarray::Array2<f64>, Vec<f64>, Vec<f64>)> {
+/// Every valid reading extracted in stream order (keyed state advancing as
+/// in a run): a row-major matrix and, per row, its key, label and baseline.
+struct Extracted {
+    rows: ndarray::Array2<f64>,
+    keys: Vec<Option<String>>,
+    labels: Vec<Option<f64>>,
+    baselines: Vec<f64>,
+}
+
+fn extract_all(config: &ModelConfig, readings: &[KeyedReading]) -> Result<(Extracted, Vec<bool>)> {
     let classification = config.learner.loss.is_classification();
     let mut extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
     let width = extractor.width();
     let mut row = vec![0.0; width];
-    let (mut flat, mut labels, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
+    let mut flat = Vec::with_capacity(readings.len() * width);
+    let (mut keys, mut labels, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
     for r in readings {
         if let Ok(e) = extractor.extract(&r.json, r.key.as_deref(), &mut row) {
-            if let Some(y) = e.label {
-                flat.extend_from_slice(&row);
-                labels.push(y);
-                baselines.push(e.baseline);
-            }
+            flat.extend_from_slice(&row);
+            keys.push(e.key.map(|k| k.into_owned()));
+            labels.push(e.label);
+            baselines.push(e.baseline);
         }
     }
-    let x = ndarray::Array2::from_shape_vec((labels.len(), width), flat)?;
-    Ok((x, labels, baselines))
+    let rows = ndarray::Array2::from_shape_vec((labels.len(), width), flat)?;
+    Ok((
+        Extracted {
+            rows,
+            keys,
+            labels,
+            baselines,
+        },
+        extractor.scale_mask(),
+    ))
 }
 
 /// Fits a smartcore batch model on the first 80% of the labelled readings and
 /// scores it on the last 20% (the "hindsight" rows of BENCHMARKS.md).
 pub fn hindsight(config: &ModelConfig, readings: &[KeyedReading]) -> Result<MetricSet> {
-    let (x, y, base) = labelled_rows(config, readings)?;
+    let (all, _) = extract_all(config, readings)?;
+    let labelled: Vec<usize> = (0..all.labels.len())
+        .filter(|&i| all.labels[i].is_some())
+        .collect();
+    let x = all.rows.select(ndarray::Axis(0), &labelled);
+    let y: Vec<f64> = labelled.iter().filter_map(|&i| all.labels[i]).collect();
+    let base: Vec<f64> = labelled.iter().map(|&i| all.baselines[i]).collect();
     let n = y.len();
     let cut = n - n / 5;
     anyhow::ensure!(
@@ -185,21 +203,9 @@ pub fn run(
 /// Predict-then-learn over rows extracted beforehand (not timed), per micro-batch.
 fn model_only_rate(config: &ModelConfig, readings: &[KeyedReading], batch: usize) -> Result<f64> {
     let classification = config.learner.loss.is_classification();
-    let mut extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
-    let width = extractor.width();
-    let mut rows = vec![0.0; readings.len() * width];
-    let mut meta = Vec::with_capacity(readings.len());
-    for (i, r) in readings.iter().enumerate() {
-        let row = &mut rows[i * width..(i + 1) * width];
-        if let Ok(e) = extractor.extract(&r.json, r.key.as_deref(), row) {
-            meta.push((i, e.key.map(|k| k.into_owned()), e.label, e.baseline));
-        }
-    }
-    let mut model = KeyedModel::new(
-        config.learner.validate()?,
-        extractor.scale_mask(),
-        config.per_key,
-    );
+    let (all, scale_mask) = extract_all(config, readings)?;
+    let rows = &all.rows;
+    let mut model = KeyedModel::new(config.learner.validate()?, scale_mask, config.per_key);
     let task = if classification {
         Task::Classification
     } else {
@@ -207,27 +213,32 @@ fn model_only_rate(config: &ModelConfig, readings: &[KeyedReading], batch: usize
     };
     let mut sink = 0.0;
     let start = Instant::now();
-    for chunk in meta.chunks(batch) {
-        for (i, key, _, baseline) in chunk {
+    let indices: Vec<usize> = (0..all.labels.len()).collect();
+    for chunk in indices.chunks(batch) {
+        for &i in chunk {
+            let key = all.keys[i].as_deref();
             sink +=
-                model.predict_slice(key.as_deref(), &rows[i * width..(i + 1) * width])? + baseline;
+                model.predict_slice(key, rows.row(i).as_slice().unwrap_or(&[]))? + all.baselines[i];
         }
-        for (i, key, label, baseline) in chunk {
-            if let Some(y) = label {
+        for &i in chunk {
+            if let Some(y) = all.labels[i] {
                 let target = if task == Task::Regression {
-                    y - baseline
+                    y - all.baselines[i]
                 } else {
-                    *y
+                    y
                 };
                 // a refused step is counted in the main run; here only speed matters
-                let _ =
-                    model.learn_slice(key.as_deref(), &rows[i * width..(i + 1) * width], target);
+                let _ = model.learn_slice(
+                    all.keys[i].as_deref(),
+                    rows.row(i).as_slice().unwrap_or(&[]),
+                    target,
+                );
             }
         }
     }
     let seconds = start.elapsed().as_secs_f64();
     std::hint::black_box(sink);
-    Ok(meta.len() as f64 / seconds.max(1e-9))
+    Ok(indices.len() as f64 / seconds.max(1e-9))
 }
 
 fn fmt_metrics(task: Task, m: &MetricSet) -> String {

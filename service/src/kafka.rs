@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -219,15 +219,7 @@ impl ProducerCtx {
         }
         Ok(out)
     }
-
-    /// Number of batches still in flight.
-    pub fn pending(&self) -> usize {
-        self.in_flight.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }
-
-/// Shared handle to a model's consumer lag and assignment (for /readyz and /metrics).
-pub type ConsumerShared = Arc<ConsumerCtx>;
 
 /// The key of a message as UTF-8, if it has one that is valid.
 pub fn key_str<M: Message>(m: &M) -> Option<&str> {

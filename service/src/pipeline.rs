@@ -65,7 +65,7 @@ pub struct PipelineSnapshot {
 }
 
 /// A model with its feature extractor and live metrics.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pipeline {
     name: String,
     task: Task,
@@ -84,6 +84,26 @@ pub struct Pipeline {
 struct Pending {
     label: Option<f64>,
     baseline: f64,
+}
+
+impl Clone for Pipeline {
+    /// Copies the state, not the scratch buffers: the worker clones the
+    /// pipeline after every learned batch to publish it to HTTP readers.
+    fn clone(&self) -> Self {
+        Pipeline {
+            name: self.name.clone(),
+            task: self.task,
+            extractor: self.extractor.clone(),
+            model: self.model.clone(),
+            round_to: self.round_to,
+            metrics: self.metrics.clone(),
+            version: self.version,
+            seen: self.seen,
+            learn_errors: self.learn_errors,
+            rows: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
 }
 
 /// Counts of one processed batch.
