@@ -465,6 +465,11 @@ impl FeatureExtractor {
         }
     }
 
+    /// True if keyed state (lags, running means) is held for `key`.
+    pub fn knows_key(&self, key: &str) -> bool {
+        self.state.keys.contains_key(key)
+    }
+
     /// The extractor's state (for checkpoints).
     pub fn state(&self) -> &FeatureState {
         &self.state

@@ -39,6 +39,11 @@ impl KeyedModel {
             .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
     }
 
+    /// True if `key` has a model of its own.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.per_key.as_ref().is_some_and(|m| m.contains_key(key))
+    }
+
     /// The model that predicts readings of `key`.
     pub fn model_for(&self, key: Option<&str>) -> &LinearModel {
         match (&self.per_key, key) {

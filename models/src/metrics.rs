@@ -191,6 +191,29 @@ impl Prequential {
         self.recent.push_back((pred, label));
     }
 
+    /// Adds another stream's metrics to these (one model's partitions, say):
+    /// cumulative figures become those of both streams together; the rolling
+    /// window keeps the newest of each, up to the window.
+    pub fn merge(&mut self, other: &Prequential) {
+        self.count += other.count;
+        self.sum_abs += other.sum_abs;
+        self.sum_sq += other.sum_sq;
+        self.sum_y += other.sum_y;
+        self.sum_yy += other.sum_yy;
+        self.sum_log_loss += other.sum_log_loss;
+        self.correct += other.correct;
+        if self.auc_bins.len() == other.auc_bins.len() {
+            for (a, b) in self.auc_bins.iter_mut().zip(&other.auc_bins) {
+                a.0 += b.0;
+                a.1 += b.1;
+            }
+        }
+        self.recent.extend(other.recent.iter().copied());
+        while self.recent.len() > self.window {
+            self.recent.pop_front();
+        }
+    }
+
     /// Readings scored so far.
     pub fn count(&self) -> u64 {
         self.count
@@ -247,6 +270,27 @@ mod tests {
         let m = evaluate(Task::Regression, &[1.0, 2.0, 5.0], &[1.0, 4.0, 2.0]);
         assert_relative_eq!(m.mae.expect("mae"), 5.0 / 3.0);
         assert_relative_eq!(m.rmse.expect("rmse"), (13.0f64 / 3.0).sqrt());
+    }
+
+    #[test]
+    fn merged_streams_equal_one_stream() {
+        let data = [(0.9, 1.0), (0.2, 0.0), (0.6, 0.0), (0.7, 1.0), (0.1, 1.0)];
+        let mut all = Prequential::new(Task::Classification, 100);
+        let (mut a, mut b) = (all.clone(), all.clone());
+        for (i, &(p, y)) in data.iter().enumerate() {
+            all.update(p, y);
+            if i % 2 == 0 {
+                a.update(p, y)
+            } else {
+                b.update(p, y)
+            }
+        }
+        a.merge(&b);
+        let (m, want) = (a.cumulative(), all.cumulative());
+        assert_relative_eq!(m.log_loss.expect("ll"), want.log_loss.expect("ll"));
+        assert_eq!(m.accuracy, want.accuracy);
+        assert_eq!(m.roc_auc, want.roc_auc);
+        assert_eq!(a.count(), 5);
     }
 
     #[test]

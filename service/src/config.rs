@@ -48,6 +48,20 @@ pub struct ServiceConfig {
     pub shutdown_timeout_ms: u64,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,
+    /// Exactly once: outputs, offsets and model checkpoints go into one Kafka
+    /// transaction per commit interval. `false`: at least once, offsets
+    /// committed after the outputs are acknowledged, no checkpoints.
+    pub exactly_once: bool,
+    /// How often outputs, offsets and checkpoints are committed, in ms.
+    pub commit_interval_ms: u64,
+    /// The compacted topic model checkpoints go to (exactly once only).
+    pub checkpoint_topic: String,
+    /// Names this instance: its producers' `transactional.id` and its
+    /// consumers' `group.instance.id` are `<instance_id>.<model>`. Static
+    /// membership lets a restarted instance take its partitions back at once
+    /// instead of after the session timeout. Unique per instance once several
+    /// instances share a group.
+    pub instance_id: String,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +71,10 @@ impl Default for ServiceConfig {
             http_addr: "127.0.0.1:8080".into(),
             shutdown_timeout_ms: 30_000,
             max_body_bytes: 1 << 20,
+            exactly_once: true,
+            commit_interval_ms: 100,
+            checkpoint_topic: "streamfit.checkpoints".into(),
+            instance_id: "streamfit-0".into(),
         }
     }
 }
@@ -244,6 +262,27 @@ impl Config {
             bail!(
                 "`topics.replication_factor` should be at least 1, but is {}",
                 self.topics.replication_factor
+            );
+        }
+        if self.service.commit_interval_ms == 0 || self.service.commit_interval_ms > 60_000 {
+            bail!(
+                "`service.commit_interval_ms` should be between 1 and 60000, but is {}",
+                self.service.commit_interval_ms
+            );
+        }
+        if self.service.exactly_once && self.service.checkpoint_topic.is_empty() {
+            bail!("`service.checkpoint_topic` should name a topic when `service.exactly_once` is true");
+        }
+        let id_ok = !self.service.instance_id.is_empty()
+            && self
+                .service
+                .instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !id_ok {
+            bail!(
+                "`service.instance_id` should be letters, digits, `-`, `_` or `.`, but is {:?}",
+                self.service.instance_id
             );
         }
         let mut seen = std::collections::HashSet::new();

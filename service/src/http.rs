@@ -2,6 +2,7 @@
 //! inspection, health, readiness and Prometheus metrics. Handlers read the
 //! live pipeline through an `ArcSwap` load and never wait on a worker.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::live::Live;
 use crate::pipeline::Pipeline;
 use crate::stats::{render, Exposed};
 use crate::worker::ModelHandle;
@@ -104,13 +106,13 @@ struct ModelSummary<'a> {
     ready: bool,
 }
 
-fn summary<'a>(h: &'a ModelHandle, p: &Pipeline) -> ModelSummary<'a> {
+fn summary<'a>(h: &'a ModelHandle, live: &Live) -> ModelSummary<'a> {
     ModelSummary {
         name: &h.config.name,
-        task: p.task(),
-        version: p.version(),
-        readings_seen: p.seen(),
-        readings_learned: p.learned(),
+        task: live.primary().1.task(),
+        version: live.version(),
+        readings_seen: live.seen(),
+        readings_learned: live.learned(),
         ready: h.ready(),
     }
 }
@@ -124,12 +126,7 @@ async fn list_models(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "models": list }))
 }
 
-async fn get_model(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let h = state.model(&name)?;
-    let p = h.live.load();
+fn weights_of(p: &Pipeline) -> serde_json::Value {
     let shared = p.model().shared();
     let names = p.extractor().resolved_names();
     let weights: serde_json::Map<String, serde_json::Value> = names
@@ -137,18 +134,47 @@ async fn get_model(
         .zip(shared.weights().iter())
         .map(|(n, w)| (n.clone(), json!(w)))
         .collect();
-    let (cumulative, rolling) = p.metrics();
-    let per_key: Vec<&str> = p.model().per_key().map(|(k, _)| k).collect();
+    json!({ "weights": weights, "intercept": shared.intercept() })
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let h = state.model(&name)?;
+    let live = h.live.load();
+    let (primary, p) = live.primary();
+    let (cumulative, rolling) = live.metrics();
+    let partitions: Vec<serde_json::Value> = live
+        .partitions()
+        .map(|(partition, m)| {
+            let (c, r) = m.metrics();
+            json!({
+                "partition": partition,
+                "version": m.version(),
+                "readings_seen": m.seen(),
+                "readings_learned": m.learned(),
+                "metrics": { "cumulative": c, "rolling": r },
+                "per_key_models": m.model().per_key().map(|(k, _)| k).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut shared = weights_of(p);
+    shared["partition"] = json!(primary);
     Ok(Json(json!({
-        "model": summary(h, &p),
+        "model": summary(h, &live),
         "input_topic": h.config.input_topic,
         "output_topic": h.config.output_topic(),
+        "not_ready": h.not_ready(),
         "metrics": { "cumulative": cumulative, "rolling": rolling },
-        "weights": weights,
-        "intercept": shared.intercept(),
-        "weights_note": "weights of the shared model, on standardised features (and target, for regression)",
-        "per_key_models": per_key,
-        "learn_errors": p.learn_errors(),
+        "weights": shared["weights"],
+        "intercept": shared["intercept"],
+        "weights_partition": primary,
+        "weights_note": "weights of the shared model of the partition that has seen the most readings, on standardised features (and target, for regression); model state belongs to an input partition",
+        "partitions": partitions,
+        "learn_errors": live.learn_errors(),
+        "commits": h.stats.commits.load(Ordering::Relaxed),
+        "aborts": h.stats.aborts.load(Ordering::Relaxed),
     })))
 }
 
@@ -175,22 +201,34 @@ async fn predict(
             format!("Content-Type should be application/json, but is {ct:?}"),
         ));
     }
-    let p = h.live.load();
-    let classification = p.task() == models::Task::Classification;
+    let live = h.live.load();
+    let (_, primary) = live.primary();
+    let classification = primary.task() == models::Task::Classification;
     let one = |bytes: &[u8], index: Option<usize>| -> Result<serde_json::Value, ApiError> {
-        let r = p.predict_one(bytes, None).map_err(|e| ApiError {
+        let bad = |e: features::FeatureError| ApiError {
             status: StatusCode::BAD_REQUEST,
             message: match index {
                 Some(i) => format!("reading {i}: {e}"),
                 None => e.to_string(),
             },
             field: e.field().map(str::to_owned),
-        })?;
-        Ok(if classification {
+        };
+        // the key's state lives with the partition its readings arrive on
+        let first = primary.predict_one(bytes, None).map_err(bad)?;
+        let (partition, p) = live.route(first.key.as_deref());
+        let r = if std::ptr::eq(p, primary) {
+            first
+        } else {
+            p.predict_one(bytes, None).map_err(bad)?
+        };
+        let mut v = if classification {
             json!({ "key": r.key, "prediction": if r.prediction >= 0.5 { 1 } else { 0 }, "probability": r.prediction })
         } else {
             json!({ "key": r.key, "prediction": r.prediction })
-        })
+        };
+        v["partition"] = json!(partition);
+        v["partition_version"] = json!(p.version());
+        Ok(v)
     };
     let trimmed = body
         .iter()
@@ -213,23 +251,23 @@ async fn predict(
         one(trimmed, None)?
     };
     answer["model"] = json!(h.config.name);
-    answer["model_version"] = json!(p.version());
+    answer["model_version"] = json!(live.version());
     Ok(Json(answer))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let not_ready: Vec<&str> = state
+    let not_ready: serde_json::Map<String, serde_json::Value> = state
         .models
         .iter()
-        .filter(|m| !m.ready())
-        .map(|m| m.config.name.as_str())
+        .filter_map(|m| m.not_ready().map(|why| (m.config.name.clone(), json!(why))))
         .collect();
     if not_ready.is_empty() {
         Json(json!({ "ready": true })).into_response()
     } else {
+        let first = not_ready.values().next().cloned().unwrap_or_default();
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "waiting_for": not_ready, "error": "not consuming yet: no partition assigned (is Kafka up?)" })),
+            Json(json!({ "ready": false, "waiting_for": not_ready, "error": first })),
         )
             .into_response()
     }

@@ -3,7 +3,7 @@
 //! log rebalances and commits and track delivery of what we produce.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -102,6 +102,10 @@ pub struct ConsumerCtx {
     pub revoked: Mutex<Vec<i32>>,
     /// Sum of consumer lag over the assigned partitions (-1 unknown).
     pub lag: AtomicI64,
+    /// Assignments seen: goes up with every partition assignment.
+    pub assignments: AtomicU64,
+    /// False while no broker connection is up (from the client's statistics).
+    pub brokers_down: AtomicBool,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -114,6 +118,11 @@ impl ClientContext for ConsumerCtx {
             .map(|p| p.consumer_lag.max(0))
             .sum();
         self.lag.store(lag, Ordering::Relaxed);
+        let up = stats
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.brokers_down.store(!up, Ordering::Relaxed);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -139,6 +148,7 @@ impl ConsumerContext for ConsumerCtx {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(model = %self.model, partitions = ?parts, "partitions assigned");
                 self.assigned.store(!parts.is_empty(), Ordering::Relaxed);
+                self.assignments.fetch_add(1, Ordering::Relaxed);
             }
             Rebalance::Error(e) => {
                 tracing::warn!(model = %self.model, error = %e, "rebalance error")

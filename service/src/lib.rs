@@ -7,16 +7,20 @@
 //! - [`eval`]: `streamfit eval`, the prequential protocol over a data set.
 //! - [`kafka`]: client configs, topic creation, consumer/producer contexts.
 //! - [`worker`]: one model's consume, predict, learn, publish loop.
+//! - [`checkpoint`]: per-partition model checkpoints on a compacted topic.
+//! - [`live`]: the per-partition pipelines HTTP reads.
 //! - [`http`]: the axum API.
 //! - [`stats`]: live counters and their Prometheus rendering.
 //! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
 //! - [`cli`]: the command line.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod http;
 pub mod kafka;
+pub mod live;
 pub mod pipeline;
 pub mod server;
 pub mod stats;

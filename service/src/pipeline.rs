@@ -184,6 +184,17 @@ impl Pipeline {
         &self.extractor
     }
 
+    /// True if this pipeline holds state for `key` (its own model or lags):
+    /// the pipeline of the partition the key's readings arrive on.
+    pub fn knows_key(&self, key: &str) -> bool {
+        self.extractor.knows_key(key) || self.model.has_key(key)
+    }
+
+    /// The live metrics' state.
+    pub fn prequential(&self) -> &Prequential {
+        &self.metrics
+    }
+
     /// Live metrics: cumulative and rolling.
     pub fn metrics(&self) -> (MetricSet, MetricSet) {
         (self.metrics.cumulative(), self.metrics.rolling())

@@ -30,6 +30,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             config.topics.replication_factor,
         )
         .await?;
+        if config.service.exactly_once {
+            crate::checkpoint::ensure_topic(
+                &config.kafka,
+                &config.service.checkpoint_topic,
+                config.topics.replication_factor,
+            )
+            .await?;
+        }
     }
     let handles: Vec<Arc<ModelHandle>> = config
         .models

@@ -26,6 +26,10 @@ pub struct ModelStats {
     pub batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
     /// Sum of batch latencies, microseconds.
     pub batch_micros: AtomicU64,
+    /// Commits: transactions (exactly once) or offset commits (at least once).
+    pub commits: AtomicU64,
+    /// Transactions aborted and rolled back.
+    pub aborts: AtomicU64,
 }
 
 impl ModelStats {
@@ -78,6 +82,16 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             "Readings sent to the dead-letter topic.",
             3,
         ),
+        (
+            "streamfit_commits_total",
+            "Transactions (or offset commits, at least once) committed.",
+            4,
+        ),
+        (
+            "streamfit_aborts_total",
+            "Transactions aborted and rolled back to the last checkpoint.",
+            5,
+        ),
     ];
     for (name, help, which) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -86,7 +100,9 @@ pub fn render(models: &[Exposed<'_>]) -> String {
                 0 => &m.stats.consumed,
                 1 => &m.stats.predicted,
                 2 => &m.stats.learned,
-                _ => &m.stats.dead_lettered,
+                3 => &m.stats.dead_lettered,
+                4 => &m.stats.commits,
+                _ => &m.stats.aborts,
             };
             let _ = writeln!(
                 out,

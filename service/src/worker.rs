@@ -1,43 +1,60 @@
 //! One model's consume, predict, learn, publish loop, on a thread of its own
 //! so the learning never waits on HTTP and HTTP never waits on it.
 //!
-//! Per partition, readings are collected into a micro-batch (up to
-//! `max_readings`, or `max_linger_ms` after the first). A batch is predicted
-//! and learned by the pipeline, every outcome is produced (prediction or
-//! dead letter), and the batch's offset is committed only once the broker
-//! has acknowledged all of them. The live model for HTTP is swapped in
-//! after each batch.
+//! Model state belongs to an input partition: each partition this instance
+//! owns has a pipeline of its own, restored from the partition's latest
+//! checkpoint when the partition is assigned. Per partition, readings are
+//! collected into a micro-batch (up to `max_readings`, or `max_linger_ms`
+//! after the first), predicted and learned test-then-train, and every
+//! outcome is produced (prediction or dead letter).
+//!
+//! Exactly once (the default): every `commit_interval_ms` one Kafka
+//! transaction carries the outputs, a checkpoint of every partition that
+//! moved (to the compacted checkpoint topic) and the consumed offsets. If a
+//! transaction has to be aborted, the partitions roll back to their last
+//! checkpoint and the consumer seeks back to its offset, so a reading's
+//! effects are committed exactly once. At least once (`exactly_once =
+//! false`): offsets are committed once the outputs are acknowledged, and a
+//! restart begins with fresh models.
+//!
+//! The live models for HTTP are swapped in after each batch.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, ModelConfig};
 use crate::kafka::{self, ConsumerCtx, InFlight, ProducerCtx};
-use crate::pipeline::{Input, Outcome, Pipeline};
+use crate::live::Live;
+use crate::pipeline::{Input, Outcome, Pipeline, PipelineSnapshot};
 use crate::stats::ModelStats;
 
 /// What the worker shares with the HTTP API.
 pub struct ModelHandle {
     /// The model's config.
     pub config: ModelConfig,
-    /// The live pipeline, swapped after every micro-batch.
-    pub live: ArcSwap<Pipeline>,
+    /// The live pipelines, swapped after every micro-batch.
+    pub live: ArcSwap<Live>,
     /// Counters.
     pub stats: ModelStats,
     /// The consumer's context (assignment, lag), once the worker has started.
     pub consumer: std::sync::OnceLock<Arc<ConsumerCtx>>,
+    /// False while a transaction cannot be committed (broker down, say).
+    pub committing: AtomicBool,
+    /// The consumer's assignment count whose partitions are all restored.
+    pub restored: AtomicU64,
 }
 
 impl ModelHandle {
@@ -46,17 +63,36 @@ impl ModelHandle {
         let pipeline = Pipeline::new(&config)?;
         Ok(ModelHandle {
             config,
-            live: ArcSwap::from_pointee(pipeline),
+            live: ArcSwap::from_pointee(Live::new(pipeline)),
             stats: ModelStats::default(),
             consumer: std::sync::OnceLock::new(),
+            committing: AtomicBool::new(true),
+            restored: AtomicU64::new(u64::MAX),
         })
     }
 
-    /// True once the worker consumes from at least one partition.
+    /// Why the model is not ready, or `None` when it consumes from at least
+    /// one partition, a broker is up and its commits go through.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        let Some(c) = self.consumer.get() else {
+            return Some("the worker has not started");
+        };
+        if c.brokers_down.load(Ordering::Relaxed) {
+            Some("no Kafka broker is reachable; retrying")
+        } else if !self.committing.load(Ordering::Relaxed) {
+            Some("commits are failing (is the broker down?); retrying")
+        } else if !c.assigned.load(Ordering::Relaxed) {
+            Some("not consuming yet: no partition assigned")
+        } else if self.restored.load(Ordering::Relaxed) != c.assignments.load(Ordering::Relaxed) {
+            Some("restoring the assigned partitions from their checkpoints")
+        } else {
+            None
+        }
+    }
+
+    /// True once the worker consumes, a broker is up and commits go through.
     pub fn ready(&self) -> bool {
-        self.consumer
-            .get()
-            .is_some_and(|c| c.assigned.load(Ordering::Relaxed))
+        self.not_ready().is_none()
     }
 
     /// Consumer lag, or -1 when not known yet.
@@ -89,278 +125,452 @@ struct PredictionMessage<'a> {
     source: Source<'a>,
 }
 
-struct Batch<'c> {
-    messages: Vec<BorrowedMessage<'c>>,
+/// One input partition this instance owns.
+struct Part<'c> {
+    pipeline: Pipeline,
+    batch: Vec<BorrowedMessage<'c>>,
     started: Instant,
+    /// Next offset expected from the consumer (-1: take whatever comes).
+    position: i64,
+    /// Offset after the last processed reading.
+    processed_to: i64,
+    /// Processed since the last commit.
+    dirty: bool,
+}
+
+/// A partition's state as of the last committed transaction.
+struct Committed {
+    next_offset: i64,
+    snapshot: Option<PipelineSnapshot>,
 }
 
 /// Runs one model until `cancel` trips or a fatal error occurs.
 pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) -> Result<()> {
     let m = &handle.config;
     let input = m.input_topic()?.to_owned();
-    let output = m.output_topic();
-    let dead = m.dead_letter_topic();
     let group = format!("{}.{}", config.service.group_id, m.name);
+    let instance = format!("{}.{}", config.service.instance_id, m.name);
     let ctx = ConsumerCtx {
         model: m.name.clone(),
         lag: (-1).into(),
         ..Default::default()
     };
-    let consumer: BaseConsumer<ConsumerCtx> = kafka::consumer_config(&config.kafka, &group)
+    let mut cc = kafka::consumer_config(&config.kafka, &group);
+    if !config.kafka.contains_key("group.instance.id") {
+        cc.set("group.instance.id", &instance);
+    }
+    let consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ctx)
         .context("cannot create the Kafka consumer; check the [kafka] properties")?;
     let _ = handle.consumer.set(consumer.context().clone());
+    let eos = config.service.exactly_once;
+    let mut pc = kafka::producer_config(&config.kafka);
+    if eos {
+        pc.set("transactional.id", &instance);
+    }
+    let producer: BaseProducer<ProducerCtx> = pc
+        .create_with_context(ProducerCtx::default())
+        .context("cannot create the Kafka producer; check the [kafka] properties")?;
+    if eos {
+        // fences any earlier instance with this transactional.id and aborts
+        // its open transaction, before its checkpoints are read
+        retry(handle, cancel, "initialising transactions", || {
+            producer.init_transactions(Duration::from_secs(30))
+        })?;
+    }
     consumer
         .subscribe(&[input.as_str()])
         .with_context(|| format!("cannot subscribe to {input}"))?;
-    let producer: BaseProducer<ProducerCtx> = kafka::producer_config(&config.kafka)
-        .create_with_context(ProducerCtx::default())
-        .context("cannot create the Kafka producer; check the [kafka] properties")?;
-    tracing::info!(model = %m.name, %input, %output, %dead, group, "consuming");
+    tracing::info!(model = %m.name, %input, output = %m.output_topic(), dead = %m.dead_letter_topic(), %group, exactly_once = eos, "consuming");
 
-    let mut pipeline = Pipeline::clone(&handle.live.load());
-    let linger = Duration::from_millis(m.batch.max_linger_ms);
-    let max = m.batch.max_readings;
-    let mut batches: HashMap<i32, Batch<'_>> = HashMap::new();
-    let mut seq = 0usize;
-    let mut buf = Vec::with_capacity(256);
-    let mut to_commit: HashMap<i32, i64> = HashMap::new();
-    let mut last_commit = Instant::now();
-    let mut work = Work {
+    let mut w = Worker {
+        group,
+        config,
         handle,
-        pipeline: &mut pipeline,
+        consumer: &consumer,
         producer: &producer,
-        input: &input,
-        output: &output,
-        dead: &dead,
-        buf: &mut buf,
+        output: m.output_topic(),
+        dead: m.dead_letter_topic(),
+        input,
+        eos,
+        parts: HashMap::new(),
+        committed: HashMap::new(),
+        scanned: u64::MAX,
+        in_txn: false,
+        txn_started: Instant::now(),
+        seq: 0,
+        to_commit: HashMap::new(),
+        last_commit: Instant::now(),
+        buf: Vec::with_capacity(256),
     };
-    let result = (|| -> Result<()> {
+    let result = w.consume(cancel);
+    w.finish(result, cancel)
+}
+
+/// Calls a transactional API until it succeeds, backing off while it fails
+/// with a retriable error; gives up when cancelled.
+fn retry(
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    what: &str,
+    mut f: impl FnMut() -> KafkaResult<()>,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(()) => {
+                handle.committing.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                handle.committing.store(false, Ordering::Relaxed);
+                tracing::warn!(model = %handle.config.name, error = %e, "{what} failed; retrying in {backoff:?}");
+            }
+            Err(e) => return Err(e).with_context(|| format!("{what} failed")),
+        }
+        if cancel.is_cancelled() {
+            bail!("{what}: gave up at shutdown");
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// What became of a transactional call.
+enum TxnStep {
+    Done,
+    /// The transaction was aborted and the partitions rolled back.
+    RolledBack,
+}
+
+struct Worker<'c> {
+    group: String,
+    config: &'c Config,
+    handle: &'c ModelHandle,
+    consumer: &'c BaseConsumer<ConsumerCtx>,
+    producer: &'c BaseProducer<ProducerCtx>,
+    input: String,
+    output: String,
+    dead: String,
+    eos: bool,
+    parts: HashMap<i32, Part<'c>>,
+    /// Exactly once: each owned partition's last committed state.
+    committed: HashMap<i32, Committed>,
+    /// The assignment count when the checkpoints were last read.
+    scanned: u64,
+    in_txn: bool,
+    txn_started: Instant,
+    /// At least once: the sequence number of the last produced batch.
+    seq: usize,
+    /// At least once: acknowledged offsets not committed yet.
+    to_commit: HashMap<i32, i64>,
+    last_commit: Instant,
+    buf: Vec<u8>,
+}
+
+impl<'c> Worker<'c> {
+    fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.config.service.commit_interval_ms)
+    }
+
+    fn consume(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let linger = Duration::from_millis(self.handle.config.batch.max_linger_ms);
         while !cancel.is_cancelled() {
-            let timeout = if batches.is_empty() {
-                Duration::from_millis(100)
-            } else {
-                Duration::from_millis(1)
-            };
-            match consumer.poll(timeout) {
-                Some(Ok(msg)) => {
-                    handle.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    let p = msg.partition();
-                    let b = batches.entry(p).or_insert_with(|| Batch {
-                        messages: Vec::with_capacity(max),
-                        started: Instant::now(),
-                    });
-                    b.messages.push(msg);
-                    if b.messages.len() >= max {
-                        if let Some(b) = batches.remove(&p) {
-                            work.process(p, b, &mut seq)?;
-                        }
-                    }
-                }
+            let waiting = self.parts.values().any(|p| !p.batch.is_empty());
+            let timeout = Duration::from_millis(if waiting { 1 } else { 100 });
+            match self.consumer.poll(timeout) {
+                Some(Ok(msg)) => self.accept(msg)?,
                 Some(Err(e)) => {
-                    tracing::warn!(model = %m.name, error = %e, "consume error (retrying)")
+                    tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)")
                 }
                 None => {}
             }
-            // revoked partitions: drop what we hold, the new owner reads it again
-            if let Ok(mut revoked) = consumer.context().revoked.lock() {
-                for p in revoked.drain(..) {
-                    batches.remove(&p);
-                    to_commit.remove(&p);
-                }
-            }
-            let due: Vec<i32> = batches
+            self.drop_revoked()?;
+            self.open_assigned()?;
+            let due: Vec<i32> = self
+                .parts
                 .iter()
-                .filter(|(_, b)| b.started.elapsed() >= linger)
+                .filter(|(_, p)| !p.batch.is_empty() && p.started.elapsed() >= linger)
                 .map(|(p, _)| *p)
                 .collect();
             for p in due {
-                if let Some(b) = batches.remove(&p) {
-                    work.process(p, b, &mut seq)?;
+                self.process(p)?;
+            }
+            self.producer.poll(Duration::ZERO);
+            if self.eos {
+                if self.in_txn && self.txn_started.elapsed() >= self.commit_interval() {
+                    self.commit_transaction(cancel)?;
                 }
-            }
-            producer.poll(Duration::ZERO);
-            to_commit.extend(producer.context().drain_acked()?);
-            if !to_commit.is_empty() && last_commit.elapsed() >= Duration::from_millis(100) {
-                commit(&consumer, &input, &mut to_commit, CommitMode::Async)?;
-                last_commit = Instant::now();
-            }
-        }
-        // shutdown: finish what is buffered, flush, commit
-        let pending: Vec<i32> = batches.keys().copied().collect();
-        for p in pending {
-            if let Some(b) = batches.remove(&p) {
-                work.process(p, b, &mut seq)?;
+            } else {
+                self.to_commit
+                    .extend(self.producer.context().drain_acked()?);
+                if !self.to_commit.is_empty()
+                    && self.last_commit.elapsed() >= self.commit_interval()
+                {
+                    self.commit_offsets(CommitMode::Async)?;
+                    self.last_commit = Instant::now();
+                }
             }
         }
         Ok(())
-    })();
-    let flushed = producer.flush(Duration::from_millis(config.service.shutdown_timeout_ms));
-    let acked = producer.context().drain_acked();
-    match (&result, flushed, acked) {
-        (Ok(()), Ok(()), Ok(acked)) => {
-            to_commit.extend(acked);
-            commit(&consumer, &input, &mut to_commit, CommitMode::Sync)?;
-            tracing::info!(model = %m.name, version = pipeline.version(), "stopped cleanly");
-        }
-        (_, Err(e), _) => {
-            tracing::error!(model = %m.name, error = %e, "could not flush every output; uncommitted readings will be processed again")
-        }
-        (_, _, Err(e)) => {
-            tracing::error!(model = %m.name, error = %e, "delivery failed; uncommitted readings will be processed again")
-        }
-        _ => {}
     }
-    result
-}
 
-fn commit(
-    consumer: &BaseConsumer<ConsumerCtx>,
-    topic: &str,
-    offsets: &mut HashMap<i32, i64>,
-    mode: CommitMode,
-) -> Result<()> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets.drain() {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o))
-            .context("cannot build the offset list to commit")?;
-    }
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => Ok(()),
-        // a rebalance took the partition away: its new owner starts from the last commit
-        Err(KafkaError::ConsumerCommit(
-            RDKafkaErrorCode::IllegalGeneration
-            | RDKafkaErrorCode::UnknownMemberId
-            | RDKafkaErrorCode::RebalanceInProgress,
-        )) => {
-            tracing::warn!(
-                topic,
-                "commit refused during a rebalance; the readings will be processed again"
-            );
+    /// Shutdown: process what is buffered, then commit (or flush and commit).
+    fn finish(&mut self, result: Result<()>, cancel: &CancellationToken) -> Result<()> {
+        let name = self.handle.config.name.clone();
+        let result = result.and_then(|()| {
+            let pending: Vec<i32> = self.parts.keys().copied().collect();
+            for p in pending {
+                self.process(p)?;
+            }
             Ok(())
+        });
+        let timeout = Duration::from_millis(self.config.service.shutdown_timeout_ms);
+        if self.eos {
+            if result.is_ok() {
+                self.commit_transaction(cancel)?;
+                tracing::info!(model = %name, "stopped cleanly");
+            } else if self.in_txn {
+                // nothing of the open transaction becomes visible
+                let _ = self.producer.abort_transaction(timeout);
+            }
+            return result;
         }
-        Err(e) => Err(e).context("offset commit failed"),
+        let flushed = self.producer.flush(timeout);
+        let acked = self.producer.context().drain_acked();
+        match (&result, flushed, acked) {
+            (Ok(()), Ok(()), Ok(acked)) => {
+                self.to_commit.extend(acked);
+                self.commit_offsets(CommitMode::Sync)?;
+                tracing::info!(model = %name, "stopped cleanly");
+            }
+            (_, Err(e), _) => {
+                tracing::error!(model = %name, error = %e, "could not flush every output; uncommitted readings will be processed again")
+            }
+            (_, _, Err(e)) => {
+                tracing::error!(model = %name, error = %e, "delivery failed; uncommitted readings will be processed again")
+            }
+            _ => {}
+        }
+        result
     }
-}
 
-struct Work<'a> {
-    handle: &'a ModelHandle,
-    pipeline: &'a mut Pipeline,
-    producer: &'a BaseProducer<ProducerCtx>,
-    input: &'a str,
-    output: &'a str,
-    dead: &'a str,
-    buf: &'a mut Vec<u8>,
-}
+    /// Takes one message into its partition's batch.
+    fn accept(&mut self, msg: BorrowedMessage<'c>) -> Result<()> {
+        self.handle.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        let p = msg.partition();
+        if !self.parts.contains_key(&p) {
+            self.open(p)?;
+        }
+        let max = self.handle.config.batch.max_readings;
+        let Some(part) = self.parts.get_mut(&p) else {
+            bail!("partition {p} has no state after opening it");
+        };
+        let offset = msg.offset();
+        if part.position >= 0 && offset < part.position {
+            // already in the checkpoint: learned before, not again
+            return Ok(());
+        }
+        if part.position >= 0 && offset > part.position && part.processed_to == part.position {
+            tracing::warn!(model = %self.handle.config.name, partition = p, expected = part.position, offset, "the consumer starts past the checkpoint: the readings between were skipped (were the group's offsets moved?)");
+        }
+        if part.position < 0 {
+            part.processed_to = offset;
+            if let Some(c) = self.committed.get_mut(&p) {
+                c.next_offset = offset;
+            }
+        }
+        part.position = offset + 1;
+        if part.batch.is_empty() {
+            part.started = Instant::now();
+        }
+        part.batch.push(msg);
+        if part.batch.len() >= max {
+            self.process(p)?;
+        }
+        Ok(())
+    }
 
-impl Work<'_> {
-    fn process(&mut self, partition: i32, batch: Batch<'_>, seq: &mut usize) -> Result<()> {
+    /// After an assignment: restores every newly assigned partition now, so
+    /// that HTTP answers from the restored models before the first reading.
+    fn open_assigned(&mut self) -> Result<()> {
+        let ctx = self.consumer.context();
+        let assignments = ctx.assignments.load(Ordering::Relaxed);
+        if self.handle.restored.load(Ordering::Relaxed) == assignments {
+            return Ok(());
+        }
+        let assigned = self
+            .consumer
+            .assignment()
+            .context("cannot read the consumer's assignment")?;
+        for e in assigned.elements_for_topic(&self.input) {
+            if !self.parts.contains_key(&e.partition()) {
+                self.open(e.partition())?;
+            }
+        }
+        self.handle.restored.store(assignments, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sets up a partition's state: its last checkpoint (exactly once) or a
+    /// fresh pipeline.
+    fn open(&mut self, p: i32) -> Result<()> {
+        let m = &self.handle.config;
+        let mut pipeline = Pipeline::new(m)?;
+        let mut position = -1;
+        if self.eos {
+            let assignments = self.consumer.context().assignments.load(Ordering::Relaxed);
+            if assignments != self.scanned {
+                let started = Instant::now();
+                let found = checkpoint::read_latest(
+                    &self.config.kafka,
+                    &self.config.service.checkpoint_topic,
+                    &self.group,
+                    &self.input,
+                    Duration::from_secs(120),
+                )?;
+                tracing::info!(model = %m.name, partitions = ?found.keys().collect::<Vec<_>>(), seconds = started.elapsed().as_secs_f64(), "checkpoints read");
+                for (q, ck) in found {
+                    self.committed.insert(
+                        q,
+                        Committed {
+                            next_offset: ck.next_offset,
+                            snapshot: Some(ck.pipeline),
+                        },
+                    );
+                }
+                self.scanned = assignments;
+            }
+            match self.committed.get(&p) {
+                Some(c) => {
+                    if let Some(snap) = &c.snapshot {
+                        pipeline.restore(snap.clone()).with_context(|| {
+                            format!("cannot restore the checkpoint of {} partition {p}", m.name)
+                        })?;
+                    }
+                    position = c.next_offset;
+                    tracing::info!(model = %m.name, partition = p, next_offset = c.next_offset, version = pipeline.version(), "partition restored from its checkpoint");
+                }
+                None => {
+                    self.committed.insert(
+                        p,
+                        Committed {
+                            next_offset: -1,
+                            snapshot: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.publish(p, &pipeline);
+        self.parts.insert(
+            p,
+            Part {
+                pipeline,
+                batch: Vec::with_capacity(self.handle.config.batch.max_readings),
+                started: Instant::now(),
+                position,
+                processed_to: position,
+                dirty: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn publish(&self, p: i32, pipeline: &Pipeline) {
+        let live = self.handle.live.load();
+        self.handle
+            .live
+            .store(Arc::new(live.with(p, Arc::new(pipeline.clone()))));
+    }
+
+    /// Forgets revoked partitions: their new owner continues from the last
+    /// commit. A revoked partition with uncommitted work aborts the open
+    /// transaction, so none of that work becomes visible.
+    fn drop_revoked(&mut self) -> Result<()> {
+        let revoked: Vec<i32> = match self.consumer.context().revoked.lock() {
+            Ok(mut r) => r.drain(..).collect(),
+            Err(_) => bail!("revocation list poisoned"),
+        };
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        if self.eos
+            && self.in_txn
+            && revoked
+                .iter()
+                .any(|p| self.parts.get(p).is_some_and(|x| x.dirty))
+        {
+            self.abort_and_roll_back()?;
+        }
+        for p in &revoked {
+            self.parts.remove(p);
+            self.committed.remove(p);
+            self.to_commit.remove(p);
+        }
+        let live = self.handle.live.load();
+        self.handle.live.store(Arc::new(live.without(&revoked)));
+        Ok(())
+    }
+
+    /// Predicts and learns a partition's batch and produces its outcomes.
+    fn process(&mut self, partition: i32) -> Result<()> {
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return Ok(());
+        };
+        if part.batch.is_empty() {
+            return Ok(());
+        }
+        if self.eos && !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .context("cannot begin a transaction")?;
+            self.in_txn = true;
+            self.txn_started = Instant::now();
+        }
         let started = Instant::now();
+        let batch = std::mem::take(&mut part.batch);
         let inputs: Vec<Input<'_>> = batch
-            .messages
             .iter()
             .map(|m| Input {
                 key: kafka::key_str(m),
                 bytes: m.payload().unwrap_or(&[]),
             })
             .collect();
-        let version = self.pipeline.version();
+        let version = part.pipeline.version();
         let mut outcomes = Vec::with_capacity(inputs.len());
-        let stats = self.pipeline.process(&inputs, &mut outcomes);
-        let last = batch.messages.last().map_or(0, |m| m.offset());
-        *seq += 1;
-        let this = *seq;
-        if let Ok(mut map) = self.producer.context().in_flight.lock() {
-            map.insert(
-                this,
-                InFlight {
-                    partition,
-                    next_offset: last + 1,
-                    remaining: inputs.len(),
-                    error: None,
-                },
-            );
-        }
-        let name = self.pipeline.name().to_owned();
-        let classification = self.pipeline.task() == models::Task::Classification;
-        for ((msg, input), outcome) in batch.messages.iter().zip(&inputs).zip(outcomes.iter()) {
-            match outcome {
-                Outcome::Predicted(p) => {
-                    self.buf.clear();
-                    let (prediction, probability) = if classification {
-                        (
-                            if p.prediction >= 0.5 { 1.0 } else { 0.0 },
-                            Some(p.prediction),
-                        )
-                    } else {
-                        (p.prediction, None)
-                    };
-                    serde_json::to_writer(
-                        &mut *self.buf,
-                        &PredictionMessage {
-                            model: &name,
-                            model_version: version,
-                            key: p.key.as_deref(),
-                            prediction,
-                            probability,
-                            label: p.label,
-                            event_time: p.event_time,
-                            source: Source {
-                                topic: self.input,
-                                partition,
-                                offset: msg.offset(),
-                            },
-                        },
-                    )?;
-                    let mut record =
-                        BaseRecord::with_opaque_to(self.output, this).payload(self.buf.as_slice());
-                    if let Some(k) = msg.key() {
-                        record = record.key(k);
-                    }
-                    send(self.producer, record)?;
-                }
-                Outcome::Invalid(e) => {
-                    let offset = msg.offset().to_string();
-                    let part = partition.to_string();
-                    let reason = e.to_string();
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "streamfit.error",
-                            value: Some(reason.as_str()),
-                        })
-                        .insert(Header {
-                            key: "streamfit.field",
-                            value: e.field(),
-                        })
-                        .insert(Header {
-                            key: "streamfit.model",
-                            value: Some(name.as_str()),
-                        })
-                        .insert(Header {
-                            key: "streamfit.source.topic",
-                            value: Some(self.input),
-                        })
-                        .insert(Header {
-                            key: "streamfit.source.partition",
-                            value: Some(part.as_str()),
-                        })
-                        .insert(Header {
-                            key: "streamfit.source.offset",
-                            value: Some(offset.as_str()),
-                        });
-                    let mut record = BaseRecord::with_opaque_to(self.dead, this)
-                        .payload(input.bytes)
-                        .headers(headers);
-                    if let Some(k) = msg.key() {
-                        record = record.key(k);
-                    }
-                    send(self.producer, record)?;
-                    tracing::debug!(model = %name, partition, offset = msg.offset(), error = %e, "dead-lettered");
-                }
+        let stats = part.pipeline.process(&inputs, &mut outcomes);
+        let last = batch.last().map_or(0, |m| m.offset());
+        part.processed_to = last + 1;
+        part.dirty = true;
+        self.seq += 1;
+        let this = self.seq;
+        if !self.eos {
+            if let Ok(mut map) = self.producer.context().in_flight.lock() {
+                map.insert(
+                    this,
+                    InFlight {
+                        partition,
+                        next_offset: last + 1,
+                        remaining: inputs.len(),
+                        error: None,
+                    },
+                );
             }
+        }
+        let out = Outputs {
+            producer: self.producer,
+            name: &self.handle.config.name,
+            classification: part.pipeline.task() == models::Task::Classification,
+            input: &self.input,
+            output: &self.output,
+            dead: &self.dead,
+            partition,
+            version,
+            seq: this,
+        };
+        for ((msg, input), outcome) in batch.iter().zip(&inputs).zip(outcomes.iter()) {
+            out.send(&mut self.buf, msg, input, outcome)?;
         }
         let s = &self.handle.stats;
         s.predicted
@@ -369,10 +579,304 @@ impl Work<'_> {
         s.dead_lettered
             .fetch_add(stats.invalid as u64, Ordering::Relaxed);
         s.observe_batch(started.elapsed().as_secs_f64());
-        if stats.learned > 0 {
-            self.handle.live.store(Arc::new(self.pipeline.clone()));
+        drop(outcomes);
+        drop(inputs);
+        // keep the batch's allocation for the next one
+        let mut batch = batch;
+        batch.clear();
+        let learned = stats.learned > 0;
+        if let Some(part) = self.parts.get_mut(&partition) {
+            part.batch = batch;
+            if learned {
+                let live = self.handle.live.load();
+                self.handle.live.store(Arc::new(
+                    live.with(partition, Arc::new(part.pipeline.clone())),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Exactly once: checkpoints of the partitions that moved, the consumed
+    /// offsets and the outputs since the last commit, in one transaction.
+    fn commit_transaction(&mut self, cancel: &CancellationToken) -> Result<()> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let name = self.handle.config.name.clone();
+        let mut tpl = TopicPartitionList::new();
+        let mut done = Vec::new();
+        for (&p, part) in self.parts.iter().filter(|(_, x)| x.dirty) {
+            let ck = Checkpoint {
+                format_version: checkpoint::FORMAT_VERSION,
+                model: name.clone(),
+                group: self.group.clone(),
+                topic: self.input.clone(),
+                partition: p,
+                next_offset: part.processed_to,
+                pipeline: part.pipeline.snapshot(),
+            };
+            self.buf.clear();
+            serde_json::to_writer(&mut self.buf, &ck).context("cannot encode a checkpoint")?;
+            let key = Checkpoint::key(&self.group, &self.input, p);
+            send(
+                self.producer,
+                BaseRecord::with_opaque_to(&self.config.service.checkpoint_topic, 0)
+                    .key(key.as_bytes())
+                    .payload(self.buf.as_slice()),
+            )?;
+            tpl.add_partition_offset(&self.input, p, Offset::Offset(part.processed_to))
+                .context("cannot build the offsets of the transaction")?;
+            done.push((p, ck.next_offset, ck.pipeline));
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .context("the consumer has no group metadata to commit offsets with")?;
+        let timeout = Duration::from_secs(10);
+        let producer = self.producer;
+        if let TxnStep::RolledBack =
+            self.txn_call(cancel, "sending offsets to the transaction", || {
+                producer.send_offsets_to_transaction(&tpl, &group, timeout)
+            })?
+        {
+            return Ok(());
+        }
+        if let TxnStep::RolledBack = self.txn_call(cancel, "committing the transaction", || {
+            producer.commit_transaction(timeout)
+        })? {
+            return Ok(());
+        }
+        self.in_txn = false;
+        self.handle.stats.commits.fetch_add(1, Ordering::Relaxed);
+        for (p, next_offset, snapshot) in done {
+            if let Some(part) = self.parts.get_mut(&p) {
+                part.dirty = false;
+            }
+            self.committed.insert(
+                p,
+                Committed {
+                    next_offset,
+                    snapshot: Some(snapshot),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a transactional call: retries while it fails retriably (broker
+    /// away), aborts and rolls back when the transaction cannot be saved.
+    fn txn_call(
+        &mut self,
+        cancel: &CancellationToken,
+        what: &str,
+        mut f: impl FnMut() -> KafkaResult<()>,
+    ) -> Result<TxnStep> {
+        let mut backoff = Duration::from_millis(100);
+        let mut gave_up_at: Option<Instant> = None;
+        loop {
+            let e = match f() {
+                Ok(()) => {
+                    self.handle.committing.store(true, Ordering::Relaxed);
+                    return Ok(TxnStep::Done);
+                }
+                Err(e) => e,
+            };
+            let abort = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort());
+            let retriable = match &e {
+                KafkaError::Transaction(t) => t.is_retriable() && !t.is_fatal(),
+                // commit flushes first: outputs not acknowledged in time
+                KafkaError::Flush(_) => true,
+                _ => false,
+            };
+            if abort {
+                tracing::warn!(model = %self.handle.config.name, error = %e, "{what} failed; aborting and rolling back to the last checkpoint");
+                self.abort_and_roll_back()?;
+                return Ok(TxnStep::RolledBack);
+            }
+            if !retriable {
+                return Err(e).with_context(|| format!("{what} failed"));
+            }
+            self.handle.committing.store(false, Ordering::Relaxed);
+            tracing::warn!(model = %self.handle.config.name, error = %e, "{what} failed; retrying in {backoff:?}");
+            if cancel.is_cancelled() {
+                let t = *gave_up_at.get_or_insert_with(Instant::now);
+                if t.elapsed() > Duration::from_millis(self.config.service.shutdown_timeout_ms) {
+                    bail!("{what}: still failing at shutdown; the uncommitted readings will be processed again");
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Aborts the open transaction and puts every partition back to its last
+    /// checkpoint, the consumer back to its offset.
+    fn abort_and_roll_back(&mut self) -> Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.producer.abort_transaction(Duration::from_secs(10)) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                    tracing::warn!(model = %self.handle.config.name, error = %e, "abort failed; retrying in {backoff:?}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e).context("cannot abort the transaction"),
+            }
+        }
+        self.in_txn = false;
+        self.handle.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        let owned: Vec<i32> = self.parts.keys().copied().collect();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &owned {
+            if let Some(c) = self.committed.get(&p).filter(|c| c.next_offset >= 0) {
+                tpl.add_partition_offset(&self.input, p, Offset::Offset(c.next_offset))
+                    .context("cannot build the offsets to seek to")?;
+            }
+        }
+        self.parts.clear();
+        // the current assignment's checkpoints are already known
+        self.scanned = self.consumer.context().assignments.load(Ordering::Relaxed);
+        if tpl.count() > 0 {
+            self.consumer
+                .seek_partitions(tpl, Duration::from_secs(10))
+                .context("cannot seek back to the last committed offsets")?;
+        }
+        for p in owned {
+            self.open(p)?;
+        }
+        Ok(())
+    }
+
+    /// At least once: commits the acknowledged offsets.
+    fn commit_offsets(&mut self, mode: CommitMode) -> Result<()> {
+        if self.to_commit.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in self.to_commit.drain() {
+            tpl.add_partition_offset(&self.input, p, Offset::Offset(o))
+                .context("cannot build the offset list to commit")?;
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                self.handle.stats.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            // a rebalance took the partition away: its new owner starts from the last commit
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress,
+            )) => {
+                tracing::warn!(
+                    topic = %self.input,
+                    "commit refused during a rebalance; the readings will be processed again"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e).context("offset commit failed"),
+        }
+    }
+}
+
+/// Everything needed to produce one batch's outcomes.
+struct Outputs<'a> {
+    producer: &'a BaseProducer<ProducerCtx>,
+    name: &'a str,
+    classification: bool,
+    input: &'a str,
+    output: &'a str,
+    dead: &'a str,
+    partition: i32,
+    version: u64,
+    seq: usize,
+}
+
+impl Outputs<'_> {
+    fn send(
+        &self,
+        buf: &mut Vec<u8>,
+        msg: &BorrowedMessage<'_>,
+        input: &Input<'_>,
+        outcome: &Outcome<'_>,
+    ) -> Result<()> {
+        match outcome {
+            Outcome::Predicted(p) => {
+                buf.clear();
+                let (prediction, probability) = if self.classification {
+                    (
+                        if p.prediction >= 0.5 { 1.0 } else { 0.0 },
+                        Some(p.prediction),
+                    )
+                } else {
+                    (p.prediction, None)
+                };
+                serde_json::to_writer(
+                    &mut *buf,
+                    &PredictionMessage {
+                        model: self.name,
+                        model_version: self.version,
+                        key: p.key.as_deref(),
+                        prediction,
+                        probability,
+                        label: p.label,
+                        event_time: p.event_time,
+                        source: Source {
+                            topic: self.input,
+                            partition: self.partition,
+                            offset: msg.offset(),
+                        },
+                    },
+                )?;
+                let mut record =
+                    BaseRecord::with_opaque_to(self.output, self.seq).payload(buf.as_slice());
+                if let Some(k) = msg.key() {
+                    record = record.key(k);
+                }
+                send(self.producer, record)
+            }
+            Outcome::Invalid(e) => {
+                let offset = msg.offset().to_string();
+                let part = self.partition.to_string();
+                let reason = e.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "streamfit.error",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "streamfit.field",
+                        value: e.field(),
+                    })
+                    .insert(Header {
+                        key: "streamfit.model",
+                        value: Some(self.name),
+                    })
+                    .insert(Header {
+                        key: "streamfit.source.topic",
+                        value: Some(self.input),
+                    })
+                    .insert(Header {
+                        key: "streamfit.source.partition",
+                        value: Some(part.as_str()),
+                    })
+                    .insert(Header {
+                        key: "streamfit.source.offset",
+                        value: Some(offset.as_str()),
+                    });
+                let mut record = BaseRecord::with_opaque_to(self.dead, self.seq)
+                    .payload(input.bytes)
+                    .headers(headers);
+                if let Some(k) = msg.key() {
+                    record = record.key(k);
+                }
+                send(self.producer, record)?;
+                tracing::debug!(model = %self.name, partition = self.partition, offset = msg.offset(), error = %e, "dead-lettered");
+                Ok(())
+            }
+        }
     }
 }
 

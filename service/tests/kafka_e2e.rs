@@ -3,183 +3,13 @@
 //! letters, answers /predict, and resumes from committed offsets after a
 //! restart. Fails loudly when Kafka is not there; never skips.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
+mod common;
+
+use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-
-fn bootstrap() -> String {
-    let port = std::env::var("STREAMFIT_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
-    let addr = format!("127.0.0.1:{port}");
-    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2))
-        .is_err()
-    {
-        panic!("Kafka is not answering on {addr}: start it with `deploy/kafka.sh up` (these tests never skip)");
-    }
-    addr
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-struct Service {
-    child: Child,
-}
-
-impl Service {
-    fn start(config: &Path) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_streamfit"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("STREAMFIT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the streamfit binary starts");
-        Service { child }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(code) = self.child.try_wait().expect("wait") {
-                assert!(
-                    code.success(),
-                    "streamfit should exit 0 on SIGTERM, got {code}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "streamfit did not stop within 60 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-async fn wait_ready(http: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "streamfit was not ready within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    for (key, value) in readings {
-        let mut rec = BaseRecord::to(topic).payload(value.as_slice());
-        if let Some(k) = key {
-            rec = rec.key(k.as_str());
-        }
-        p.send(rec).map_err(|(e, _)| e).expect("queued");
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(30)).expect("flushed");
-}
-
-type Received = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
-
-/// Reads `topic` from the beginning (read_committed) until `want` messages or the deadline.
-fn read_topic(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    want: usize,
-    within: Duration,
-) -> Vec<Received> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + within;
-    while out.len() < want && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.expect("message");
-            let mut headers = BTreeMap::new();
-            if let Some(h) = m.headers() {
-                for hd in h.iter() {
-                    headers.insert(
-                        hd.key.to_owned(),
-                        String::from_utf8_lossy(hd.value.unwrap_or(&[])).into_owned(),
-                    );
-                }
-            }
-            out.push((
-                m.key().map(<[u8]>::to_vec),
-                m.payload().unwrap_or(&[]).to_vec(),
-                headers,
-            ));
-        }
-    }
-    out
-}
-
-fn heart() -> Vec<(Option<String>, Vec<u8>)> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/heart-failure/heart.csv");
-    features::datasets::load_readings(&path)
-        .expect("the heart data set is in ../shared")
-        .into_iter()
-        .map(|r| (r.key, r.json))
-        .collect()
-}
+use common::*;
 
 fn write_config(
     dir: &Path,
@@ -329,6 +159,27 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
         extra.len(),
         500,
         "no reading predicted twice after the restart"
+    );
+    // the models continued from their checkpoints, not from scratch
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let learned = loop {
+        let model: serde_json::Value = client
+            .get(format!("http://{http}/v1/models/heart"))
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("json");
+        let n = model["model"]["readings_learned"].as_u64().unwrap_or(0);
+        if n >= 500 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        learned, 500,
+        "restored from the checkpoint, then learned 100 more"
     );
     svc.stop();
 }

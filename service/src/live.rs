@@ -1,0 +1,101 @@
+//! [`Live`]: the models HTTP reads. Model state belongs to an input
+//! partition (DESIGN.md: a partition's state moves with the partition), so a
+//! model is one pipeline per partition this instance owns. The worker swaps
+//! a new `Live` in after each micro-batch; readers never wait on it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use models::metrics::{MetricSet, Prequential};
+
+use crate::pipeline::Pipeline;
+
+/// One model's live pipelines, by input partition.
+#[derive(Debug, Clone)]
+pub struct Live {
+    fresh: Arc<Pipeline>,
+    partitions: BTreeMap<i32, Arc<Pipeline>>,
+}
+
+impl Live {
+    /// No partition yet: reads are answered by a fresh pipeline.
+    pub fn new(fresh: Pipeline) -> Live {
+        Live {
+            fresh: Arc::new(fresh),
+            partitions: BTreeMap::new(),
+        }
+    }
+
+    /// A copy with `partition`'s pipeline replaced.
+    pub fn with(&self, partition: i32, pipeline: Arc<Pipeline>) -> Live {
+        let mut next = self.clone();
+        next.partitions.insert(partition, pipeline);
+        next
+    }
+
+    /// A copy without the given partitions (revoked, or rolled back).
+    pub fn without(&self, partitions: &[i32]) -> Live {
+        let mut next = self.clone();
+        for p in partitions {
+            next.partitions.remove(p);
+        }
+        next
+    }
+
+    /// The pipelines by partition.
+    pub fn partitions(&self) -> impl Iterator<Item = (i32, &Pipeline)> {
+        self.partitions.iter().map(|(p, m)| (*p, m.as_ref()))
+    }
+
+    /// The pipeline that answers for `key`: the partition's whose state holds
+    /// the key (its readings arrive there), else the one that has seen the
+    /// most readings, else a fresh one.
+    pub fn route(&self, key: Option<&str>) -> (Option<i32>, &Pipeline) {
+        if let Some(k) = key {
+            if let Some((p, m)) = self.partitions.iter().find(|(_, m)| m.knows_key(k)) {
+                return (Some(*p), m);
+            }
+        }
+        self.primary()
+    }
+
+    /// The partition pipeline that has seen the most readings, or the fresh one.
+    pub fn primary(&self) -> (Option<i32>, &Pipeline) {
+        self.partitions
+            .iter()
+            .max_by_key(|(p, m)| (m.seen(), std::cmp::Reverse(**p)))
+            .map_or((None, self.fresh.as_ref()), |(p, m)| (Some(*p), m.as_ref()))
+    }
+
+    /// Sum of the partitions' versions: goes up with every learned batch.
+    pub fn version(&self) -> u64 {
+        self.partitions.values().map(|m| m.version()).sum()
+    }
+
+    /// Readings processed, over all partitions.
+    pub fn seen(&self) -> u64 {
+        self.partitions.values().map(|m| m.seen()).sum()
+    }
+
+    /// Readings learned, over all partitions.
+    pub fn learned(&self) -> u64 {
+        self.partitions.values().map(|m| m.learned()).sum()
+    }
+
+    /// Learning steps refused, over all partitions.
+    pub fn learn_errors(&self) -> u64 {
+        self.partitions.values().map(|m| m.learn_errors()).sum()
+    }
+
+    /// Live metrics over all partitions: cumulative and rolling.
+    pub fn metrics(&self) -> (MetricSet, MetricSet) {
+        let mut all: Option<Prequential> = None;
+        for m in self.partitions.values() {
+            match &mut all {
+                Some(a) => a.merge(m.prequential()),
+                None => all = Some(m.prequential().clone()),
+            }
+        }
+        all.map_or_else(|| self.fresh.metrics(), |a| (a.cumulative(), a.rolling()))
+    }
+}

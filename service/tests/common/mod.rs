@@ -1,0 +1,500 @@
+//! Helpers the integration tests share: the real broker, the real binary,
+//! topics read back with read_committed.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use streamfit::config::Config;
+use streamfit::pipeline::{Input, Pipeline};
+
+pub fn bootstrap() -> String {
+    let port = std::env::var("STREAMFIT_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    let addr = format!("127.0.0.1:{port}");
+    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2))
+        .is_err()
+    {
+        panic!("Kafka is not answering on {addr}: start it with `deploy/kafka.sh up` (these tests never skip)");
+    }
+    addr
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+pub struct Service {
+    pub child: Child,
+}
+
+impl Service {
+    pub fn start(config: &Path) -> Service {
+        Service::start_with(config, &[])
+    }
+
+    /// Starts the binary with extra environment variables.
+    pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_streamfit"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("STREAMFIT_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the streamfit binary starts");
+        Service { child }
+    }
+
+    /// SIGKILL: no chance to finish, flush or commit anything.
+    pub fn crash(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(code) = self.child.try_wait().expect("wait") {
+                assert!(
+                    code.success(),
+                    "streamfit should exit 0 on SIGTERM, got {code}"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamfit did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+pub async fn wait_ready(http: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "streamfit was not ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (key, value) in readings {
+        let mut rec = BaseRecord::to(topic).payload(value.as_slice());
+        if let Some(k) = key {
+            rec = rec.key(k.as_str());
+        }
+        p.send(rec).map_err(|(e, _)| e).expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+pub type Received = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
+
+/// Reads `topic` from the beginning (read_committed) until `want` messages or the deadline.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    within: Duration,
+) -> Vec<Received> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers.insert(
+                        hd.key.to_owned(),
+                        String::from_utf8_lossy(hd.value.unwrap_or(&[])).into_owned(),
+                    );
+                }
+            }
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or(&[]).to_vec(),
+                headers,
+            ));
+        }
+    }
+    out
+}
+
+pub fn heart() -> Vec<(Option<String>, Vec<u8>)> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/heart-failure/heart.csv");
+    features::datasets::load_readings(&path)
+        .expect("the heart data set is in ../shared")
+        .into_iter()
+        .map(|r| (r.key, r.json))
+        .collect()
+}
+
+/// The first `n` wait-time readings in file order, keyed by ride.
+pub fn waits(n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wdw-waits-2018");
+    features::datasets::load_readings(&path)
+        .expect("the wait-time data set is in ../shared")
+        .into_iter()
+        .take(n)
+        .map(|r| (r.key, r.json))
+        .collect()
+}
+
+/// One input message as the broker holds it.
+pub struct InputMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads a whole topic (read_committed), in offset order per partition.
+pub fn read_input(bootstrap: &str, topic: &str, partitions: i32) -> Vec<InputMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("input-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for p in 0..partitions {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if hi > lo {
+            remaining.insert(p, hi);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !remaining.is_empty() {
+        assert!(Instant::now() < deadline, "could not read {topic} back");
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            if remaining
+                .get(&m.partition())
+                .is_some_and(|&h| m.offset() + 1 >= h)
+            {
+                remaining.remove(&m.partition());
+            }
+            out.push(InputMessage {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or(&[]).to_vec(),
+            });
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    out
+}
+
+/// How many outputs (predictions and dead letters) name each input offset,
+/// read with read_committed until `want` outputs or the deadline.
+pub fn outputs_per_offset(
+    bootstrap: &str,
+    output: &str,
+    dead: &str,
+    partitions: i32,
+    want: usize,
+    within: Duration,
+) -> std::collections::HashMap<(i64, i64), u32> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("output-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for topic in [output, dead] {
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let mut counts = std::collections::HashMap::new();
+    let (mut total, deadline) = (0, Instant::now() + within);
+    while total < want && Instant::now() < deadline {
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("message");
+        let key = if m.topic() == output {
+            let v: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or(&[])).expect("prediction is JSON");
+            (
+                v["source"]["partition"].as_i64().expect("partition"),
+                v["source"]["offset"].as_i64().expect("offset"),
+            )
+        } else {
+            let mut h = BTreeMap::new();
+            for hd in m.headers().expect("dead letters have headers").iter() {
+                h.insert(
+                    hd.key.to_owned(),
+                    String::from_utf8_lossy(hd.value.unwrap_or(&[])).into_owned(),
+                );
+            }
+            (
+                h["streamfit.source.partition"].parse().expect("partition"),
+                h["streamfit.source.offset"].parse().expect("offset"),
+            )
+        };
+        *counts.entry(key).or_insert(0) += 1;
+        total += 1;
+    }
+    counts
+}
+
+/// Asserts two models have the same weights (within 1e-9), shared and per
+/// key, and learned the same number of readings.
+pub fn assert_same_model(got: &models::KeyedModel, want: &models::KeyedModel, what: &str) {
+    let close = |a: &models::LinearModel, b: &models::LinearModel, which: &str| {
+        assert_eq!(a.learned(), b.learned(), "{what} {which}: readings learned");
+        for (i, (x, y)) in a.weights().iter().zip(b.weights().iter()).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-9,
+                "{what} {which}: weight {i} is {x}, an uninterrupted run has {y}"
+            );
+        }
+        assert!(
+            (a.intercept() - b.intercept()).abs() <= 1e-9,
+            "{what} {which}: intercept {} vs {}",
+            a.intercept(),
+            b.intercept()
+        );
+    };
+    close(got.shared(), want.shared(), "shared model");
+    let got_keys: Vec<&str> = got.per_key().map(|(k, _)| k).collect();
+    let want_keys: Vec<&str> = want.per_key().map(|(k, _)| k).collect();
+    assert_eq!(got_keys, want_keys, "{what}: per-key models");
+    for ((k, a), (_, b)) in got.per_key().zip(want.per_key()) {
+        close(a, b, k);
+    }
+}
+
+/// The `[[model]]` table named `name` from deploy/streamfit.toml, with its
+/// topics replaced and micro-batches of `batch` readings.
+pub fn model_table(name: &str, input: &str, output: &str, dead: &str, batch: usize) -> String {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml"),
+    )
+    .expect("config");
+    let start = base
+        .find(&format!("name = \"{name}\"\n"))
+        .unwrap_or_else(|| panic!("model {name} in deploy/streamfit.toml"));
+    let rest = &base[start..];
+    let end = rest
+        .find("\n[[model]]")
+        .or_else(|| rest.find("\n# ---"))
+        .unwrap_or(rest.len());
+    let mut lines: Vec<String> = Vec::new();
+    for line in rest[..end].lines() {
+        let l = if line.starts_with("input_topic") {
+            format!("input_topic = \"{input}\"")
+        } else if line.starts_with("output_topic") {
+            format!("output_topic = \"{output}\"")
+        } else if line.starts_with("dead_letter_topic") {
+            format!("dead_letter_topic = \"{dead}\"\nbatch = {{ max_readings = {batch}, max_linger_ms = 20 }}")
+        } else {
+            line.to_owned()
+        };
+        lines.push(l);
+    }
+    format!("[[model]]\n{}\n", lines.join("\n"))
+}
+
+pub struct Run {
+    pub config: PathBuf,
+    pub http: String,
+    pub input: String,
+    pub output: String,
+    pub dead: String,
+    pub group: String,
+}
+
+pub fn setup(dir: &Path, bootstrap: &str, model: &str) -> Run {
+    let (input, output, dead) = (unique("eos.in"), unique("eos.out"), unique("eos.dead"));
+    let group_id = unique("eos-group");
+    let http = format!("127.0.0.1:{}", free_port());
+    let text = format!(
+        "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n[service]\ngroup_id = \"{group_id}\"\nhttp_addr = \"{http}\"\ninstance_id = \"{group_id}\"\n[topics]\npartitions = 3\nreplication_factor = 1\n{}",
+        model_table(model, &input, &output, &dead, 500)
+    );
+    let config = dir.join("streamfit.toml");
+    std::fs::write(&config, text).expect("write config");
+    Run {
+        config,
+        http,
+        input,
+        output,
+        dead,
+        group: format!("{group_id}.{model}"),
+    }
+}
+
+/// Every input offset has exactly one output, and each partition's
+/// checkpointed model equals one uninterrupted pass over its readings.
+pub fn verify(bootstrap: &str, run: &Run, model: &str, n: usize) {
+    let counts = outputs_per_offset(
+        bootstrap,
+        &run.output,
+        &run.dead,
+        3,
+        n + 1,
+        Duration::from_secs(10),
+    );
+    let twice: Vec<_> = counts.iter().filter(|(_, &c)| c > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "offsets with more than one output: {twice:?}"
+    );
+    let input = read_input(bootstrap, &run.input, 3);
+    assert_eq!(input.len(), n);
+    let missing: Vec<_> = input
+        .iter()
+        .filter(|m| !counts.contains_key(&(i64::from(m.partition), m.offset)))
+        .take(5)
+        .map(|m| (m.partition, m.offset))
+        .collect();
+    assert!(missing.is_empty(), "offsets without an output: {missing:?}");
+    assert_eq!(counts.len(), n, "one output per input offset, nothing else");
+
+    let config = Config::load(&run.config).expect("config");
+    let m = config.model(model).expect("model");
+    let checkpoints = streamfit::checkpoint::read_latest(
+        &config.kafka,
+        &config.service.checkpoint_topic,
+        &run.group,
+        &run.input,
+        Duration::from_secs(60),
+    )
+    .expect("checkpoints read");
+    for p in 0..3 {
+        let mine: Vec<&InputMessage> = input.iter().filter(|x| x.partition == p).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut want = Pipeline::new(m).expect("pipeline");
+        let inputs: Vec<Input<'_>> = mine
+            .iter()
+            .map(|x| Input {
+                key: x.key.as_deref(),
+                bytes: &x.payload,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for chunk in inputs.chunks(997) {
+            want.process(chunk, &mut out);
+        }
+        let ck = checkpoints
+            .get(&p)
+            .unwrap_or_else(|| panic!("partition {p} has a checkpoint"));
+        assert_eq!(
+            ck.next_offset,
+            mine.last().map_or(0, |x| x.offset + 1),
+            "partition {p}: the checkpoint covers every reading"
+        );
+        let mut got = Pipeline::new(m).expect("pipeline");
+        got.restore(ck.pipeline.clone()).expect("restores");
+        assert_eq!(got.seen(), want.seen(), "partition {p}: readings seen");
+        assert_same_model(got.model(), want.model(), &format!("partition {p}"));
+        assert_eq!(
+            got.extractor().state(),
+            want.extractor().state(),
+            "partition {p}: lags and running means"
+        );
+    }
+}
+
+/// Waits until `n` outputs are committed, or panics after `within`.
+pub fn wait_for_outputs(bootstrap: &str, run: &Run, n: usize, within: Duration) {
+    let counts = outputs_per_offset(bootstrap, &run.output, &run.dead, 3, n, within);
+    let total: u32 = counts.values().sum();
+    assert!(
+        total as usize >= n,
+        "only {total} of {n} outputs committed within {within:?}"
+    );
+}
+
+/// Readings the live model has seen (restored from checkpoints included).
+pub async fn readings_seen(http: &str, model: &str) -> u64 {
+    let v: serde_json::Value = reqwest::get(format!("http://{http}/v1/models/{model}"))
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    v["model"]["readings_seen"].as_u64().unwrap_or(0)
+}
