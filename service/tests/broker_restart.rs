@@ -1,0 +1,76 @@
+//! The broker is stopped and started again while the real binary works
+//! through real wait-time readings: /readyz says not ready while it is away,
+//! and afterwards every input offset has exactly one output and the models
+//! equal an uninterrupted pass. Restarts the shared broker, so it is a test
+//! binary of its own (cargo runs test binaries one after another).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn kafka(action: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kafka.sh");
+    let status = Command::new(script)
+        .arg(action)
+        .status()
+        .expect("deploy/kafka.sh runs");
+    assert!(status.success(), "deploy/kafka.sh {action} failed");
+}
+
+/// Starts the broker again even if the test fails half-way.
+struct BrokerGuard;
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        kafka("up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let n = 30_000;
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    produce(&bootstrap, &run.input, &waits(n));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = readings_seen(&run.http, "waits").await;
+    eprintln!("stopping the broker after {before} of {n} readings");
+    let guard = BrokerGuard;
+    kafka("down");
+
+    // /readyz reports the outage with a reason
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reason = loop {
+        let r = client
+            .get(format!("http://{}/readyz", run.http))
+            .send()
+            .await
+            .expect("HTTP answers while the broker is down");
+        if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            let v: serde_json::Value = r.json().await.expect("json");
+            break v["error"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still says ready 60 s after the broker went down"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("/readyz while the broker is down: {reason}");
+    assert!(!reason.is_empty());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(guard); // starts the broker again
+
+    wait_ready(&run.http).await;
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
+    svc.stop();
+    verify(&bootstrap, &run, "waits", n);
+}
