@@ -56,6 +56,11 @@ pub struct Extracted<'a> {
     pub event_time: Option<i64>,
 }
 
+/// The largest magnitude a numeric field or label may have. Beyond it a
+/// reading is refused: squares and sums of such values overflow the online
+/// scalers, and no real measurement is that large.
+pub const MAX_ABS: f64 = 1e15;
+
 /// The keyed and learned state of an extractor: what a checkpoint carries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureState {
@@ -521,7 +526,12 @@ impl FeatureExtractor {
         optional: bool,
     ) -> Result<Option<f64>, FeatureError> {
         match &reading.values[slot] {
-            Value::Num(v) => Ok(Some(*v)),
+            Value::Num(v) if v.abs() <= MAX_ABS => Ok(Some(*v)),
+            Value::Num(v) => Err(FeatureError::wrong(
+                self.fields.name(slot),
+                "a number of magnitude at most 1e15",
+                format!("{v:e}"),
+            )),
             Value::Absent | Value::Null if optional => Ok(None),
             Value::Absent => Err(FeatureError::Missing {
                 field: self.fields.name(slot).to_owned(),
@@ -643,7 +653,14 @@ impl FeatureExtractor {
                     return Err(FeatureError::wrong(target, "0 or 1", format!("{v}")));
                 }
             }
-            Value::Num(v) => Some(*v),
+            Value::Num(v) if v.abs() <= MAX_ABS => Some(*v),
+            Value::Num(v) => {
+                return Err(FeatureError::wrong(
+                    target,
+                    "a number of magnitude at most 1e15",
+                    format!("{v:e}"),
+                ))
+            }
             Value::Bool(b) if self.classification => Some(f64::from(u8::from(*b))),
             other => return Err(FeatureError::wrong(target, "a number", other.describe())),
         };

@@ -2,6 +2,8 @@
 //! topics read back with read_committed.
 #![allow(dead_code, missing_docs)]
 
+pub mod bad;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
