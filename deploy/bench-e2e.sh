@@ -4,7 +4,9 @@
 # tool. The wait-time readings (637,768) are published to a fresh topic
 # first; then, for each MODEL (default: waits-v1 waits), a fresh service
 # consumes the topic from the start until it has predicted every reading
-# (consume, decode, features, predict, learn, produce predictions, commit).
+# (consume, decode, features, predict, learn, produce predictions, commit),
+# once exactly once (transactions with checkpoints, the default) and once at
+# least once (`exactly_once = false`), to show what the transactions cost.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,9 +31,9 @@ raw() {
 }
 
 service() {
-  local model="$1" round="$2" http="127.0.0.1:$((18000 + RANDOM % 1000))"
+  local model="$1" round="$2" eos="$3" http="127.0.0.1:$((18000 + RANDOM % 1000))"
   local conf="$cache/bench-$model.toml"
-  python3 - "$model" "$topic" "$http" "$port" "$run_id-$round" > "$conf" <<'PY'
+  python3 - "$model" "$topic" "$http" "$port" "$run_id-$round-$eos" > "$conf" <<'PY'
 import sys, re
 model, topic, http, port, run = sys.argv[1:]
 text = open("deploy/streamfit.toml").read()
@@ -42,7 +44,8 @@ body = re.sub(r'^output_topic = .*$', f'output_topic = "{topic}.{model}.predicti
 body = re.sub(r'^dead_letter_topic = .*$', f'dead_letter_topic = "{topic}.{model}.dead"', body, flags=re.M)
 print(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:{port}"\n[service]\ngroup_id = "bench-{run}"\nhttp_addr = "{http}"\n[topics]\npartitions = 3\n[[model]]{body}')
 PY
-  STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-e2e.log" &
+  STREAMFIT_SERVICE_EXACTLY_ONCE="$eos" STREAMFIT_SERVICE_INSTANCE_ID="bench-$run_id-$round-$eos" \
+    STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-e2e.log" &
   local pid=$!
   local start="" now count=0 first=0
   for _ in $(seq 1 2400); do
@@ -58,11 +61,12 @@ PY
   python3 -c "print(round(($n - $first) / ($now - $start)))"
 }
 
-printf '| run | raw consume (msg/s, ConsumerPerformance) | model | streamfit end to end (readings/s) | ratio |\n| --- | --- | --- | --- | --- |\n'
+printf '| run | raw consume (msg/s, ConsumerPerformance) | model | exactly once (readings/s) | at least once (readings/s) | exactly once / raw | at least once / raw |\n| --- | --- | --- | --- | --- | --- | --- |\n'
 for i in 1 2 3; do
   for model in $models; do
     r=$(raw "$i-$model")
-    s=$(service "$model" "$i")
-    python3 -c "print(f'| $i | {float(\"$r\"):,.0f} | $model | {int(\"$s\"):,} | {int(\"$s\")/float(\"$r\"):.0%} |')"
+    e=$(service "$model" "$i" true)
+    a=$(service "$model" "$i" false)
+    python3 -c "r, e, a = float('$r'), int('$e'), int('$a'); print(f'| $i | {r:,.0f} | $model | {e:,} | {a:,} | {e/r:.0%} | {a/r:.0%} |')"
   done
 done

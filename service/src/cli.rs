@@ -31,6 +31,37 @@ pub enum Command {
         )]
         config: PathBuf,
     },
+    /// Train a model from a topic's history at full speed and hand it over
+    /// to the service: checkpoints and the group's offsets in one transaction.
+    Replay {
+        /// Model name from the config.
+        #[arg(long)]
+        model: String,
+        /// earliest, a time (ISO 8601, UTC unless it has an offset, or Unix
+        /// ms; resolved per partition), or PARTITION:OFFSET,...
+        #[arg(long, default_value = "earliest")]
+        from: String,
+        /// latest (the end when the replay starts) or a time.
+        #[arg(long, default_value = "latest")]
+        to: String,
+        /// Read this topic (same readings) instead of the model's input topic;
+        /// the models are handed over at the input topic's current end.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Publish predictions and dead letters, as the service would.
+        #[arg(long)]
+        publish: bool,
+        /// Config file.
+        #[arg(
+            long,
+            default_value = "deploy/streamfit.toml",
+            env = "STREAMFIT_CONFIG"
+        )]
+        config: PathBuf,
+        /// Print one JSON object instead of progress bars and text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the prequential (test-then-train) protocol over a data set and print its figures.
     Eval {
         /// Model name from the config.
@@ -74,6 +105,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 let shutdown = crate::server::shutdown_on_signals();
                 crate::server::run(config, shutdown).await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            model,
+            from,
+            to,
+            topic,
+            publish,
+            config,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            let opts = crate::replay::Options {
+                model,
+                from: crate::replay::parse_from(&from)?,
+                to: crate::replay::parse_to(&to)?,
+                topic,
+                publish,
+                progress: !json,
+            };
+            let summary = crate::replay::run(&config, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "replayed {} readings in {:.1} s ({:.0} readings/s); the service continues from {:?}",
+                    summary.readings,
+                    summary.seconds,
+                    summary.readings_per_second,
+                    summary.handed_over
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

@@ -9,6 +9,7 @@
 //! - [`worker`]: one model's consume, predict, learn, publish loop.
 //! - [`checkpoint`]: per-partition model checkpoints on a compacted topic.
 //! - [`live`]: the per-partition pipelines HTTP reads.
+//! - [`replay`]: `streamfit replay`, training from a topic's history.
 //! - [`http`]: the axum API.
 //! - [`stats`]: live counters and their Prometheus rendering.
 //! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod kafka;
 pub mod live;
 pub mod pipeline;
+pub mod replay;
 pub mod server;
 pub mod stats;
 pub mod worker;

@@ -19,7 +19,7 @@
 //!
 //! The live models for HTTP are swapped in after each batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +55,8 @@ pub struct ModelHandle {
     pub committing: AtomicBool,
     /// The consumer's assignment count whose partitions are all restored.
     pub restored: AtomicU64,
+    /// Replay progress per partition.
+    pub progress: std::sync::Mutex<Progress>,
 }
 
 impl ModelHandle {
@@ -68,6 +70,7 @@ impl ModelHandle {
             consumer: std::sync::OnceLock::new(),
             committing: AtomicBool::new(true),
             restored: AtomicU64::new(u64::MAX),
+            progress: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -144,10 +147,55 @@ struct Committed {
     snapshot: Option<PipelineSnapshot>,
 }
 
+/// A replay: the given partitions of a topic from a start offset up to an
+/// end offset, learned by fresh models, handed over through checkpoints and
+/// the group's offsets in the last transaction.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    /// The topic to read (the model's input topic, or one with the same readings).
+    pub topic: String,
+    /// First offset per partition.
+    pub start: BTreeMap<i32, i64>,
+    /// Offset to stop before, per partition.
+    pub end: BTreeMap<i32, i64>,
+    /// Publish predictions and dead letters, as the service would.
+    pub publish: bool,
+}
+
+/// Replay progress per partition: (start, processed up to, end).
+pub type Progress = BTreeMap<i32, (i64, i64, i64)>;
+
 /// Runs one model until `cancel` trips or a fatal error occurs.
 pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) -> Result<()> {
+    run_with(config, handle, cancel, None)
+}
+
+/// Runs a replay to its end offsets (or until `cancel` trips).
+pub fn replay(
+    config: &Config,
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    plan: ReplayPlan,
+) -> Result<()> {
+    if !config.service.exactly_once {
+        bail!(
+            "a replay hands its models over through checkpoints; set `service.exactly_once = true`"
+        );
+    }
+    run_with(config, handle, cancel, Some(plan))
+}
+
+fn run_with(
+    config: &Config,
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    replay: Option<ReplayPlan>,
+) -> Result<()> {
     let m = &handle.config;
-    let input = m.input_topic()?.to_owned();
+    let input = match &replay {
+        Some(plan) => plan.topic.clone(),
+        None => m.input_topic()?.to_owned(),
+    };
     let group = format!("{}.{}", config.service.group_id, m.name);
     let instance = format!("{}.{}", config.service.instance_id, m.name);
     let ctx = ConsumerCtx {
@@ -156,7 +204,7 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
         ..Default::default()
     };
     let mut cc = kafka::consumer_config(&config.kafka, &group);
-    if !config.kafka.contains_key("group.instance.id") {
+    if replay.is_none() && !config.kafka.contains_key("group.instance.id") {
         cc.set("group.instance.id", &instance);
     }
     let consumer: BaseConsumer<ConsumerCtx> = cc
@@ -178,9 +226,23 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
             producer.init_transactions(Duration::from_secs(30))
         })?;
     }
-    consumer
-        .subscribe(&[input.as_str()])
-        .with_context(|| format!("cannot subscribe to {input}"))?;
+    match &replay {
+        None => consumer
+            .subscribe(&[input.as_str()])
+            .with_context(|| format!("cannot subscribe to {input}"))?,
+        Some(plan) => {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &o) in &plan.start {
+                if plan.end.get(&p).is_some_and(|&e| e > o) {
+                    tpl.add_partition_offset(&input, p, Offset::Offset(o))
+                        .context("cannot build the replay assignment")?;
+                }
+            }
+            consumer
+                .assign(&tpl)
+                .with_context(|| format!("cannot assign the partitions of {input}"))?;
+        }
+    }
     tracing::info!(model = %m.name, %input, output = %m.output_topic(), dead = %m.dead_letter_topic(), %group, exactly_once = eos, "consuming");
 
     let mut w = Worker {
@@ -202,7 +264,22 @@ pub fn run(config: &Config, handle: &ModelHandle, cancel: &CancellationToken) ->
         to_commit: HashMap::new(),
         last_commit: Instant::now(),
         buf: Vec::with_capacity(256),
+        replay,
     };
+    if let Some(plan) = w.replay.clone() {
+        if let Ok(mut progress) = handle.progress.lock() {
+            *progress = plan
+                .start
+                .iter()
+                .map(|(&p, &s)| (p, (s, s, plan.end.get(&p).copied().unwrap_or(s))))
+                .collect();
+        }
+        for (&p, &s) in &plan.start {
+            if plan.end.get(&p).is_some_and(|&e| e > s) {
+                w.open(p)?;
+            }
+        }
+    }
     let result = w.consume(cancel);
     w.finish(result, cancel)
 }
@@ -266,6 +343,7 @@ struct Worker<'c> {
     to_commit: HashMap<i32, i64>,
     last_commit: Instant,
     buf: Vec<u8>,
+    replay: Option<ReplayPlan>,
 }
 
 impl<'c> Worker<'c> {
@@ -278,6 +356,9 @@ impl<'c> Worker<'c> {
         while !cancel.is_cancelled() {
             let waiting = self.parts.values().any(|p| !p.batch.is_empty());
             let timeout = Duration::from_millis(if waiting { 1 } else { 100 });
+            if self.replay_done() {
+                break;
+            }
             match self.consumer.poll(timeout) {
                 Some(Ok(msg)) => self.accept(msg)?,
                 Some(Err(e)) => {
@@ -313,6 +394,17 @@ impl<'c> Worker<'c> {
             }
         }
         Ok(())
+    }
+
+    /// A replay is done once every partition is processed up to its end.
+    fn replay_done(&self) -> bool {
+        let Some(plan) = &self.replay else {
+            return false;
+        };
+        plan.end.iter().all(|(p, &end)| {
+            let start = plan.start.get(p).copied().unwrap_or(end);
+            start >= end || self.parts.get(p).is_some_and(|x| x.processed_to >= end)
+        })
     }
 
     /// Shutdown: process what is buffered, then commit (or flush and commit).
@@ -367,6 +459,12 @@ impl<'c> Worker<'c> {
             bail!("partition {p} has no state after opening it");
         };
         let offset = msg.offset();
+        if let Some(end) = self.replay.as_ref().and_then(|r| r.end.get(&p)) {
+            if offset >= *end {
+                // past the replay's end: leave it for the service
+                return Ok(());
+            }
+        }
         if part.position >= 0 && offset < part.position {
             // already in the checkpoint: learned before, not again
             return Ok(());
@@ -385,7 +483,12 @@ impl<'c> Worker<'c> {
             part.started = Instant::now();
         }
         part.batch.push(msg);
-        if part.batch.len() >= max {
+        let last_of_replay = self
+            .replay
+            .as_ref()
+            .and_then(|r| r.end.get(&p))
+            .is_some_and(|&end| offset + 1 >= end);
+        if part.batch.len() >= max || last_of_replay {
             self.process(p)?;
         }
         Ok(())
@@ -418,7 +521,17 @@ impl<'c> Worker<'c> {
         let m = &self.handle.config;
         let mut pipeline = Pipeline::new(m)?;
         let mut position = -1;
-        if self.eos {
+        if let Some(plan) = &self.replay {
+            // a replay learns from scratch, from its start offset
+            position = plan.start.get(&p).copied().unwrap_or(-1);
+            self.committed.insert(
+                p,
+                Committed {
+                    next_offset: position,
+                    snapshot: None,
+                },
+            );
+        } else if self.eos {
             let assignments = self.consumer.context().assignments.load(Ordering::Relaxed);
             if assignments != self.scanned {
                 let started = Instant::now();
@@ -569,8 +682,18 @@ impl<'c> Worker<'c> {
             version,
             seq: this,
         };
-        for ((msg, input), outcome) in batch.iter().zip(&inputs).zip(outcomes.iter()) {
-            out.send(&mut self.buf, msg, input, outcome)?;
+        let publish = self.replay.as_ref().is_none_or(|r| r.publish);
+        if publish {
+            for ((msg, input), outcome) in batch.iter().zip(&inputs).zip(outcomes.iter()) {
+                out.send(&mut self.buf, msg, input, outcome)?;
+            }
+        }
+        if self.replay.is_some() {
+            if let Ok(mut progress) = self.handle.progress.lock() {
+                if let Some(e) = progress.get_mut(&partition) {
+                    e.1 = last + 1;
+                }
+            }
         }
         let s = &self.handle.stats;
         s.predicted
