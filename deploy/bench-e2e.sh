@@ -6,7 +6,8 @@
 # consumes the topic from the start until it has predicted every reading
 # (consume, decode, features, predict, learn, produce predictions, commit),
 # once exactly once (transactions with checkpoints, the default) and once at
-# least once (`exactly_once = false`), to show what the transactions cost.
+# least once (`exactly_once = false`), to show what the transactions cost;
+# then `streamfit replay` backfills the model from the same topic.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,10 +31,10 @@ raw() {
     --topic "$topic" --messages "$n" --group "perf-$run_id-$1" --timeout 60000 2>/dev/null | tail -n 1 | awk -F', *' '{print $6}'
 }
 
-service() {
-  local model="$1" round="$2" eos="$3" http="127.0.0.1:$((18000 + RANDOM % 1000))"
-  local conf="$cache/bench-$model.toml"
-  python3 - "$model" "$topic" "$http" "$port" "$run_id-$round-$eos" > "$conf" <<'PY'
+# config for MODEL on the bench topic, in consumer group bench-RUN
+config() {
+  local model="$1" run="$2" http="$3" conf="$cache/bench-$1.toml"
+  python3 - "$model" "$topic" "$http" "$port" "$run" > "$conf" <<'PY'
 import sys, re
 model, topic, http, port, run = sys.argv[1:]
 text = open("deploy/streamfit.toml").read()
@@ -44,6 +45,13 @@ body = re.sub(r'^output_topic = .*$', f'output_topic = "{topic}.{model}.predicti
 body = re.sub(r'^dead_letter_topic = .*$', f'dead_letter_topic = "{topic}.{model}.dead"', body, flags=re.M)
 print(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:{port}"\n[service]\ngroup_id = "bench-{run}"\nhttp_addr = "{http}"\n[topics]\npartitions = 3\n[[model]]{body}')
 PY
+  echo "$conf"
+}
+
+service() {
+  local model="$1" round="$2" eos="$3" http="127.0.0.1:$((18000 + RANDOM % 1000))"
+  local conf
+  conf=$(config "$model" "$run_id-$round-$eos" "$http")
   STREAMFIT_SERVICE_EXACTLY_ONCE="$eos" STREAMFIT_SERVICE_INSTANCE_ID="bench-$run_id-$round-$eos" \
     STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-e2e.log" &
   local pid=$!
@@ -61,12 +69,22 @@ PY
   python3 -c "print(round(($n - $first) / ($now - $start)))"
 }
 
-printf '| run | raw consume (msg/s, ConsumerPerformance) | model | exactly once (readings/s) | at least once (readings/s) | exactly once / raw | at least once / raw |\n| --- | --- | --- | --- | --- | --- | --- |\n'
+# backfill: `streamfit replay` trains the model from the whole topic (no
+# predictions published), then hands over offsets and checkpoints
+replay() {
+  local model="$1" round="$2" conf
+  conf=$(config "$model" "$run_id-$round-replay" "127.0.0.1:0")
+  STREAMFIT_LOG=warn "$bin/streamfit" replay --config "$conf" --model "$model" --from earliest --json 2>>"$cache/bench-e2e.log" \
+    | python3 -c "import json, sys; print(round(json.load(sys.stdin)['readings_per_second']))"
+}
+
+printf '| run | raw consume (msg/s, ConsumerPerformance) | model | exactly once (readings/s) | at least once (readings/s) | replay (readings/s) | exactly once / raw | at least once / raw | replay / raw |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for i in 1 2 3; do
   for model in $models; do
     r=$(raw "$i-$model")
     e=$(service "$model" "$i" true)
     a=$(service "$model" "$i" false)
-    python3 -c "r, e, a = float('$r'), int('$e'), int('$a'); print(f'| $i | {r:,.0f} | $model | {e:,} | {a:,} | {e/r:.0%} | {a/r:.0%} |')"
+    b=$(replay "$model" "$i")
+    python3 -c "r, e, a, b = float('$r'), int('$e'), int('$a'), int('$b'); print(f'| $i | {r:,.0f} | $model | {e:,} | {a:,} | {b:,} | {e/r:.0%} | {a/r:.0%} | {b/r:.0%} |')"
   done
 done

@@ -1,47 +1,18 @@
 //! `load-test`: publishes the real data sets to Kafka as readings
-//! (BENCHMARKS.md), flat out or at a given rate, and reports the rate.
+//! (BENCHMARKS.md), drives streamfit's `/predict` and measures
+//! reading-to-prediction latency through a running service.
+
+mod consume;
+mod e2e;
+mod predict;
+mod publish;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-
-use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-
-/// Counts acknowledged and failed deliveries, keeping the first error.
-#[derive(Default)]
-struct Deliveries {
-    acked: AtomicU64,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut first) = self.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
-    }
-}
 
 /// Load tools for streamfit.
 #[derive(Debug, Parser)]
@@ -78,102 +49,130 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Drive POST /v1/models/{name}/predict with concurrent keep-alive
+    /// clients and report latency percentiles.
+    Predict {
+        /// The service's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Model to ask.
+        #[arg(long)]
+        model: String,
+        /// Data set whose readings are the request bodies.
+        #[arg(long)]
+        data: PathBuf,
+        /// Requests per second, open-loop (0 = flat out).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds to drive.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Readings per request (more than 1 sends JSON arrays).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Read a topic from the start to its end with librdkafka alone (no
+    /// decoding, no model) and report messages/s: streamfit's ceiling.
+    Consume {
+        /// Topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Kafka bootstrap servers.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
+        )]
+        bootstrap: String,
+        /// Extra librdkafka consumer property, KEY=VALUE (repeatable).
+        #[arg(short = 'X', value_parser = parse_prop)]
+        property: Vec<(String, String)>,
+    },
+    /// Publish readings at a fixed rate to a running service's input topic
+    /// and measure the time until each one's prediction is readable
+    /// (read_committed) on its output topic.
+    E2e {
+        /// Data set to publish (cycled if --count is larger).
+        #[arg(long)]
+        data: PathBuf,
+        /// The model's input topic.
+        #[arg(long)]
+        topic: String,
+        /// The model's output topic.
+        #[arg(long)]
+        output_topic: String,
+        /// Kafka bootstrap servers.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
+        )]
+        bootstrap: String,
+        /// Readings per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Readings to publish.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
-fn publish(
-    data: PathBuf,
-    topic: String,
-    bootstrap: String,
-    rate: u64,
-    limit: Option<usize>,
-    quiet: bool,
-) -> Result<()> {
-    let mut readings = features::datasets::load_readings(&data)
-        .with_context(|| format!("cannot load {}", data.display()))?;
-    if let Some(n) = limit {
-        readings.truncate(n);
-    }
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "60000")
-        .create_with_context(Deliveries::default())
-        .context("cannot create the Kafka producer")?;
+/// A progress bar of `len` steps, hidden when `quiet`.
+pub(crate) fn bar(len: u64, quiet: bool) -> ProgressBar {
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(readings.len() as u64)
+        ProgressBar::new(len)
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:40}] {pos}/{len} readings  {per_sec}  ETA {eta}",
+            "{spinner} {msg} [{bar:40}] {pos}/{len}  {per_sec}  ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_message(format!("publishing to {topic}"));
-    let start = Instant::now();
-    for (i, r) in readings.iter().enumerate() {
-        if rate > 0 {
-            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let mut rec = BaseRecord::to(&topic).payload(r.json.as_slice());
-        if let Some(k) = &r.key {
-            rec = rec.key(k.as_str());
-        }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).context("cannot publish a reading"),
-            }
-        }
-        if i % 1024 == 0 {
-            producer.poll(Duration::ZERO);
-            bar.set_position(i as u64);
-        }
-    }
-    producer
-        .flush(Duration::from_secs(120))
-        .context("not every reading was acknowledged within 120 s")?;
-    bar.finish_and_clear();
-    let ctx = producer.context();
-    let failed = ctx.failed.load(Ordering::Relaxed);
-    let acked = ctx.acked.load(Ordering::Relaxed);
-    if failed > 0 || acked != readings.len() as u64 {
-        let first = ctx
-            .first_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_default();
-        anyhow::bail!(
-            "{} of {} readings were not acknowledged by {topic} (first error: {first}); does the topic exist? `streamfit run` creates its input topics",
-            readings.len() as u64 - acked,
-            readings.len()
+    bar
+}
+
+fn parse_prop(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn print<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(report).context("cannot encode the report")?
         );
+    } else {
+        println!("{}", text(report));
     }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "published {} readings to {topic} in {secs:.2} s ({:.0} readings/s)",
-        readings.len(),
-        readings.len() as f64 / secs
-    );
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.command {
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Publish {
             data,
             topic,
@@ -181,9 +180,93 @@ fn main() -> ExitCode {
             rate,
             limit,
             quiet,
-        } => publish(data, topic, bootstrap, rate, limit, quiet),
-    };
-    match r {
+        } => publish::publish(data, topic, bootstrap, rate, limit, quiet),
+        Cmd::Predict {
+            url,
+            model,
+            data,
+            rate,
+            duration,
+            connections,
+            batch,
+            json,
+            quiet,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let opts = predict::Options {
+                url,
+                model,
+                data,
+                rate,
+                duration,
+                connections,
+                batch,
+                quiet,
+            };
+            let r = rt.block_on(predict::run(opts))?;
+            print(&r, json, |r| {
+                format!(
+                    "{} requests in {:.1} s ({:.0} req/s, {} errors{}); latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; the service learned {:.0} readings/s meanwhile",
+                    r.requests,
+                    r.seconds,
+                    r.requests_per_second,
+                    r.errors,
+                    r.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default(),
+                    r.p50_ms,
+                    r.p90_ms,
+                    r.p99_ms,
+                    r.p999_ms,
+                    r.max_ms,
+                    r.learned_per_second
+                )
+            })
+        }
+        Cmd::Consume {
+            topic,
+            bootstrap,
+            property,
+        } => {
+            let (n, secs) = consume::run(&bootstrap, &topic, &property)?;
+            println!(
+                "read {n} messages from {topic} in {secs:.2} s ({:.0} messages/s)",
+                n as f64 / secs
+            );
+            Ok(())
+        }
+        Cmd::E2e {
+            data,
+            topic,
+            output_topic,
+            bootstrap,
+            rate,
+            count,
+            json,
+            quiet,
+        } => {
+            let r = e2e::run(e2e::Options {
+                data,
+                topic,
+                output_topic,
+                bootstrap,
+                rate,
+                count,
+                quiet,
+            })?;
+            print(&r, json, |r| {
+                format!(
+                    "published {} readings at {:.0}/s; {} predictions arrived, {} missing; reading to prediction ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+                    r.published, r.published_per_second, r.predicted, r.missing, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+                )
+            })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -219,17 +219,23 @@ fn run_with(
     let producer: BaseProducer<ProducerCtx> = pc
         .create_with_context(ProducerCtx::default())
         .context("cannot create the Kafka producer; check the [kafka] properties")?;
-    if eos {
-        // fences any earlier instance with this transactional.id and aborts
-        // its open transaction, before its checkpoints are read
-        retry(handle, cancel, "initialising transactions", || {
-            producer.init_transactions(Duration::from_secs(30))
-        })?;
-    }
+    let init = || -> Result<()> {
+        if eos {
+            // fences any earlier instance with this transactional.id and
+            // aborts its open transaction, before its checkpoints are read
+            retry(handle, cancel, "initialising transactions", || {
+                producer.init_transactions(Duration::from_secs(30))
+            })?;
+        }
+        Ok(())
+    };
     match &replay {
-        None => consumer
-            .subscribe(&[input.as_str()])
-            .with_context(|| format!("cannot subscribe to {input}"))?,
+        None => {
+            init()?;
+            consumer
+                .subscribe(&[input.as_str()])
+                .with_context(|| format!("cannot subscribe to {input}"))?
+        }
         Some(plan) => {
             let mut tpl = TopicPartitionList::new();
             for (&p, &o) in &plan.start {
@@ -238,9 +244,12 @@ fn run_with(
                         .context("cannot build the replay assignment")?;
                 }
             }
+            // assigned first, the fetcher fills the queue while the
+            // transactions initialise (nothing is read before they are)
             consumer
                 .assign(&tpl)
                 .with_context(|| format!("cannot assign the partitions of {input}"))?;
+            init()?;
         }
     }
     tracing::info!(model = %m.name, %input, output = %m.output_topic(), dead = %m.dead_letter_topic(), %group, exactly_once = eos, "consuming");
@@ -346,9 +355,23 @@ struct Worker<'c> {
     replay: Option<ReplayPlan>,
 }
 
+/// Messages taken from the consumer's queue in one go between housekeeping.
+const DRAIN: usize = 256;
+
+/// The shortest interval between a replay's transactions.
+const REPLAY_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
 impl<'c> Worker<'c> {
     fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.config.service.commit_interval_ms)
+        let configured = Duration::from_millis(self.config.service.commit_interval_ms);
+        if self.replay.is_some() {
+            // nobody reads a replay's outputs while it runs, and every
+            // commit stalls the loop on a broker round trip: commit only
+            // now and then, so that a crash loses a few seconds at most
+            configured.max(REPLAY_COMMIT_INTERVAL)
+        } else {
+            configured
+        }
     }
 
     fn consume(&mut self, cancel: &CancellationToken) -> Result<()> {
@@ -360,7 +383,21 @@ impl<'c> Worker<'c> {
                 break;
             }
             match self.consumer.poll(timeout) {
-                Some(Ok(msg)) => self.accept(msg)?,
+                Some(Ok(msg)) => {
+                    self.accept(msg)?;
+                    // take what is fetched already before the housekeeping
+                    // below, which reads the clock
+                    for _ in 0..DRAIN {
+                        match self.consumer.poll(Duration::ZERO) {
+                            Some(Ok(msg)) => self.accept(msg)?,
+                            Some(Err(e)) => {
+                                tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)")
                 }

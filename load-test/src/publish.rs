@@ -1,0 +1,121 @@
+//! `load-test publish`: the data sets' readings to a topic, flat out or at
+//! a given rate.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+/// Counts acknowledged and failed deliveries, keeping the first error.
+#[derive(Default)]
+struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Publishes the readings of `data` to `topic`.
+pub fn publish(
+    data: PathBuf,
+    topic: String,
+    bootstrap: String,
+    rate: u64,
+    limit: Option<usize>,
+    quiet: bool,
+) -> Result<()> {
+    let mut readings = features::datasets::load_readings(&data)
+        .with_context(|| format!("cannot load {}", data.display()))?;
+    if let Some(n) = limit {
+        readings.truncate(n);
+    }
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "60000")
+        .create_with_context(Deliveries::default())
+        .context("cannot create the Kafka producer")?;
+    let bar = crate::bar(readings.len() as u64, quiet);
+    bar.set_message(format!("publishing to {topic}"));
+    let start = Instant::now();
+    for (i, r) in readings.iter().enumerate() {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut rec = BaseRecord::to(&topic).payload(r.json.as_slice());
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_str());
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context("cannot publish a reading"),
+            }
+        }
+        if i % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+            bar.set_position(i as u64);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("not every reading was acknowledged within 120 s")?;
+    bar.finish_and_clear();
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    let acked = ctx.acked.load(Ordering::Relaxed);
+    if failed > 0 || acked != readings.len() as u64 {
+        let first = ctx
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{} of {} readings were not acknowledged by {topic} (first error: {first}); does the topic exist? `streamfit run` creates its input topics",
+            readings.len() as u64 - acked,
+            readings.len()
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "published {} readings to {topic} in {secs:.2} s ({:.0} readings/s)",
+        readings.len(),
+        readings.len() as f64 / secs
+    );
+    Ok(())
+}
