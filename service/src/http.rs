@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -80,6 +80,7 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/backfill", post(backfill))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -173,9 +174,59 @@ async fn get_model(
         "weights_note": "weights of the shared model of the partition that has seen the most readings, on standardised features (and target, for regression); model state belongs to an input partition",
         "partitions": partitions,
         "learn_errors": live.learn_errors(),
+        "backfill": h.backfill.lock().ok().and_then(|s| s.status.clone()),
         "commits": h.stats.commits.load(Ordering::Relaxed),
         "aborts": h.stats.aborts.load(Ordering::Relaxed),
     })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillRequest {
+    from: String,
+}
+
+/// Starts a live backfill: a shadow model learns the input topic from
+/// `from` and replaces the live model once it has caught up.
+async fn backfill(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<BackfillRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let h = state.model(&name)?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!(
+                "the body should be JSON such as {{\"from\": \"earliest\"}} (or an ISO 8601 time, or \"PARTITION:OFFSET,...\"): {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let from = crate::replay::parse_from_as(&req.from, "from").map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("{e:#}"),
+        field: Some("from".into()),
+    })?;
+    let mut slot = h.backfill.lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the backfill status lock is poisoned; restart the service",
+        )
+    })?;
+    if slot.status.as_ref().is_some_and(|s| s.active()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a backfill of {name} is already running; follow it in GET /v1/models/{name} (field backfill)"),
+        ));
+    }
+    let status = crate::backfill::Status::requested(&req.from);
+    slot.request = Some(from);
+    slot.status = Some(status.clone());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "backfill": status, "progress": format!("/v1/models/{name}") })),
+    ))
 }
 
 async fn predict(
@@ -357,6 +408,71 @@ mod tests {
         let (s, v) = call(app, "POST", "/v1/models/heart/predict", "application/json", &format!("[{0},{0}]", r#"{"patient_id":"p","age":58,"sex":"M","chest_pain_type":"ASY","resting_bp":100,"cholesterol":234,"fasting_bs":0,"resting_ecg":"Normal","max_hr":156,"exercise_angina":"N","oldpeak":0.1,"st_slope":"Up"}"#)).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["predictions"][1]["probability"], 0.5);
+    }
+
+    #[tokio::test]
+    async fn backfill_requests_are_checked_and_never_doubled() {
+        let st = state();
+        let url = "/v1/models/waits/backfill";
+        let ct = "application/json";
+        let (s, v) = call(
+            app(st.clone(), 1 << 20),
+            "POST",
+            url,
+            ct,
+            r#"{"from": "yesterday"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["field"], "from", "{v}");
+        let (s, v) = call(
+            app(st.clone(), 1 << 20),
+            "POST",
+            url,
+            ct,
+            r#"{"start": "earliest"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v["error"].as_str().unwrap_or("").contains("from"), "{v}");
+        let (s, v) = call(
+            app(st.clone(), 1 << 20),
+            "POST",
+            "/v1/models/nope/backfill",
+            ct,
+            r#"{"from": "earliest"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, v) = call(
+            app(st.clone(), 1 << 20),
+            "POST",
+            url,
+            ct,
+            r#"{"from": "2018-06-01T00:00:00Z"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["backfill"]["state"], "requested", "{v}");
+        // one at a time: the first has not finished
+        let (s, v) = call(
+            app(st.clone(), 1 << 20),
+            "POST",
+            url,
+            ct,
+            r#"{"from": "earliest"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        let (s, v) = call(app(st.clone(), 1 << 20), "GET", "/v1/models/waits", ct, "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["backfill"]["from"], "2018-06-01T00:00:00Z", "{v}");
+        // the request waits for the model's thread
+        let h = st.model("waits").expect("model");
+        assert!(matches!(
+            h.backfill.lock().expect("lock").request,
+            Some(crate::replay::From::Time(_))
+        ));
     }
 
     #[tokio::test]

@@ -10,11 +10,13 @@
 //! - [`checkpoint`]: per-partition model checkpoints on a compacted topic.
 //! - [`live`]: the per-partition pipelines HTTP reads.
 //! - [`replay`]: `streamfit replay`, training from a topic's history.
+//! - [`backfill`]: a shadow model trained from history while the service runs.
 //! - [`http`]: the axum API.
 //! - [`stats`]: live counters and their Prometheus rendering.
 //! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
 //! - [`cli`]: the command line.
 
+pub mod backfill;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -154,6 +154,12 @@ impl Pipeline {
         self.task
     }
 
+    /// Makes the version greater than `v`, keeping it if it is already:
+    /// a model swapped in for one at version `v` must not look older.
+    pub fn raise_version_past(&mut self, v: u64) {
+        self.version = self.version.max(v + 1);
+    }
+
     /// The model version: micro-batches learned so far.
     pub fn version(&self) -> u64 {
         self.version

@@ -48,6 +48,12 @@ pub enum To {
 
 /// Parses `--from`: `earliest`, a timestamp, or `PARTITION:OFFSET,...`.
 pub fn parse_from(s: &str) -> Result<From> {
+    parse_from_as(s, "--from")
+}
+
+/// Parses a start given as `name` (`--from` on the command line, `from` in
+/// an HTTP body).
+pub fn parse_from_as(s: &str, name: &str) -> Result<From> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("earliest") {
         return Ok(From::Earliest);
@@ -57,23 +63,23 @@ pub fn parse_from(s: &str) -> Result<From> {
         for part in s.split(',') {
             let (p, o) = part
                 .split_once(':')
-                .with_context(|| format!("`--from` {part:?} should be PARTITION:OFFSET"))?;
+                .with_context(|| format!("`{name}` {part:?} should be PARTITION:OFFSET"))?;
             let p: i32 = p
                 .trim()
                 .parse()
-                .with_context(|| format!("`--from` {part:?}: the partition should be a number"))?;
+                .with_context(|| format!("`{name}` {part:?}: the partition should be a number"))?;
             let o: i64 = o
                 .trim()
                 .parse()
-                .with_context(|| format!("`--from` {part:?}: the offset should be a number"))?;
+                .with_context(|| format!("`{name}` {part:?}: the offset should be a number"))?;
             if p < 0 || o < 0 {
-                bail!("`--from` {part:?}: partition and offset should not be negative");
+                bail!("`{name}` {part:?}: partition and offset should not be negative");
             }
             offsets.insert(p, o);
         }
         return Ok(From::Offsets(offsets));
     }
-    parse_time(s, "--from").map(From::Time)
+    parse_time(s, name).map(From::Time)
 }
 
 /// Parses `--to`: `latest` or a timestamp.

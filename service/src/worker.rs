@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -34,6 +34,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::backfill::{self, Shadow};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, ModelConfig};
 use crate::kafka::{self, ConsumerCtx, InFlight, ProducerCtx};
@@ -57,6 +58,8 @@ pub struct ModelHandle {
     pub restored: AtomicU64,
     /// Replay progress per partition.
     pub progress: std::sync::Mutex<Progress>,
+    /// A live backfill asked for over HTTP, and its status.
+    pub backfill: std::sync::Mutex<backfill::Slot>,
 }
 
 impl ModelHandle {
@@ -71,6 +74,7 @@ impl ModelHandle {
             committing: AtomicBool::new(true),
             restored: AtomicU64::new(u64::MAX),
             progress: std::sync::Mutex::new(BTreeMap::new()),
+            backfill: std::sync::Mutex::new(backfill::Slot::default()),
         })
     }
 
@@ -274,6 +278,10 @@ fn run_with(
         last_commit: Instant::now(),
         buf: Vec::with_capacity(256),
         replay,
+        shadow: None,
+        commits: None,
+        in_flight: None,
+        held: Vec::new(),
     };
     if let Some(plan) = w.replay.clone() {
         if let Ok(mut progress) = handle.progress.lock() {
@@ -289,8 +297,26 @@ fn run_with(
             }
         }
     }
-    let result = w.consume(cancel);
-    w.finish(result, cancel)
+    std::thread::scope(|scope| {
+        if eos {
+            let (requests_tx, requests) = mpsc::channel();
+            let (results, results_rx) = mpsc::channel();
+            let shutdown = Duration::from_millis(config.service.shutdown_timeout_ms);
+            let producer = &producer;
+            std::thread::Builder::new()
+                .name(format!("commit-{}", m.name))
+                .spawn_scoped(scope, move || {
+                    committer(producer, handle, cancel, shutdown, requests, results)
+                })
+                .context("cannot start the committer thread")?;
+            w.commits = Some((requests_tx, results_rx));
+        }
+        let result = w.consume(cancel);
+        let result = w.finish(result);
+        // closes the request channel: the committer ends
+        w.commits = None;
+        result
+    })
 }
 
 /// Calls a transactional API until it succeeds, backing off while it fails
@@ -322,12 +348,111 @@ fn retry(
     }
 }
 
-/// What became of a transactional call.
-enum TxnStep {
-    Done,
-    /// The transaction was aborted and the partitions rolled back.
-    RolledBack,
+/// What became of a transaction handed to the committer.
+enum TxnOutcome {
+    Committed,
+    /// It cannot be saved: abort it and roll back (the error says why).
+    NeedsAbort(String),
 }
+
+/// A commit for the committer thread: the offsets to send to the open
+/// transaction, then commit it.
+type CommitRequest = (TopicPartitionList, rdkafka::consumer::ConsumerGroupMetadata);
+
+/// Exactly once: commits transactions on a thread of its own, so that the
+/// model's thread keeps consuming, predicting and learning while the broker
+/// writes the transaction markers (outputs meanwhile are held, see
+/// `Worker::held`). Retries while the broker is away.
+fn committer(
+    producer: &BaseProducer<ProducerCtx>,
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    shutdown_timeout: Duration,
+    requests: mpsc::Receiver<CommitRequest>,
+    results: mpsc::Sender<Result<TxnOutcome>>,
+) {
+    let timeout = Duration::from_secs(10);
+    for (tpl, group) in requests {
+        let outcome = retry_txn(
+            handle,
+            cancel,
+            shutdown_timeout,
+            "sending offsets to the transaction",
+            || producer.send_offsets_to_transaction(&tpl, &group, timeout),
+        )
+        .and_then(|o| match o {
+            TxnOutcome::Committed => retry_txn(
+                handle,
+                cancel,
+                shutdown_timeout,
+                "committing the transaction",
+                || producer.commit_transaction(timeout),
+            ),
+            abort => Ok(abort),
+        });
+        if results.send(outcome).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a transactional call: retries while it fails retriably (broker
+/// away), reports when the transaction cannot be saved.
+fn retry_txn(
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    shutdown_timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> KafkaResult<()>,
+) -> Result<TxnOutcome> {
+    let mut backoff = Duration::from_millis(100);
+    let mut gave_up_at: Option<Instant> = None;
+    loop {
+        let e = match f() {
+            Ok(()) => {
+                handle.committing.store(true, Ordering::Relaxed);
+                return Ok(TxnOutcome::Committed);
+            }
+            Err(e) => e,
+        };
+        if matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort()) {
+            return Ok(TxnOutcome::NeedsAbort(format!("{what} failed: {e}")));
+        }
+        let retriable = match &e {
+            KafkaError::Transaction(t) => t.is_retriable() && !t.is_fatal(),
+            // commit flushes first: outputs not acknowledged in time
+            KafkaError::Flush(_) => true,
+            _ => false,
+        };
+        if !retriable {
+            return Err(e).with_context(|| format!("{what} failed"));
+        }
+        handle.committing.store(false, Ordering::Relaxed);
+        tracing::warn!(model = %handle.config.name, error = %e, "{what} failed; retrying in {backoff:?}");
+        if cancel.is_cancelled() {
+            let t = *gave_up_at.get_or_insert_with(Instant::now);
+            if t.elapsed() > shutdown_timeout {
+                bail!("{what}: still failing at shutdown; the uncommitted readings will be processed again");
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// An output produced while a commit was in flight, sent once the next
+/// transaction opens.
+struct Held {
+    dead: bool,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    seq: usize,
+}
+
+/// Outputs held beyond this wait for the commit in flight (backpressure
+/// while the broker is away).
+const MAX_HELD: usize = 500_000;
 
 struct Worker<'c> {
     group: String,
@@ -353,10 +478,24 @@ struct Worker<'c> {
     last_commit: Instant,
     buf: Vec<u8>,
     replay: Option<ReplayPlan>,
+    /// A live backfill in progress.
+    shadow: Option<Shadow>,
+    /// Exactly once: the committer thread's request and result channels.
+    commits: Option<(
+        mpsc::Sender<CommitRequest>,
+        mpsc::Receiver<Result<TxnOutcome>>,
+    )>,
+    /// The commit in flight: what each partition's checkpoint in it holds.
+    in_flight: Option<Vec<(i32, i64, PipelineSnapshot)>>,
+    /// Outputs of batches processed while a commit was in flight.
+    held: Vec<Held>,
 }
 
 /// Messages taken from the consumer's queue in one go between housekeeping.
 const DRAIN: usize = 256;
+
+/// The longest a live backfill learns between two live micro-batches.
+const BACKFILL_SLICE: Duration = Duration::from_millis(20);
 
 /// The shortest interval between a replay's transactions.
 const REPLAY_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
@@ -377,7 +516,7 @@ impl<'c> Worker<'c> {
     fn consume(&mut self, cancel: &CancellationToken) -> Result<()> {
         let linger = Duration::from_millis(self.handle.config.batch.max_linger_ms);
         while !cancel.is_cancelled() {
-            let waiting = self.parts.values().any(|p| !p.batch.is_empty());
+            let waiting = self.shadow.is_some() || self.parts.values().any(|p| !p.batch.is_empty());
             let timeout = Duration::from_millis(if waiting { 1 } else { 100 });
             if self.replay_done() {
                 break;
@@ -414,10 +553,14 @@ impl<'c> Worker<'c> {
             for p in due {
                 self.process(p)?;
             }
+            if self.replay.is_none() {
+                self.backfill_step()?;
+            }
             self.producer.poll(Duration::ZERO);
             if self.eos {
+                self.poll_commit(self.held.len() >= MAX_HELD)?;
                 if self.in_txn && self.txn_started.elapsed() >= self.commit_interval() {
-                    self.commit_transaction(cancel)?;
+                    self.commit_transaction()?;
                 }
             } else {
                 self.to_commit
@@ -445,7 +588,7 @@ impl<'c> Worker<'c> {
     }
 
     /// Shutdown: process what is buffered, then commit (or flush and commit).
-    fn finish(&mut self, result: Result<()>, cancel: &CancellationToken) -> Result<()> {
+    fn finish(&mut self, result: Result<()>) -> Result<()> {
         let name = self.handle.config.name.clone();
         let result = result.and_then(|()| {
             let pending: Vec<i32> = self.parts.keys().copied().collect();
@@ -457,8 +600,17 @@ impl<'c> Worker<'c> {
         let timeout = Duration::from_millis(self.config.service.shutdown_timeout_ms);
         if self.eos {
             if result.is_ok() {
-                self.commit_transaction(cancel)?;
+                // the commit in flight, then one for what came after it
+                self.poll_commit(true)?;
+                self.commit_transaction()?;
+                self.poll_commit(true)?;
                 tracing::info!(model = %name, "stopped cleanly");
+            } else if self.in_flight.is_some() {
+                // let the commit in flight end, keep nothing after it
+                let _ = self.poll_commit(true);
+                if self.in_txn {
+                    let _ = self.producer.abort_transaction(timeout);
+                }
             } else if self.in_txn {
                 // nothing of the open transaction becomes visible
                 let _ = self.producer.abort_transaction(timeout);
@@ -627,6 +779,116 @@ impl<'c> Worker<'c> {
         Ok(())
     }
 
+    /// Where the live model stands: the next offset it learns, per owned
+    /// partition (-1 while not known).
+    fn live_positions(&self) -> BTreeMap<i32, i64> {
+        self.parts
+            .iter()
+            .map(|(p, x)| {
+                let at = if x.processed_to >= 0 {
+                    x.processed_to
+                } else {
+                    self.committed.get(p).map_or(-1, |c| c.next_offset)
+                };
+                (*p, at)
+            })
+            .collect()
+    }
+
+    /// Starts a backfill asked for over HTTP, advances a running one by a
+    /// slice of time, and swaps it in once it has caught up.
+    fn backfill_step(&mut self) -> Result<()> {
+        let slot = &self.handle.backfill;
+        let lock = |slot: &'c std::sync::Mutex<backfill::Slot>| {
+            slot.lock()
+                .map_err(|_| anyhow::anyhow!("the backfill status lock is poisoned"))
+        };
+        let from_label = || {
+            lock(slot)
+                .ok()
+                .and_then(|s| s.status.as_ref().map(|s| s.from.clone()))
+                .unwrap_or_default()
+        };
+        let fail = |message: String| -> Result<()> {
+            tracing::warn!(model = %self.handle.config.name, error = %message, "backfill failed");
+            let mut s = lock(slot)?;
+            if let Some(st) = s.status.as_mut() {
+                st.state = backfill::State::Failed;
+                st.error = Some(message);
+            }
+            Ok(())
+        };
+        let live = self.live_positions();
+        if self.shadow.is_none() {
+            let Some(from) = lock(slot)?.request.take() else {
+                return Ok(());
+            };
+            let owned: Vec<i32> = live.keys().copied().collect();
+            if owned.is_empty() {
+                return fail("this instance owns no partition of the input topic yet; try again once /readyz answers 200".into());
+            }
+            match Shadow::start(
+                self.config,
+                &self.handle.config,
+                &self.group,
+                &self.input,
+                &owned,
+                &from,
+            ) {
+                Ok(s) => {
+                    tracing::info!(model = %self.handle.config.name, partitions = ?owned, "backfill started");
+                    self.shadow = Some(s);
+                }
+                Err(e) => return fail(format!("{e:#}")),
+            }
+        }
+        let Some(shadow) = self.shadow.as_mut() else {
+            return Ok(());
+        };
+        if !shadow.partitions().eq(live.keys().copied()) {
+            self.shadow = None;
+            return fail("the partition assignment changed during the backfill (an instance joined or left the group); start it again".into());
+        }
+        let caught_up = match shadow.step(&live, BACKFILL_SLICE) {
+            Ok(c) => c,
+            Err(e) => {
+                self.shadow = None;
+                return fail(format!("{e:#}"));
+            }
+        };
+        let status = shadow.status(&from_label(), &live);
+        if !caught_up {
+            lock(slot)?.status = Some(status);
+            return Ok(());
+        }
+        let Some(shadow) = self.shadow.take() else {
+            return Ok(());
+        };
+        if self.eos && !self.in_txn && self.in_flight.is_none() {
+            // the swapped-in models are checkpointed in the next commit (or
+            // in the one after the commit in flight)
+            self.begin()?;
+        }
+        let mut next = (**self.handle.live.load()).clone();
+        for (p, mut pipeline) in shadow.into_pipelines() {
+            let Some(part) = self.parts.get_mut(&p) else {
+                continue;
+            };
+            // versions only go up, whatever the shadow's count of batches
+            pipeline.raise_version_past(part.pipeline.version());
+            part.pipeline = pipeline;
+            part.dirty = true;
+            next = next.with(p, Arc::new(part.pipeline.clone()));
+        }
+        // one store: HTTP sees every partition's new model at once
+        self.handle.live.store(Arc::new(next));
+        let mut status = status;
+        status.state = backfill::State::Swapped;
+        tracing::info!(model = %self.handle.config.name, readings = status.readings, seconds = status.seconds, "backfill caught up and swapped in");
+        lock(slot)?.status = Some(status);
+        Ok(())
+    }
+
     fn publish(&self, p: i32, pipeline: &Pipeline) {
         let live = self.handle.live.load();
         self.handle
@@ -645,6 +907,8 @@ impl<'c> Worker<'c> {
         if revoked.is_empty() {
             return Ok(());
         }
+        // settle the commit in flight: what it saved stays saved
+        self.poll_commit(true)?;
         if self.eos
             && self.in_txn
             && revoked
@@ -665,19 +929,21 @@ impl<'c> Worker<'c> {
 
     /// Predicts and learns a partition's batch and produces its outcomes.
     fn process(&mut self, partition: i32) -> Result<()> {
+        if self
+            .parts
+            .get(&partition)
+            .is_none_or(|x| x.batch.is_empty())
+        {
+            return Ok(());
+        }
+        if self.eos && !self.in_txn && self.in_flight.is_none() {
+            self.begin()?;
+        }
+        // a commit in flight: the outputs wait for the next transaction
+        let hold = self.eos && !self.in_txn;
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
-        if part.batch.is_empty() {
-            return Ok(());
-        }
-        if self.eos && !self.in_txn {
-            self.producer
-                .begin_transaction()
-                .context("cannot begin a transaction")?;
-            self.in_txn = true;
-            self.txn_started = Instant::now();
-        }
         let started = Instant::now();
         let batch = std::mem::take(&mut part.batch);
         let inputs: Vec<Input<'_>> = batch
@@ -722,7 +988,8 @@ impl<'c> Worker<'c> {
         let publish = self.replay.as_ref().is_none_or(|r| r.publish);
         if publish {
             for ((msg, input), outcome) in batch.iter().zip(&inputs).zip(outcomes.iter()) {
-                out.send(&mut self.buf, msg, input, outcome)?;
+                let held = if hold { Some(&mut self.held) } else { None };
+                out.send(&mut self.buf, held, msg, input, outcome)?;
             }
         }
         if self.replay.is_some() {
@@ -759,7 +1026,7 @@ impl<'c> Worker<'c> {
 
     /// Exactly once: checkpoints of the partitions that moved, the consumed
     /// offsets and the outputs since the last commit, in one transaction.
-    fn commit_transaction(&mut self, cancel: &CancellationToken) -> Result<()> {
+    fn commit_transaction(&mut self) -> Result<()> {
         if !self.in_txn {
             return Ok(());
         }
@@ -793,86 +1060,99 @@ impl<'c> Worker<'c> {
             .consumer
             .group_metadata()
             .context("the consumer has no group metadata to commit offsets with")?;
-        let timeout = Duration::from_secs(10);
-        let producer = self.producer;
-        if let TxnStep::RolledBack =
-            self.txn_call(cancel, "sending offsets to the transaction", || {
-                producer.send_offsets_to_transaction(&tpl, &group, timeout)
-            })?
-        {
-            return Ok(());
-        }
-        if let TxnStep::RolledBack = self.txn_call(cancel, "committing the transaction", || {
-            producer.commit_transaction(timeout)
-        })? {
-            return Ok(());
-        }
+        let Some((requests, _)) = &self.commits else {
+            bail!("exactly once without a committer thread");
+        };
+        requests
+            .send((tpl, group))
+            .map_err(|_| anyhow::anyhow!("the committer thread has stopped"))?;
         self.in_txn = false;
-        self.handle.stats.commits.fetch_add(1, Ordering::Relaxed);
-        for (p, next_offset, snapshot) in done {
-            if let Some(part) = self.parts.get_mut(&p) {
+        for (p, _, _) in &done {
+            if let Some(part) = self.parts.get_mut(p) {
                 part.dirty = false;
             }
-            self.committed.insert(
-                p,
-                Committed {
-                    next_offset,
-                    snapshot: Some(snapshot),
-                },
-            );
+        }
+        self.in_flight = Some(done);
+        Ok(())
+    }
+
+    /// Takes the result of the commit in flight, waiting for it if `block`:
+    /// records what it committed and opens the next transaction for the
+    /// held outputs, or aborts and rolls back.
+    fn poll_commit(&mut self, block: bool) -> Result<()> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        let Some((_, results)) = &self.commits else {
+            return Ok(());
+        };
+        let result = if block {
+            results
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the committer thread has stopped"))?
+        } else {
+            match results.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    bail!("the committer thread has stopped")
+                }
+            }
+        };
+        let done = self.in_flight.take().unwrap_or_default();
+        match result? {
+            TxnOutcome::Committed => {
+                self.handle.stats.commits.fetch_add(1, Ordering::Relaxed);
+                for (p, next_offset, snapshot) in done {
+                    self.committed.insert(
+                        p,
+                        Committed {
+                            next_offset,
+                            snapshot: Some(snapshot),
+                        },
+                    );
+                }
+                if !self.held.is_empty() || self.parts.values().any(|x| x.dirty) {
+                    self.begin()?;
+                    for h in std::mem::take(&mut self.held) {
+                        let topic = if h.dead { &self.dead } else { &self.output };
+                        let mut record = BaseRecord::with_opaque_to(topic.as_str(), h.seq)
+                            .payload(h.payload.as_slice());
+                        if let Some(k) = &h.key {
+                            record = record.key(k.as_slice());
+                        }
+                        if let Some(headers) = h.headers {
+                            record = record.headers(headers);
+                        }
+                        send(self.producer, record)?;
+                    }
+                }
+            }
+            TxnOutcome::NeedsAbort(why) => {
+                tracing::warn!(model = %self.handle.config.name, error = %why, "aborting the transaction and rolling back to the last checkpoint");
+                self.abort_and_roll_back()?;
+            }
         }
         Ok(())
     }
 
-    /// Runs a transactional call: retries while it fails retriably (broker
-    /// away), aborts and rolls back when the transaction cannot be saved.
-    fn txn_call(
-        &mut self,
-        cancel: &CancellationToken,
-        what: &str,
-        mut f: impl FnMut() -> KafkaResult<()>,
-    ) -> Result<TxnStep> {
-        let mut backoff = Duration::from_millis(100);
-        let mut gave_up_at: Option<Instant> = None;
-        loop {
-            let e = match f() {
-                Ok(()) => {
-                    self.handle.committing.store(true, Ordering::Relaxed);
-                    return Ok(TxnStep::Done);
-                }
-                Err(e) => e,
-            };
-            let abort = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort());
-            let retriable = match &e {
-                KafkaError::Transaction(t) => t.is_retriable() && !t.is_fatal(),
-                // commit flushes first: outputs not acknowledged in time
-                KafkaError::Flush(_) => true,
-                _ => false,
-            };
-            if abort {
-                tracing::warn!(model = %self.handle.config.name, error = %e, "{what} failed; aborting and rolling back to the last checkpoint");
-                self.abort_and_roll_back()?;
-                return Ok(TxnStep::RolledBack);
-            }
-            if !retriable {
-                return Err(e).with_context(|| format!("{what} failed"));
-            }
-            self.handle.committing.store(false, Ordering::Relaxed);
-            tracing::warn!(model = %self.handle.config.name, error = %e, "{what} failed; retrying in {backoff:?}");
-            if cancel.is_cancelled() {
-                let t = *gave_up_at.get_or_insert_with(Instant::now);
-                if t.elapsed() > Duration::from_millis(self.config.service.shutdown_timeout_ms) {
-                    bail!("{what}: still failing at shutdown; the uncommitted readings will be processed again");
-                }
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+    /// Opens a transaction.
+    fn begin(&mut self) -> Result<()> {
+        self.producer
+            .begin_transaction()
+            .context("cannot begin a transaction")?;
+        self.in_txn = true;
+        self.txn_started = Instant::now();
+        Ok(())
     }
 
     /// Aborts the open transaction and puts every partition back to its last
     /// checkpoint, the consumer back to its offset.
     fn abort_and_roll_back(&mut self) -> Result<()> {
+        if self.in_flight.is_some() {
+            bail!("internal error: a rollback while a commit is in flight");
+        }
+        self.held.clear();
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.producer.abort_transaction(Duration::from_secs(10)) {
@@ -955,9 +1235,40 @@ struct Outputs<'a> {
 }
 
 impl Outputs<'_> {
+    /// Produces one output, or holds it when `held` is given.
+    fn emit(
+        &self,
+        held: Option<&mut Vec<Held>>,
+        dead: bool,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
+        if let Some(held) = held {
+            held.push(Held {
+                dead,
+                key: key.map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+                headers,
+                seq: self.seq,
+            });
+            return Ok(());
+        }
+        let topic = if dead { self.dead } else { self.output };
+        let mut record = BaseRecord::with_opaque_to(topic, self.seq).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        send(self.producer, record)
+    }
+
     fn send(
         &self,
         buf: &mut Vec<u8>,
+        held: Option<&mut Vec<Held>>,
         msg: &BorrowedMessage<'_>,
         input: &Input<'_>,
         outcome: &Outcome<'_>,
@@ -990,12 +1301,7 @@ impl Outputs<'_> {
                         },
                     },
                 )?;
-                let mut record =
-                    BaseRecord::with_opaque_to(self.output, self.seq).payload(buf.as_slice());
-                if let Some(k) = msg.key() {
-                    record = record.key(k);
-                }
-                send(self.producer, record)
+                self.emit(held, false, msg.key(), buf.as_slice(), None)
             }
             Outcome::Invalid(e) => {
                 let offset = msg.offset().to_string();
@@ -1026,13 +1332,7 @@ impl Outputs<'_> {
                         key: "streamfit.source.offset",
                         value: Some(offset.as_str()),
                     });
-                let mut record = BaseRecord::with_opaque_to(self.dead, self.seq)
-                    .payload(input.bytes)
-                    .headers(headers);
-                if let Some(k) = msg.key() {
-                    record = record.key(k);
-                }
-                send(self.producer, record)?;
+                self.emit(held, true, msg.key(), input.bytes, Some(headers))?;
                 tracing::debug!(model = %self.name, partition = self.partition, offset = msg.offset(), error = %e, "dead-lettered");
                 Ok(())
             }

@@ -1,0 +1,138 @@
+//! A live backfill over HTTP on the real broker: while readings keep
+//! arriving, a shadow model learns the topic from the start and swaps in
+//! once caught up; /predict never fails and never answers from a
+//! half-built model, and the final model equals one pass over every reading.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+async fn model(http: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{http}/v1/models/waits"))
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_backfill_swaps_in_without_a_gap() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let (history, live) = (60_000, 20_000);
+    let readings = waits(history + live);
+    let props = [("bootstrap.servers".to_owned(), bootstrap.clone())]
+        .into_iter()
+        .collect();
+    streamfit::kafka::ensure_topics(&props, std::slice::from_ref(&run.input), 3, 1)
+        .await
+        .expect("topic created");
+    produce(&bootstrap, &run.input, &readings[..history]);
+
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while readings_seen(&run.http, "waits").await < history as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not learn the history in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // ask /predict and the model all along: every answer 200, versions
+    // never going back, the model never knowing fewer readings than before
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (stop, http, body) = (stop.clone(), run.http.clone(), readings[0].1.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut answers, mut fewest, mut last_version) = (0u64, u64::MAX, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let r = client
+                    .post(format!("http://{http}/v1/models/waits/predict"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("/predict answers");
+                let status = r.status();
+                let v: serde_json::Value = r.json().await.expect("json");
+                assert_eq!(status, 200, "/predict failed during the backfill: {v}");
+                let version = v["model_version"].as_u64().expect("a version");
+                assert!(
+                    version >= last_version,
+                    "the version went back: {version} after {last_version}"
+                );
+                last_version = version;
+                fewest = fewest.min(readings_seen(&http, "waits").await);
+                answers += 1;
+            }
+            (answers, fewest)
+        })
+    };
+    // live readings keep arriving during the backfill
+    let publisher = {
+        let (bootstrap, topic) = (bootstrap.clone(), run.input.clone());
+        let rest = readings[history..].to_vec();
+        tokio::task::spawn_blocking(move || {
+            for chunk in rest.chunks(1_000) {
+                produce(&bootstrap, &topic, chunk);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{}/v1/models/waits/backfill", run.http))
+        .json(&serde_json::json!({ "from": "earliest" }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let m = model(&run.http).await;
+        let b = &m["backfill"];
+        assert_ne!(b["state"], "failed", "the backfill failed: {b}");
+        if b["state"] == "swapped" {
+            break b.clone();
+        }
+        assert!(Instant::now() < deadline, "no swap within 120 s: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let learned = status["readings"].as_u64().expect("a count");
+    assert!(
+        learned >= history as u64,
+        "the shadow learned the history: {status}"
+    );
+    for (p, x) in status["partitions"].as_object().expect("partitions") {
+        assert_eq!(
+            x["position"], x["live"],
+            "partition {p} caught up exactly: {status}"
+        );
+    }
+
+    publisher.await.expect("published");
+    wait_for_outputs(&bootstrap, &run, history + live, Duration::from_secs(120));
+    stop.store(true, Ordering::Relaxed);
+    let (answers, fewest) = prober.await.expect("prober");
+    assert!(
+        answers > 10,
+        "/predict was asked during the backfill ({answers} times)"
+    );
+    assert!(
+        fewest >= history as u64,
+        "a model knowing only {fewest} readings answered: half-built"
+    );
+    svc.stop();
+    // one output per reading, and each partition's model equals one pass
+    verify(&bootstrap, &run, "waits", history + live);
+}
