@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::FileWriter;
@@ -74,11 +74,74 @@ impl PredictionLog {
 
     /// Writes the log as an Arrow IPC file.
     pub fn write_ipc(&self, path: &Path) -> Result<(), ArrowError> {
-        let batch = self.to_record_batch()?;
-        let file = File::create(path)?;
-        let mut writer = FileWriter::try_new(file, &batch.schema())?;
-        writer.write(&batch)?;
-        writer.finish()
+        write_ipc(&self.to_record_batch()?, path)
+    }
+}
+
+/// Writes one record batch as an Arrow IPC file.
+pub fn write_ipc(batch: &RecordBatch, path: &Path) -> Result<(), ArrowError> {
+    let file = File::create(path)?;
+    let mut writer = FileWriter::try_new(file, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()
+}
+
+/// The prediction messages of a service's output topic, column by column
+/// (the message contract of DESIGN.md, with its source coordinates).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceLog {
+    /// Source partition of the reading.
+    pub partition: Vec<i32>,
+    /// Source offset of the reading.
+    pub offset: Vec<i64>,
+    /// Entity key.
+    pub key: Vec<Option<String>>,
+    /// Model version that predicted.
+    pub model_version: Vec<u64>,
+    /// The prediction (class for classifiers).
+    pub prediction: Vec<f64>,
+    /// Probability of the positive class (classifiers).
+    pub probability: Vec<Option<f64>>,
+    /// The label, when the reading had one.
+    pub label: Vec<Option<f64>>,
+    /// Event time, Unix ms.
+    pub event_time: Vec<Option<i64>>,
+}
+
+impl ServiceLog {
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.offset.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.offset.is_empty()
+    }
+
+    /// The log as one Arrow record batch.
+    pub fn to_record_batch(&self) -> Result<RecordBatch, ArrowError> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("model_version", DataType::UInt64, false),
+            Field::new("prediction", DataType::Float64, false),
+            Field::new("probability", DataType::Float64, true),
+            Field::new("label", DataType::Float64, true),
+            Field::new("event_time_ms", DataType::Int64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(self.partition.clone())),
+            Arc::new(Int64Array::from(self.offset.clone())),
+            Arc::new(StringArray::from(self.key.clone())),
+            Arc::new(UInt64Array::from(self.model_version.clone())),
+            Arc::new(Float64Array::from(self.prediction.clone())),
+            Arc::new(Float64Array::from(self.probability.clone())),
+            Arc::new(Float64Array::from(self.label.clone())),
+            Arc::new(Int64Array::from(self.event_time.clone())),
+        ];
+        RecordBatch::try_new(schema, columns)
     }
 }
 

@@ -289,6 +289,86 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// Reads a file of readings for a backfill, by extension: `.csv` (a header
+/// of field names, types inferred from the first 10,000 rows), `.parquet`,
+/// or `.jsonl`/`.ndjson`/`.json` (one JSON reading per line). Each row
+/// becomes one JSON reading of its non-null cells; numbers stay numbers,
+/// dates and times become text.
+pub fn read_table(path: &Path) -> Result<Vec<KeyedReading>, DatasetError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let df = match ext.as_deref() {
+        Some("jsonl" | "ndjson" | "json") => return read_jsonl(path),
+        Some("csv") => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))
+            .and_then(|r| r.finish())
+            .map_err(|e| io_err(path, e))?,
+        Some("parquet") => {
+            let file = fs::File::open(path).map_err(|e| io_err(path, e))?;
+            ParquetReader::new(file)
+                .finish()
+                .map_err(|e| io_err(path, e))?
+        }
+        _ => {
+            return Err(fmt_err(
+                path,
+                "should be a .csv, .parquet or .jsonl file of readings",
+            ))
+        }
+    };
+    rows_to_json(&df, path)
+}
+
+/// One JSON object per row, of the row's non-null cells.
+fn rows_to_json(df: &DataFrame, path: &Path) -> Result<Vec<KeyedReading>, DatasetError> {
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let columns = df.columns();
+    let mut out = Vec::with_capacity(df.height());
+    for row in 0..df.height() {
+        let mut obj = serde_json::Map::with_capacity(names.len());
+        for (name, column) in names.iter().zip(columns) {
+            let cell = column
+                .get(row)
+                .map_err(|e| fmt_err(path, format!("row {}: {e}", row + 1)))?;
+            let value = match cell {
+                AnyValue::Null => continue,
+                AnyValue::Boolean(b) => serde_json::Value::from(b),
+                AnyValue::String(s) => serde_json::Value::from(s),
+                AnyValue::StringOwned(s) => serde_json::Value::from(s.as_str()),
+                AnyValue::UInt8(x) => serde_json::Value::from(x),
+                AnyValue::UInt16(x) => serde_json::Value::from(x),
+                AnyValue::UInt32(x) => serde_json::Value::from(x),
+                AnyValue::UInt64(x) => serde_json::Value::from(x),
+                AnyValue::Int8(x) => serde_json::Value::from(x),
+                AnyValue::Int16(x) => serde_json::Value::from(x),
+                AnyValue::Int32(x) => serde_json::Value::from(x),
+                AnyValue::Int64(x) => serde_json::Value::from(x),
+                AnyValue::Float32(x) => serde_json::Value::from(f64::from(x)),
+                AnyValue::Float64(x) => serde_json::Value::from(x),
+                other => serde_json::Value::from(other.to_string()),
+            };
+            // NaN and infinities have no JSON form: the decoder reports the
+            // field as missing, as for a null
+            if !value.is_null() {
+                obj.insert(name.clone(), value);
+            }
+        }
+        out.push(KeyedReading {
+            key: None,
+            json: to_json(&obj),
+        });
+    }
+    Ok(out)
+}
+
 /// Loads readings from a path: the wait-time directory, the heart CSV, or a
 /// JSONL file (by extension `.jsonl`/`.json`).
 pub fn load_readings(path: &Path) -> Result<Vec<KeyedReading>, DatasetError> {
@@ -323,6 +403,49 @@ mod tests {
 
     fn shared() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+    }
+
+    #[test]
+    fn tables_of_readings_read_the_same_from_csv_parquet_and_jsonl() {
+        let dir = std::env::temp_dir().join(format!("streamfit-tables-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("tmp dir");
+        let mut df = df! {
+            "ride" => ["soarin", "dumbo", "soarin"],
+            "ts" => ["2018-01-01T09:00:00", "2018-01-01T09:05:00", "2018-01-01T09:10:00"],
+            "posted_wait" => [Some(35i64), None, Some(40)],
+            "ratio" => [0.5f64, 1.25, 2.0],
+        }
+        .expect("frame");
+        let csv = dir.join("r.csv");
+        CsvWriter::new(fs::File::create(&csv).expect("csv"))
+            .finish(&mut df)
+            .expect("csv written");
+        let parquet = dir.join("r.parquet");
+        ParquetWriter::new(fs::File::create(&parquet).expect("parquet"))
+            .finish(&mut df)
+            .expect("parquet written");
+        let want = [
+            r#"{"ride":"soarin","ts":"2018-01-01T09:00:00","posted_wait":35,"ratio":0.5}"#,
+            r#"{"ride":"dumbo","ts":"2018-01-01T09:05:00","ratio":1.25}"#,
+            r#"{"ride":"soarin","ts":"2018-01-01T09:10:00","posted_wait":40,"ratio":2.0}"#,
+        ];
+        let jsonl = dir.join("r.jsonl");
+        fs::write(&jsonl, want.join("\n")).expect("jsonl");
+        for path in [&csv, &parquet, &jsonl] {
+            let got: Vec<serde_json::Value> = read_table(path)
+                .expect("reads")
+                .iter()
+                .map(|r| serde_json::from_slice(&r.json).expect("json"))
+                .collect();
+            let want: Vec<serde_json::Value> = want
+                .iter()
+                .map(|w| serde_json::from_str(w).expect("json"))
+                .collect();
+            assert_eq!(got, want, "{}", path.display());
+        }
+        let e = read_table(&dir.join("r.xlsx")).expect_err("unknown kind");
+        assert!(e.to_string().contains(".parquet"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

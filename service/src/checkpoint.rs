@@ -9,14 +9,13 @@
 //! an aborted transaction is never seen.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::base_config;
@@ -110,83 +109,41 @@ pub fn read_latest(
     input: &str,
     timeout: Duration,
 ) -> Result<HashMap<i32, Checkpoint>> {
-    let mut c = base_config(props);
-    c.set("group.id", format!("{group}.checkpoint-reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = c
-        .create()
-        .context("cannot create the checkpoint reader; check the [kafka] properties")?;
-    let deadline = Instant::now() + timeout;
-    let metadata = consumer
-        .fetch_metadata(Some(checkpoint_topic), timeout)
-        .with_context(|| format!("cannot read the metadata of {checkpoint_topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        bail!("checkpoint topic {checkpoint_topic} does not exist (`service.checkpoint_topic`)");
-    }
-    let mut tpl = TopicPartitionList::new();
-    let mut high = HashMap::new();
-    for &p in &partitions {
-        let (lo, hi) = consumer
-            .fetch_watermarks(checkpoint_topic, p, timeout)
-            .with_context(|| format!("cannot read the offsets of {checkpoint_topic}/{p}"))?;
-        if hi > lo {
-            high.insert(p, hi);
-            tpl.add_partition_offset(checkpoint_topic, p, Offset::Beginning)
-                .context("cannot build the checkpoint assignment")?;
-        }
-    }
     let mut latest: HashMap<i32, Vec<u8>> = HashMap::new();
-    if !high.is_empty() {
-        consumer
-            .assign(&tpl)
-            .context("cannot assign the checkpoint topic")?;
-        let prefix = format!("{group}/{input}/");
-        while !high.is_empty() {
-            if Instant::now() > deadline {
-                bail!(
-                    "reading checkpoints of {group} from {checkpoint_topic} took longer than {timeout:?}; is a transaction of another producer stuck open?"
-                );
-            }
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    if let Some(p) = m
-                        .key()
-                        .and_then(|k| std::str::from_utf8(k).ok())
-                        .and_then(|k| k.strip_prefix(&prefix))
-                        .and_then(|k| k.parse::<i32>().ok())
-                    {
-                        match m.payload() {
-                            Some(v) => {
-                                latest.insert(p, v.to_vec());
-                            }
-                            None => {
-                                latest.remove(&p);
-                            }
-                        }
+    let prefix = format!("{group}/{input}/");
+    let read = crate::kafka::read_to_end(
+        props,
+        checkpoint_topic,
+        &format!("{group}.checkpoint-reader"),
+        timeout,
+        |m| {
+            if let Some(p) = m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| k.strip_prefix(&prefix))
+                .and_then(|k| k.parse::<i32>().ok())
+            {
+                match m.payload() {
+                    Some(v) => {
+                        latest.insert(p, v.to_vec());
+                    }
+                    None => {
+                        latest.remove(&p);
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "reading checkpoints (retrying)");
-                }
-                None => {}
             }
-            // done with a partition once the position passes the watermark
-            // taken at the start: transaction markers have offsets too, and
-            // the position moves past them
-            if let Ok(pos) = consumer.position() {
-                high.retain(|&p, &mut h| {
-                    pos.find_partition(checkpoint_topic, p)
-                        .and_then(|e| e.offset().to_raw())
-                        .is_none_or(|o| o < h)
-                });
-            }
+        },
+    );
+    match read {
+        Ok(()) => {}
+        Err(crate::kafka::ReadError::NoTopic) => {
+            bail!("checkpoint topic {checkpoint_topic} does not exist (`service.checkpoint_topic`)")
+        }
+        Err(crate::kafka::ReadError::TimedOut) => bail!(
+            "reading checkpoints of {group} from {checkpoint_topic} took longer than {timeout:?}; is a transaction of another producer stuck open?"
+        ),
+        Err(crate::kafka::ReadError::Kafka(e)) => {
+            return Err(e.context(format!("cannot read {checkpoint_topic}")))
         }
     }
     latest

@@ -37,8 +37,9 @@ pub enum Command {
         /// Model name from the config.
         #[arg(long)]
         model: String,
-        /// earliest, a time (ISO 8601, UTC unless it has an offset, or Unix
-        /// ms; resolved per partition), or PARTITION:OFFSET,...
+        /// earliest, latest (nothing from the topic: with --file), a time
+        /// (ISO 8601, UTC unless it has an offset, or Unix ms; resolved per
+        /// partition), or PARTITION:OFFSET,...
         #[arg(long, default_value = "earliest")]
         from: String,
         /// latest (the end when the replay starts) or a time.
@@ -51,6 +52,11 @@ pub enum Command {
         /// Publish predictions and dead letters, as the service would.
         #[arg(long)]
         publish: bool,
+        /// Learn this file of readings first (.csv with a header of field
+        /// names, .parquet, or .jsonl): history that never went through
+        /// Kafka. With `--from latest`, only the file.
+        #[arg(long)]
+        file: Option<PathBuf>,
         /// Config file.
         #[arg(
             long,
@@ -61,6 +67,19 @@ pub enum Command {
         /// Print one JSON object instead of progress bars and text.
         #[arg(long)]
         json: bool,
+    },
+    /// Export or import a model in the versioned snapshot format.
+    Model {
+        /// export or import.
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Export a model's committed predictions (its output topic) to an Arrow
+    /// IPC file for notebooks.
+    Predictions {
+        /// export.
+        #[command(subcommand)]
+        action: PredictionsAction,
     },
     /// Run the prequential (test-then-train) protocol over a data set and print its figures.
     Eval {
@@ -92,6 +111,69 @@ pub enum Command {
     },
 }
 
+/// `streamfit model ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelAction {
+    /// Write the model's latest committed checkpoints (every input
+    /// partition's state and offset) as one JSON snapshot.
+    Export {
+        /// Model name from the config.
+        #[arg(long)]
+        model: String,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Config file.
+        #[arg(
+            long,
+            default_value = "deploy/streamfit.toml",
+            env = "STREAMFIT_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Make a snapshot the state the model's consumer group continues from:
+    /// its checkpoints and the group's offsets, in one transaction. The
+    /// service must be stopped.
+    Import {
+        /// Model name from the config.
+        #[arg(long)]
+        model: String,
+        /// Snapshot file (from `model export` or GET /v1/models/{name}/snapshot).
+        #[arg(long)]
+        file: PathBuf,
+        /// Config file.
+        #[arg(
+            long,
+            default_value = "deploy/streamfit.toml",
+            env = "STREAMFIT_CONFIG"
+        )]
+        config: PathBuf,
+    },
+}
+
+/// `streamfit predictions ...`.
+#[derive(Debug, Subcommand)]
+pub enum PredictionsAction {
+    /// Write every committed prediction of the model's output topic, up to
+    /// its end as of now, to an Arrow IPC file (partition, offset, key,
+    /// model_version, prediction, probability, label, event_time_ms).
+    Export {
+        /// Model name from the config.
+        #[arg(long)]
+        model: String,
+        /// File to write (Arrow IPC, e.g. predictions.arrow).
+        #[arg(long)]
+        out: PathBuf,
+        /// Config file.
+        #[arg(
+            long,
+            default_value = "deploy/streamfit.toml",
+            env = "STREAMFIT_CONFIG"
+        )]
+        config: PathBuf,
+    },
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -113,6 +195,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             to,
             topic,
             publish,
+            file,
             config,
             json,
         } => {
@@ -123,6 +206,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 to: crate::replay::parse_to(&to)?,
                 topic,
                 publish,
+                file,
                 progress: !json,
             };
             let summary = crate::replay::run(&config, &opts)?;
@@ -130,12 +214,74 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
                 println!(
-                    "replayed {} readings in {:.1} s ({:.0} readings/s); the service continues from {:?}",
+                    "replayed {}{} readings in {:.1} s ({:.0} readings/s from the topic); the service continues from {:?}",
+                    if summary.file_readings > 0 {
+                        format!("{} file and ", summary.file_readings)
+                    } else {
+                        String::new()
+                    },
                     summary.readings,
                     summary.seconds,
                     summary.readings_per_second,
                     summary.handed_over
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predictions {
+            action: PredictionsAction::Export { model, out, config },
+        } => {
+            let config = Config::load(&config)?;
+            let done = crate::predlog::export(&config, &model, &out)?;
+            println!(
+                "wrote {} predictions of {model} to {} ({} other messages skipped)",
+                done.rows,
+                out.display(),
+                done.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { action } => {
+            match action {
+                ModelAction::Export { model, out, config } => {
+                    let config = Config::load(&config)?;
+                    let snap = crate::snapshot::export(&config, &model)?;
+                    let bytes = serde_json::to_vec(&snap).context("cannot encode the snapshot")?;
+                    match out {
+                        Some(path) => {
+                            std::fs::write(&path, &bytes)
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                            eprintln!(
+                                "exported model {model}: {} partition(s), next offsets {:?}, to {}",
+                                snap.partitions.len(),
+                                snap.partitions
+                                    .iter()
+                                    .map(|c| (c.partition, c.next_offset))
+                                    .collect::<Vec<_>>(),
+                                path.display()
+                            );
+                        }
+                        None => {
+                            use std::io::Write;
+                            std::io::stdout()
+                                .write_all(&bytes)
+                                .context("cannot write to standard output")?;
+                        }
+                    }
+                }
+                ModelAction::Import {
+                    model,
+                    file,
+                    config,
+                } => {
+                    let config = Config::load(&config)?;
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let snap = crate::snapshot::ModelSnapshot::decode(&bytes)
+                        .with_context(|| format!("{} is not a snapshot", file.display()))?;
+                    let at = crate::snapshot::import(&config, &model, snap)?;
+                    println!("imported model {model}; the service continues from {at:?}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -81,6 +81,7 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/v1/models/{name}/backfill", post(backfill))
+        .route("/v1/models/{name}/snapshot", get(snapshot))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -178,6 +179,44 @@ async fn get_model(
         "commits": h.stats.commits.load(Ordering::Relaxed),
         "aborts": h.stats.aborts.load(Ordering::Relaxed),
     })))
+}
+
+/// The live model in the versioned snapshot format: each partition's
+/// pipeline with the offset it is valid at (`streamfit model import` reads it).
+async fn snapshot(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::snapshot::ModelSnapshot>, ApiError> {
+    let h = state.model(&name)?;
+    let live = h.live.load();
+    let topic = h.config.input_topic().unwrap_or_default().to_owned();
+    let group = h.group.get().cloned().unwrap_or_default();
+    let partitions: Vec<crate::checkpoint::Checkpoint> = live
+        .partitions()
+        .filter(|(p, _)| live.next_offset(*p) >= 0)
+        .map(|(p, m)| crate::checkpoint::Checkpoint {
+            format_version: crate::checkpoint::FORMAT_VERSION,
+            model: name.clone(),
+            group: group.clone(),
+            topic: topic.clone(),
+            partition: p,
+            next_offset: live.next_offset(p),
+            pipeline: m.snapshot(),
+        })
+        .collect();
+    if partitions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("model {name} holds no partition's state yet; try again once /readyz answers 200 and readings have arrived"),
+        ));
+    }
+    Ok(Json(crate::snapshot::ModelSnapshot {
+        format_version: crate::checkpoint::FORMAT_VERSION,
+        model: name,
+        group,
+        topic,
+        partitions,
+    }))
 }
 
 #[derive(serde::Deserialize)]

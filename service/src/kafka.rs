@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
@@ -240,4 +240,88 @@ impl ProducerCtx {
 /// The key of a message as UTF-8, if it has one that is valid.
 pub fn key_str<M: Message>(m: &M) -> Option<&str> {
     m.key().and_then(|k| std::str::from_utf8(k).ok())
+}
+
+/// Why [`read_to_end`] stopped early.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The topic does not exist.
+    NoTopic,
+    /// The end was not reached in time.
+    TimedOut,
+    /// A client error.
+    Kafka(anyhow::Error),
+}
+
+/// Reads every partition of `topic` from the beginning up to its end as of
+/// now, with `isolation.level=read_committed`, handing each message to
+/// `each`. A partition is done once the consumer's position passes the
+/// high watermark taken at the start (transaction markers have offsets too,
+/// and the position moves past them).
+pub fn read_to_end(
+    props: &BTreeMap<String, String>,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> std::result::Result<(), ReadError> {
+    let kafka = |e: KafkaError, what: &str| {
+        ReadError::Kafka(anyhow::Error::new(e).context(what.to_owned()))
+    };
+    let mut c = base_config(props);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| kafka(e, "cannot create a reader; check the [kafka] properties"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| kafka(e, "cannot read the topic's metadata"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(ReadError::NoTopic);
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut high = HashMap::new();
+    for &p in &partitions {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| kafka(e, "cannot read the topic's offsets"))?;
+        if hi > lo {
+            high.insert(p, hi);
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .map_err(|e| kafka(e, "cannot build the assignment"))?;
+        }
+    }
+    if high.is_empty() {
+        return Ok(());
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka(e, "cannot assign the topic"))?;
+    while !high.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(ReadError::TimedOut);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => each(&m),
+            Some(Err(e)) => tracing::warn!(%topic, error = %e, "reading (retrying)"),
+            None => {}
+        }
+        if let Ok(pos) = consumer.position() {
+            high.retain(|&p, &mut h| {
+                pos.find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_none_or(|o| o < h)
+            });
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,8 @@
 //! - [`checkpoint`]: per-partition model checkpoints on a compacted topic.
 //! - [`live`]: the per-partition pipelines HTTP reads.
 //! - [`replay`]: `streamfit replay`, training from a topic's history.
+//! - [`predlog`]: prediction logs from an output topic to Arrow IPC.
+//! - [`snapshot`]: model export and import in the versioned snapshot format.
 //! - [`backfill`]: a shadow model trained from history while the service runs.
 //! - [`http`]: the axum API.
 //! - [`stats`]: live counters and their Prometheus rendering.
@@ -25,7 +27,9 @@ pub mod http;
 pub mod kafka;
 pub mod live;
 pub mod pipeline;
+pub mod predlog;
 pub mod replay;
 pub mod server;
+pub mod snapshot;
 pub mod stats;
 pub mod worker;

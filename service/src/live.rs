@@ -15,6 +15,8 @@ use crate::pipeline::Pipeline;
 pub struct Live {
     fresh: Arc<Pipeline>,
     partitions: BTreeMap<i32, Arc<Pipeline>>,
+    /// Next offset each partition's pipeline learns (-1: not known).
+    offsets: BTreeMap<i32, i64>,
 }
 
 impl Live {
@@ -23,14 +25,22 @@ impl Live {
         Live {
             fresh: Arc::new(fresh),
             partitions: BTreeMap::new(),
+            offsets: BTreeMap::new(),
         }
     }
 
-    /// A copy with `partition`'s pipeline replaced.
-    pub fn with(&self, partition: i32, pipeline: Arc<Pipeline>) -> Live {
+    /// A copy with `partition`'s pipeline replaced by one that has learned
+    /// every reading before `next_offset`.
+    pub fn with(&self, partition: i32, pipeline: Arc<Pipeline>, next_offset: i64) -> Live {
         let mut next = self.clone();
         next.partitions.insert(partition, pipeline);
+        next.offsets.insert(partition, next_offset);
         next
+    }
+
+    /// The next offset `partition`'s pipeline learns (-1: not known).
+    pub fn next_offset(&self, partition: i32) -> i64 {
+        self.offsets.get(&partition).copied().unwrap_or(-1)
     }
 
     /// A copy without the given partitions (revoked, or rolled back).
@@ -38,6 +48,7 @@ impl Live {
         let mut next = self.clone();
         for p in partitions {
             next.partitions.remove(p);
+            next.offsets.remove(p);
         }
         next
     }

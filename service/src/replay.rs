@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::config::Config;
+use crate::checkpoint;
+use crate::config::{Config, ModelConfig};
 use crate::kafka;
+use crate::pipeline::{Input, Pipeline, PipelineSnapshot};
 use crate::worker::{self, ModelHandle, ReplayPlan};
 
 /// Where a replay starts.
@@ -31,6 +31,9 @@ use crate::worker::{self, ModelHandle, ReplayPlan};
 pub enum From {
     /// The first offset still in the topic.
     Earliest,
+    /// The end of each partition: nothing from the topic (a backfill from a
+    /// file only).
+    Latest,
     /// The first reading at or after this time (Unix ms), per partition.
     Time(i64),
     /// Explicit offsets; partitions not listed are not replayed.
@@ -57,6 +60,9 @@ pub fn parse_from_as(s: &str, name: &str) -> Result<From> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("earliest") {
         return Ok(From::Earliest);
+    }
+    if s.eq_ignore_ascii_case("latest") {
+        return Ok(From::Latest);
     }
     if s.contains(':') && !s.contains('-') && !s.contains('T') {
         let mut offsets = BTreeMap::new();
@@ -152,6 +158,7 @@ pub fn resolve(
     };
     let start = match from {
         From::Earliest => marks.iter().map(|(&p, w)| (p, w.0)).collect(),
+        From::Latest => marks.iter().map(|(&p, w)| (p, w.1)).collect(),
         From::Time(ms) => at_time(*ms)?,
         From::Offsets(o) => {
             for (p, off) in o {
@@ -185,6 +192,9 @@ pub struct Options {
     pub topic: Option<String>,
     /// Publish predictions and dead letters.
     pub publish: bool,
+    /// Learn this file of readings (CSV, Parquet, JSONL) first: history that
+    /// never went through Kafka. Every partition's model starts from it.
+    pub file: Option<std::path::PathBuf>,
     /// Draw progress bars.
     pub progress: bool,
 }
@@ -194,8 +204,10 @@ pub struct Options {
 pub struct Summary {
     /// Readings learned from (or predicted) per second.
     pub readings_per_second: f64,
-    /// Readings processed.
+    /// Readings processed from the topic.
     pub readings: u64,
+    /// Readings learned from the file first.
+    pub file_readings: u64,
     /// Wall seconds.
     pub seconds: f64,
     /// Next offset per partition of the replayed topic.
@@ -231,17 +243,16 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
             .await
         })?;
     }
+    // a running service in the group would race the handover
+    crate::snapshot::ensure_group_idle(
+        config,
+        &group,
+        &m.name,
+        "replaying into it (or backfill over HTTP while it runs)",
+    )?;
     let probe: BaseConsumer = kafka::consumer_config(&config.kafka, &group)
         .create()
         .context("cannot create a Kafka consumer; check the [kafka] properties")?;
-    // a running service in the group would race the handover
-    if let Ok(list) = probe.fetch_group_list(Some(&group), Duration::from_secs(10)) {
-        if let Some(g) = list.groups().iter().find(|g| g.name() == group) {
-            if !g.members().is_empty() {
-                bail!("consumer group {group} has {} active member(s): stop the service for model {} before replaying into it (or backfill over HTTP while it runs)", g.members().len(), m.name);
-            }
-        }
-    }
     let (start, end) = resolve(&probe, &topic, &opts.from, &opts.to)?;
     let total: i64 = start
         .iter()
@@ -250,6 +261,11 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     drop(probe);
     tracing::info!(model = %m.name, %topic, ?start, ?end, total, "replaying");
 
+    let seed = match &opts.file {
+        Some(path) => Some(learn_file(&m, path, opts.progress)?),
+        None => None,
+    };
+    let file_readings = seed.as_ref().map_or(0, |(_, n)| *n);
     let handle = Arc::new(ModelHandle::new(m.clone())?);
     let cancel = CancellationToken::new();
     let plan = ReplayPlan {
@@ -257,6 +273,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         start: start.clone(),
         end: end.clone(),
         publish: opts.publish,
+        seed: seed.map(|(s, _)| s),
     };
     let started = Instant::now();
     let worker = {
@@ -288,9 +305,58 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     Ok(Summary {
         readings_per_second: total as f64 / seconds.max(1e-9),
         readings: total as u64,
+        file_readings,
         seconds,
         handed_over: end,
     })
+}
+
+/// Learns a file of readings into a fresh pipeline, with a progress bar;
+/// returns its snapshot and the number of readings.
+fn learn_file(
+    m: &ModelConfig,
+    path: &std::path::Path,
+    progress: bool,
+) -> Result<(PipelineSnapshot, u64)> {
+    let rows = features::datasets::read_table(path)
+        .with_context(|| format!("cannot read the readings in {}", path.display()))?;
+    let bar = if progress {
+        ProgressBar::new(rows.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {human_pos}/{human_len} readings  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("file");
+    let mut pipeline = Pipeline::new(m)?;
+    let mut out = Vec::new();
+    for chunk in rows.chunks(m.batch.max_readings) {
+        let inputs: Vec<Input<'_>> = chunk
+            .iter()
+            .map(|r| Input {
+                key: r.key.as_deref(),
+                bytes: &r.json,
+            })
+            .collect();
+        out.clear();
+        pipeline.process(&inputs, &mut out);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if pipeline.learned() == 0 {
+        bail!(
+            "{}: none of its {} readings could be learned (do its fields match model {}'s features and target?)",
+            path.display(),
+            rows.len(),
+            m.name
+        );
+    }
+    Ok((pipeline.snapshot(), rows.len() as u64))
 }
 
 /// A replay of another topic: its partitions' models become the input
@@ -314,49 +380,14 @@ fn hand_over(config: &Config, group: &str, from_topic: &str, input: &str) -> Res
             bail!("{from_topic} has partition {p} but {input} has only {}: replay a topic with at most as many partitions as the input", ends.len());
         }
     }
-    let producer: BaseProducer = kafka::producer_config(&config.kafka)
-        .set(
-            "transactional.id",
-            format!("{}.{}.handover", config.service.instance_id, group),
-        )
-        .create()
-        .context("cannot create the Kafka producer")?;
-    producer
-        .init_transactions(timeout)
-        .context("cannot initialise transactions")?;
-    producer
-        .begin_transaction()
-        .context("cannot begin a transaction")?;
-    let mut tpl = TopicPartitionList::new();
-    for (p, mut ck) in found {
-        let next = ends.get(&p).copied().unwrap_or(0);
-        ck.topic = input.to_owned();
-        ck.next_offset = next;
-        let bytes = serde_json::to_vec(&ck).context("cannot encode a checkpoint")?;
-        let key = Checkpoint::key(group, input, p);
-        producer
-            .send(
-                BaseRecord::to(&config.service.checkpoint_topic)
-                    .key(key.as_bytes())
-                    .payload(&bytes),
-            )
-            .map_err(|(e, _)| e)
-            .context("cannot queue a checkpoint")?;
-        tpl.add_partition_offset(input, p, Offset::Offset(next))
-            .context("cannot build the offsets")?;
-    }
-    producer
-        .send_offsets_to_transaction(
-            &tpl,
-            &consumer
-                .group_metadata()
-                .context("the consumer has no group metadata")?,
-            timeout,
-        )
-        .context("cannot add the group's offsets to the handover")?;
-    producer
-        .commit_transaction(timeout)
-        .context("cannot commit the handover")?;
+    let checkpoints = found
+        .into_iter()
+        .map(|(p, mut ck)| {
+            ck.next_offset = ends.get(&p).copied().unwrap_or(0);
+            ck
+        })
+        .collect();
+    crate::snapshot::write_state(config, group, input, checkpoints)?;
     tracing::info!(%group, %from_topic, %input, "models handed over to the input topic");
     Ok(())
 }

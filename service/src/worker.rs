@@ -60,6 +60,8 @@ pub struct ModelHandle {
     pub progress: std::sync::Mutex<Progress>,
     /// A live backfill asked for over HTTP, and its status.
     pub backfill: std::sync::Mutex<backfill::Slot>,
+    /// The consumer group, once the worker has started.
+    pub group: std::sync::OnceLock<String>,
 }
 
 impl ModelHandle {
@@ -75,6 +77,7 @@ impl ModelHandle {
             restored: AtomicU64::new(u64::MAX),
             progress: std::sync::Mutex::new(BTreeMap::new()),
             backfill: std::sync::Mutex::new(backfill::Slot::default()),
+            group: std::sync::OnceLock::new(),
         })
     }
 
@@ -164,6 +167,8 @@ pub struct ReplayPlan {
     pub end: BTreeMap<i32, i64>,
     /// Publish predictions and dead letters, as the service would.
     pub publish: bool,
+    /// Every partition's model starts from this (a file learned first).
+    pub seed: Option<PipelineSnapshot>,
 }
 
 /// Replay progress per partition: (start, processed up to, end).
@@ -201,6 +206,7 @@ fn run_with(
         None => m.input_topic()?.to_owned(),
     };
     let group = format!("{}.{}", config.service.group_id, m.name);
+    let _ = handle.group.set(group.clone());
     let instance = format!("{}.{}", config.service.instance_id, m.name);
     let ctx = ConsumerCtx {
         model: m.name.clone(),
@@ -292,7 +298,7 @@ fn run_with(
                 .collect();
         }
         for (&p, &s) in &plan.start {
-            if plan.end.get(&p).is_some_and(|&e| e > s) {
+            if plan.seed.is_some() || plan.end.get(&p).is_some_and(|&e| e > s) {
                 w.open(p)?;
             }
         }
@@ -602,6 +608,9 @@ impl<'c> Worker<'c> {
             if result.is_ok() {
                 // the commit in flight, then one for what came after it
                 self.poll_commit(true)?;
+                if !self.in_txn && self.parts.values().any(|x| x.dirty) {
+                    self.begin()?;
+                }
                 self.commit_transaction()?;
                 self.poll_commit(true)?;
                 tracing::info!(model = %name, "stopped cleanly");
@@ -710,8 +719,15 @@ impl<'c> Worker<'c> {
         let m = &self.handle.config;
         let mut pipeline = Pipeline::new(m)?;
         let mut position = -1;
+        let mut seeded = false;
         if let Some(plan) = &self.replay {
-            // a replay learns from scratch, from its start offset
+            // a replay learns from scratch (or from its seed), from its start offset
+            if let Some(seed) = &plan.seed {
+                pipeline
+                    .restore(seed.clone())
+                    .context("cannot start from the file's model")?;
+                seeded = true;
+            }
             position = plan.start.get(&p).copied().unwrap_or(-1);
             self.committed.insert(
                 p,
@@ -764,7 +780,7 @@ impl<'c> Worker<'c> {
                 }
             }
         }
-        self.publish(p, &pipeline);
+        self.publish(p, &pipeline, position);
         self.parts.insert(
             p,
             Part {
@@ -773,7 +789,8 @@ impl<'c> Worker<'c> {
                 started: Instant::now(),
                 position,
                 processed_to: position,
-                dirty: false,
+                // a seeded partition has news even without a reading
+                dirty: seeded,
             },
         );
         Ok(())
@@ -878,7 +895,7 @@ impl<'c> Worker<'c> {
             pipeline.raise_version_past(part.pipeline.version());
             part.pipeline = pipeline;
             part.dirty = true;
-            next = next.with(p, Arc::new(part.pipeline.clone()));
+            next = next.with(p, Arc::new(part.pipeline.clone()), part.processed_to);
         }
         // one store: HTTP sees every partition's new model at once
         self.handle.live.store(Arc::new(next));
@@ -889,11 +906,13 @@ impl<'c> Worker<'c> {
         Ok(())
     }
 
-    fn publish(&self, p: i32, pipeline: &Pipeline) {
+    fn publish(&self, p: i32, pipeline: &Pipeline, next_offset: i64) {
         let live = self.handle.live.load();
-        self.handle
-            .live
-            .store(Arc::new(live.with(p, Arc::new(pipeline.clone()))));
+        self.handle.live.store(Arc::new(live.with(
+            p,
+            Arc::new(pipeline.clone()),
+            next_offset,
+        )));
     }
 
     /// Forgets revoked partitions: their new owner continues from the last
@@ -1016,9 +1035,11 @@ impl<'c> Worker<'c> {
             part.batch = batch;
             if learned {
                 let live = self.handle.live.load();
-                self.handle.live.store(Arc::new(
-                    live.with(partition, Arc::new(part.pipeline.clone())),
-                ));
+                self.handle.live.store(Arc::new(live.with(
+                    partition,
+                    Arc::new(part.pipeline.clone()),
+                    part.processed_to,
+                )));
             }
         }
         Ok(())

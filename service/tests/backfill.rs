@@ -27,12 +27,7 @@ async fn a_live_backfill_swaps_in_without_a_gap() {
     let run = setup(dir.path(), &bootstrap, "waits");
     let (history, live) = (60_000, 20_000);
     let readings = waits(history + live);
-    let props = [("bootstrap.servers".to_owned(), bootstrap.clone())]
-        .into_iter()
-        .collect();
-    streamfit::kafka::ensure_topics(&props, std::slice::from_ref(&run.input), 3, 1)
-        .await
-        .expect("topic created");
+    create_topic(&bootstrap, &run.input, 3).await;
     produce(&bootstrap, &run.input, &readings[..history]);
 
     let svc = Service::start(&run.config);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -12,30 +11,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 fn replay(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamfit"))
-        .arg("replay")
-        .args(args)
-        .arg("--json")
-        .arg("--config")
-        .arg(config)
-        .env("STREAMFIT_LOG", "warn")
-        .output()
-        .expect("streamfit replay runs");
-    assert!(
-        out.status.success(),
-        "streamfit replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let props = [("bootstrap.servers".to_owned(), bootstrap.to_owned())]
-        .into_iter()
-        .collect();
-    streamfit::kafka::ensure_topics(&props, &[topic.to_owned()], partitions, 1)
-        .await
-        .expect("topic created");
+    let config = config.to_str().expect("utf-8 path");
+    let mut all = vec!["replay", "--json", "--config", config];
+    all.extend_from_slice(args);
+    serde_json::from_str(&streamfit_ok(&all)).expect("one JSON object")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,4 +121,62 @@ fn a_time_start_resolves_per_partition() {
     std::fs::write(&run2.config, config2).expect("config");
     let summary = replay(&run2.config, &["--model", "heart", "--from", &iso]);
     assert_eq!(summary["readings"], 210, "{iso}: {summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_then_the_topic_equals_one_pass() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let (file_part, topic_part) = (8_000, 4_000);
+    let readings = waits(file_part + topic_part);
+    // history that never went through Kafka, as JSON lines without keys:
+    // the model's key field names the ride
+    let file = dir.path().join("history.jsonl");
+    let lines: Vec<&str> = readings[..file_part]
+        .iter()
+        .map(|(_, b)| std::str::from_utf8(b).expect("utf-8"))
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("history written");
+    create_topic(&bootstrap, &run.input, 3).await;
+    produce(&bootstrap, &run.input, &readings[file_part..]);
+
+    let summary = replay(
+        &run.config,
+        &["--model", "waits", "--file", file.to_str().expect("utf-8")],
+    );
+    assert_eq!(summary["file_readings"], file_part, "{summary}");
+    assert_eq!(summary["readings"], topic_part, "{summary}");
+
+    // every partition: the file's model, then the partition's readings
+    let config = streamfit::config::Config::load(&run.config).expect("config");
+    let m = config.model("waits").expect("model");
+    let input = read_input(&bootstrap, &run.input, 3);
+    let checkpoints = streamfit::checkpoint::read_latest(
+        &config.kafka,
+        &config.service.checkpoint_topic,
+        &run.group,
+        &run.input,
+        Duration::from_secs(60),
+    )
+    .expect("checkpoints");
+    assert_eq!(checkpoints.len(), 3, "every partition starts from the file");
+    for p in 0..3 {
+        let mut seq: Vec<(Option<&str>, &[u8])> = readings[..file_part]
+            .iter()
+            .map(|(_, b)| (None, b.as_slice()))
+            .collect();
+        seq.extend(
+            input
+                .iter()
+                .filter(|x| x.partition == p)
+                .map(|x| (x.key.as_deref(), x.payload.as_slice())),
+        );
+        let want = one_pass(m, &seq);
+        let ck = &checkpoints[&p];
+        let mut got = streamfit::pipeline::Pipeline::new(m).expect("pipeline");
+        got.restore(ck.pipeline.clone()).expect("restores");
+        assert_eq!(got.seen(), want.seen(), "partition {p}: readings seen");
+        assert_same_model(got.model(), want.model(), &format!("partition {p}"));
+    }
 }

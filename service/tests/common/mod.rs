@@ -500,3 +500,50 @@ pub async fn readings_seen(http: &str, model: &str) -> u64 {
         .expect("json");
     v["model"]["readings_seen"].as_u64().unwrap_or(0)
 }
+
+/// Creates a topic on the test broker.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let props = [("bootstrap.servers".to_owned(), bootstrap.to_owned())]
+        .into_iter()
+        .collect();
+    streamfit::kafka::ensure_topics(&props, &[topic.to_owned()], partitions, 1)
+        .await
+        .expect("topic created");
+}
+
+/// Runs a `streamfit` subcommand to completion.
+pub fn streamfit(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_streamfit"))
+        .args(args)
+        .env("STREAMFIT_LOG", "warn")
+        .output()
+        .expect("the streamfit binary runs")
+}
+
+/// Runs a `streamfit` subcommand that must succeed; returns its stdout.
+pub fn streamfit_ok(args: &[&str]) -> String {
+    let out = streamfit(args);
+    assert!(
+        out.status.success(),
+        "streamfit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A pipeline that learned `readings` in order, one pass.
+pub fn one_pass(
+    model: &streamfit::config::ModelConfig,
+    readings: &[(Option<&str>, &[u8])],
+) -> Pipeline {
+    let mut p = Pipeline::new(model).expect("pipeline");
+    let inputs: Vec<Input<'_>> = readings
+        .iter()
+        .map(|(k, b)| Input { key: *k, bytes: b })
+        .collect();
+    let mut out = Vec::new();
+    for chunk in inputs.chunks(997) {
+        p.process(chunk, &mut out);
+    }
+    p
+}

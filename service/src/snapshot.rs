@@ -1,0 +1,214 @@
+//! Model export and import in the versioned snapshot format: a whole
+//! model is its checkpoints, one per input partition, each with the offset
+//! it is valid at. `GET /v1/models/{name}/snapshot` and `streamfit model
+//! export` write it; `streamfit model import` makes it the state a consumer
+//! group continues from: checkpoints and the group's offsets in one Kafka
+//! transaction, as a replay's handover does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, Checkpoint, FORMAT_VERSION};
+use crate::config::Config;
+use crate::kafka;
+
+/// A whole model: every input partition's checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSnapshot {
+    /// Format of this file; a reader refuses versions it does not know.
+    pub format_version: u32,
+    /// The model's name.
+    pub model: String,
+    /// The consumer group it was taken from.
+    pub group: String,
+    /// The input topic.
+    pub topic: String,
+    /// One checkpoint per input partition.
+    pub partitions: Vec<Checkpoint>,
+}
+
+impl ModelSnapshot {
+    /// Decodes a snapshot, checking its format version.
+    pub fn decode(bytes: &[u8]) -> Result<ModelSnapshot> {
+        #[derive(Deserialize)]
+        struct Head {
+            format_version: u32,
+        }
+        let head: Head = serde_json::from_slice(bytes)
+            .context("not a streamfit model snapshot (JSON with a format_version)")?;
+        if head.format_version != FORMAT_VERSION {
+            bail!(
+                "snapshot format {} is not one this build reads ({FORMAT_VERSION})",
+                head.format_version
+            );
+        }
+        serde_json::from_slice(bytes).context("the snapshot is damaged")
+    }
+}
+
+/// The consumer group of a model.
+pub fn group_of(config: &Config, model: &str) -> String {
+    format!("{}.{model}", config.service.group_id)
+}
+
+/// Fails when the group has members: a running service would race a write
+/// of its state.
+pub fn ensure_group_idle(config: &Config, group: &str, model: &str, what: &str) -> Result<()> {
+    let probe: BaseConsumer = kafka::consumer_config(&config.kafka, group)
+        .create()
+        .context("cannot create a Kafka consumer; check the [kafka] properties")?;
+    if let Ok(list) = probe.fetch_group_list(Some(group), Duration::from_secs(10)) {
+        if let Some(g) = list.groups().iter().find(|g| g.name() == group) {
+            if !g.members().is_empty() {
+                bail!("consumer group {group} has {} active member(s): stop the service for model {model} before {what}", g.members().len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The model's latest committed checkpoints, as a snapshot.
+pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
+    let m = config.model(model)?;
+    let group = group_of(config, model);
+    let input = m.input_topic()?.to_owned();
+    let found = checkpoint::read_latest(
+        &config.kafka,
+        &config.service.checkpoint_topic,
+        &group,
+        &input,
+        Duration::from_secs(60),
+    )?;
+    if found.is_empty() {
+        bail!("model {model} has no committed checkpoint in {} for group {group}: has the service (with exactly_once = true) or a replay run?", config.service.checkpoint_topic);
+    }
+    Ok(ModelSnapshot {
+        format_version: FORMAT_VERSION,
+        model: model.to_owned(),
+        group,
+        topic: input,
+        partitions: found.into_values().collect(),
+    })
+}
+
+/// Makes `snapshot` the state the model's consumer group continues from.
+pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<BTreeMap<i32, i64>> {
+    let m = config.model(model)?;
+    let input = m.input_topic()?.to_owned();
+    if snapshot.model != model {
+        bail!(
+            "the snapshot is of model {:?}, not {model:?}",
+            snapshot.model
+        );
+    }
+    if snapshot.topic != input {
+        bail!("the snapshot's offsets are of topic {:?}, but model {model} reads {input:?}: import it into a config whose input_topic is {:?}", snapshot.topic, snapshot.topic);
+    }
+    let group = group_of(config, model);
+    ensure_group_idle(config, &group, model, "importing into it")?;
+    let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, &group)
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    for ck in &snapshot.partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(&input, ck.partition, Duration::from_secs(30))
+            .with_context(|| {
+                format!(
+                    "cannot read the offsets of {input} partition {}",
+                    ck.partition
+                )
+            })?;
+        if ck.next_offset > high {
+            bail!("the snapshot continues partition {} at offset {}, past the end of {input} ({high}): is it from another cluster or topic?", ck.partition, ck.next_offset);
+        }
+    }
+    let written = snapshot
+        .partitions
+        .iter()
+        .map(|c| (c.partition, c.next_offset))
+        .collect();
+    write_state(config, &group, &input, snapshot.partitions)?;
+    Ok(written)
+}
+
+/// Writes checkpoints (re-keyed to `group` and `input`) and moves the
+/// group's offsets to them, in one transaction.
+pub fn write_state(
+    config: &Config,
+    group: &str,
+    input: &str,
+    checkpoints: Vec<Checkpoint>,
+) -> Result<()> {
+    let timeout = Duration::from_secs(30);
+    let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, group)
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    let producer: BaseProducer = kafka::producer_config(&config.kafka)
+        .set(
+            "transactional.id",
+            format!("{}.{group}.handover", config.service.instance_id),
+        )
+        .create()
+        .context("cannot create the Kafka producer")?;
+    producer
+        .init_transactions(timeout)
+        .context("cannot initialise transactions")?;
+    producer
+        .begin_transaction()
+        .context("cannot begin a transaction")?;
+    let mut tpl = TopicPartitionList::new();
+    for mut ck in checkpoints {
+        ck.group = group.to_owned();
+        ck.topic = input.to_owned();
+        let bytes = serde_json::to_vec(&ck).context("cannot encode a checkpoint")?;
+        let key = Checkpoint::key(group, input, ck.partition);
+        producer
+            .send(
+                BaseRecord::to(&config.service.checkpoint_topic)
+                    .key(key.as_bytes())
+                    .payload(&bytes),
+            )
+            .map_err(|(e, _)| e)
+            .context("cannot queue a checkpoint")?;
+        tpl.add_partition_offset(input, ck.partition, Offset::Offset(ck.next_offset))
+            .context("cannot build the offsets")?;
+    }
+    producer
+        .send_offsets_to_transaction(
+            &tpl,
+            &consumer
+                .group_metadata()
+                .context("the consumer has no group metadata")?,
+            timeout,
+        )
+        .context("cannot add the group's offsets to the transaction")?;
+    producer
+        .commit_transaction(timeout)
+        .context("cannot commit the checkpoints and offsets")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_checks_the_format() {
+        let e = ModelSnapshot::decode(br#"{"format_version": 99}"#).expect_err("unknown format");
+        assert!(format!("{e:#}").contains("format 99"), "{e:#}");
+        let e = ModelSnapshot::decode(b"[1, 2]").expect_err("not a snapshot");
+        assert!(
+            format!("{e:#}").contains("not a streamfit model snapshot"),
+            "{e:#}"
+        );
+        let e = ModelSnapshot::decode(br#"{"format_version": 1, "model": "x"}"#)
+            .expect_err("incomplete");
+        assert!(format!("{e:#}").contains("damaged"), "{e:#}");
+    }
+}
