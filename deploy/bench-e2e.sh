@@ -16,6 +16,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 data="${STREAMFIT_DATA:-$root/../shared/data}"
 port="${STREAMFIT_KAFKA_PORT:-9092}"
 models="${MODELS:-waits-v1 waits}"
+source deploy/bench-lib.sh
 run_id="$(date +%s)"
 topic="bench.waits.$run_id"
 deploy/kafka.sh up
@@ -31,27 +32,10 @@ raw() {
     --topic "$topic" --messages "$n" --group "perf-$run_id-$1" --timeout 60000 2>/dev/null | tail -n 1 | awk -F', *' '{print $6}'
 }
 
-# config for MODEL on the bench topic, in consumer group bench-RUN
-config() {
-  local model="$1" run="$2" http="$3" conf="$cache/bench-$1.toml"
-  python3 - "$model" "$topic" "$http" "$port" "$run" > "$conf" <<'PY'
-import sys, re
-model, topic, http, port, run = sys.argv[1:]
-text = open("deploy/streamfit.toml").read()
-tables = text.split("[[model]]")
-body = next(t for t in tables[1:] if re.search(r'^name = "%s"$' % re.escape(model), t, re.M))
-body = re.sub(r'^input_topic = .*$', f'input_topic = "{topic}"', body, flags=re.M)
-body = re.sub(r'^output_topic = .*$', f'output_topic = "{topic}.{model}.predictions"', body, flags=re.M)
-body = re.sub(r'^dead_letter_topic = .*$', f'dead_letter_topic = "{topic}.{model}.dead"', body, flags=re.M)
-print(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:{port}"\n[service]\ngroup_id = "bench-{run}"\nhttp_addr = "{http}"\n[topics]\npartitions = 3\n[[model]]{body}')
-PY
-  echo "$conf"
-}
-
 service() {
-  local model="$1" round="$2" eos="$3" http="127.0.0.1:$((18000 + RANDOM % 1000))"
-  local conf
-  conf=$(config "$model" "$run_id-$round-$eos" "$http")
+  local model="$1" round="$2" eos="$3" http conf
+  http=$(bench_http)
+  conf=$(bench_config "$model" "$topic" "$run_id-$round-$eos" "$http")
   STREAMFIT_SERVICE_EXACTLY_ONCE="$eos" STREAMFIT_SERVICE_INSTANCE_ID="bench-$run_id-$round-$eos" \
     STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-e2e.log" &
   local pid=$!
@@ -73,7 +57,7 @@ service() {
 # predictions published), then hands over offsets and checkpoints
 replay() {
   local model="$1" round="$2" conf
-  conf=$(config "$model" "$run_id-$round-replay" "127.0.0.1:0")
+  conf=$(bench_config "$model" "$topic" "$run_id-$round-replay" "127.0.0.1:0")
   STREAMFIT_LOG=warn "$bin/streamfit" replay --config "$conf" --model "$model" --from earliest --json 2>>"$cache/bench-e2e.log" \
     | python3 -c "import json, sys; print(round(json.load(sys.stdin)['readings_per_second']))"
 }
