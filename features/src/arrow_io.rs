@@ -109,6 +109,35 @@ pub struct ServiceLog {
 }
 
 impl ServiceLog {
+    /// Writes the log as a Parquet file (through polars).
+    pub fn write_parquet(&self, path: &Path) -> Result<(), crate::error::DatasetError> {
+        use polars::prelude::*;
+        let err = |e: PolarsError| crate::error::DatasetError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut df = DataFrame::new(
+            self.len(),
+            vec![
+                Column::new("partition".into(), &self.partition),
+                Column::new("offset".into(), &self.offset),
+                Column::new("key".into(), &self.key),
+                Column::new("model_version".into(), &self.model_version),
+                Column::new("prediction".into(), &self.prediction),
+                Column::new("probability".into(), &self.probability),
+                Column::new("label".into(), &self.label),
+                Column::new("event_time_ms".into(), &self.event_time),
+            ],
+        )
+        .map_err(err)?;
+        let file = File::create(path).map_err(|e| crate::error::DatasetError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        ParquetWriter::new(file).finish(&mut df).map_err(err)?;
+        Ok(())
+    }
+
     /// Rows so far.
     pub fn len(&self) -> usize {
         self.offset.len()
@@ -162,6 +191,43 @@ mod tests {
         let reader = FileReader::try_new(File::open(&path).expect("opens"), None).expect("reads");
         let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
         assert_eq!(batches[0], log.to_record_batch().expect("batch"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn service_logs_write_ipc_and_parquet() {
+        use polars::prelude::*;
+        let log = ServiceLog {
+            partition: vec![0, 2],
+            offset: vec![7, 3],
+            key: vec![Some("hf-1".into()), None],
+            model_version: vec![4, 9],
+            prediction: vec![1.0, 0.0],
+            probability: vec![Some(0.8), Some(0.1)],
+            label: vec![Some(1.0), None],
+            event_time: vec![None, Some(1_514_764_800_000)],
+        };
+        let dir = std::env::temp_dir().join(format!("streamfit-svclog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ipc = dir.join("p.arrow");
+        write_ipc(&log.to_record_batch().expect("batch"), &ipc).expect("ipc");
+        let reader = FileReader::try_new(File::open(&ipc).expect("opens"), None).expect("reads");
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+        assert_eq!(batches[0], log.to_record_batch().expect("batch"));
+        let pq = dir.join("p.parquet");
+        log.write_parquet(&pq).expect("parquet");
+        let df = ParquetReader::new(File::open(&pq).expect("opens"))
+            .finish()
+            .expect("reads");
+        assert_eq!(df.height(), 2);
+        let offsets: Vec<Option<i64>> = df
+            .column("offset")
+            .and_then(|c| c.i64().cloned())
+            .expect("offset column")
+            .iter()
+            .collect();
+        assert_eq!(offsets, vec![Some(7), Some(3)]);
+        assert_eq!(df.column("key").expect("key").null_count(), 1);
         std::fs::remove_dir_all(dir).ok();
     }
 }

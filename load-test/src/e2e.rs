@@ -17,7 +17,6 @@ use hdrhistogram::Histogram;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
@@ -229,16 +228,7 @@ pub fn run(opts: Options) -> Result<Report> {
         if let Some(k) = &r.key {
             rec = rec.key(k.as_str());
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).context("cannot publish a reading"),
-            }
-        }
+        crate::publish::send_waiting(&producer, rec)?;
         if i % 256 == 0 {
             producer.poll(Duration::ZERO);
             bar.set_position(i);

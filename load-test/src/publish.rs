@@ -76,16 +76,7 @@ pub fn publish(
         if let Some(k) = &r.key {
             rec = rec.key(k.as_str());
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).context("cannot publish a reading"),
-            }
-        }
+        send_waiting(&producer, rec)?;
         if i % 1024 == 0 {
             producer.poll(Duration::ZERO);
             bar.set_position(i as u64);
@@ -118,4 +109,21 @@ pub fn publish(
         readings.len() as f64 / secs
     );
     Ok(())
+}
+
+/// Sends a record, waiting while the producer's queue is full.
+pub fn send_waiting<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, str, [u8], C::DeliveryOpaque>,
+) -> Result<()> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e).context("cannot publish a reading"),
+        }
+    }
 }

@@ -75,7 +75,7 @@ pub enum Command {
         action: ModelAction,
     },
     /// Export a model's committed predictions (its output topic) to an Arrow
-    /// IPC file for notebooks.
+    /// IPC or Parquet file for notebooks.
     Predictions {
         /// export.
         #[command(subcommand)]
@@ -155,13 +155,14 @@ pub enum ModelAction {
 #[derive(Debug, Subcommand)]
 pub enum PredictionsAction {
     /// Write every committed prediction of the model's output topic, up to
-    /// its end as of now, to an Arrow IPC file (partition, offset, key,
-    /// model_version, prediction, probability, label, event_time_ms).
+    /// its end as of now, to an Arrow IPC file, or Parquet when the name
+    /// ends in .parquet (partition, offset, key, model_version, prediction,
+    /// probability, label, event_time_ms).
     Export {
         /// Model name from the config.
         #[arg(long)]
         model: String,
-        /// File to write (Arrow IPC, e.g. predictions.arrow).
+        /// File to write: predictions.arrow (Arrow IPC) or predictions.parquet.
         #[arg(long)]
         out: PathBuf,
         /// Config file.

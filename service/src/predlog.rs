@@ -1,7 +1,7 @@
 //! `streamfit predictions export`: a model's output topic (read with
 //! `isolation.level=read_committed`, so only committed predictions) as an
-//! Arrow IPC file for notebooks (`pyarrow.ipc.open_file`,
-//! `polars.read_ipc`, `pandas.read_feather`).
+//! Arrow IPC file (`pyarrow.ipc.open_file`, `polars.read_ipc`,
+//! `pandas.read_feather`) or, for a `.parquet` name, a Parquet file.
 
 use std::path::Path;
 use std::time::Duration;
@@ -77,11 +77,19 @@ pub fn export(config: &Config, model: &str, out: &Path) -> Result<Exported> {
         Err(ReadError::TimedOut) => bail!("reading {topic} took longer than 600 s"),
         Err(ReadError::Kafka(e)) => return Err(e.context(format!("cannot read {topic}"))),
     }
-    let batch = log
-        .to_record_batch()
-        .context("cannot build the Arrow record batch")?;
-    features::arrow_io::write_ipc(&batch, out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    let parquet = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if parquet {
+        log.write_parquet(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    } else {
+        let batch = log
+            .to_record_batch()
+            .context("cannot build the Arrow record batch")?;
+        features::arrow_io::write_ipc(&batch, out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
     Ok(Exported {
         rows: log.len(),
         skipped,

@@ -81,15 +81,7 @@ fn a_time_start_resolves_per_partition() {
     let from = (t0 + 40_000).to_string();
     let summary = replay(&run.config, &["--model", "heart", "--from", &from]);
     assert_eq!(summary["readings"], 60 + 30 + 120, "{summary}");
-    let config = streamfit::config::Config::load(&run.config).expect("config");
-    let checkpoints = streamfit::checkpoint::read_latest(
-        &config.kafka,
-        &config.service.checkpoint_topic,
-        &run.group,
-        &run.input,
-        Duration::from_secs(60),
-    )
-    .expect("checkpoints");
+    let checkpoints = checkpoints(&run);
     for (partition, count, _) in plan {
         let ck = &checkpoints[&partition];
         assert_eq!(
@@ -152,14 +144,7 @@ async fn a_file_then_the_topic_equals_one_pass() {
     let config = streamfit::config::Config::load(&run.config).expect("config");
     let m = config.model("waits").expect("model");
     let input = read_input(&bootstrap, &run.input, 3);
-    let checkpoints = streamfit::checkpoint::read_latest(
-        &config.kafka,
-        &config.service.checkpoint_topic,
-        &run.group,
-        &run.input,
-        Duration::from_secs(60),
-    )
-    .expect("checkpoints");
+    let checkpoints = checkpoints(&run);
     assert_eq!(checkpoints.len(), 3, "every partition starts from the file");
     for p in 0..3 {
         let mut seq: Vec<(Option<&str>, &[u8])> = readings[..file_part]
@@ -176,6 +161,57 @@ async fn a_file_then_the_topic_equals_one_pass() {
         let ck = &checkpoints[&p];
         let mut got = streamfit::pipeline::Pipeline::new(m).expect("pipeline");
         got.restore(ck.pipeline.clone()).expect("restores");
+        assert_eq!(got.seen(), want.seen(), "partition {p}: readings seen");
+        assert_same_model(got.model(), want.model(), &format!("partition {p}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_topic_hands_over_at_the_inputs_end() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let (archived, live) = (6_000, 2_000);
+    let readings = waits(archived + live);
+    let archive = unique("eos.archive");
+    create_topic(&bootstrap, &archive, 3).await;
+    create_topic(&bootstrap, &run.input, 3).await;
+    produce(&bootstrap, &archive, &readings[..archived]);
+
+    let summary = replay(&run.config, &["--model", "waits", "--topic", &archive]);
+    assert_eq!(summary["readings"], archived, "{summary}");
+    let handed = checkpoints(&run);
+    assert_eq!(handed.len(), 3, "every partition handed over");
+    assert!(
+        handed
+            .values()
+            .all(|c| c.next_offset == 0 && c.topic == run.input),
+        "valid from the input topic's (empty) end"
+    );
+
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    assert_eq!(readings_seen(&run.http, "waits").await, archived as u64);
+    produce(&bootstrap, &run.input, &readings[archived..]);
+    wait_for_outputs(&bootstrap, &run, live, Duration::from_secs(120));
+    svc.stop();
+
+    // each partition: its archived readings, then its live ones
+    let config = streamfit::config::Config::load(&run.config).expect("config");
+    let m = config.model("waits").expect("model");
+    let old = read_input(&bootstrap, &archive, 3);
+    let new = read_input(&bootstrap, &run.input, 3);
+    let done = checkpoints(&run);
+    for p in 0..3 {
+        let seq: Vec<(Option<&str>, &[u8])> = old
+            .iter()
+            .chain(new.iter())
+            .filter(|x| x.partition == p)
+            .map(|x| (x.key.as_deref(), x.payload.as_slice()))
+            .collect();
+        let want = one_pass(m, &seq);
+        let mut got = streamfit::pipeline::Pipeline::new(m).expect("pipeline");
+        got.restore(done[&p].pipeline.clone()).expect("restores");
         assert_eq!(got.seen(), want.seen(), "partition {p}: readings seen");
         assert_same_model(got.model(), want.model(), &format!("partition {p}"));
     }

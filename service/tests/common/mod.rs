@@ -435,14 +435,7 @@ pub fn verify(bootstrap: &str, run: &Run, model: &str, n: usize) {
 
     let config = Config::load(&run.config).expect("config");
     let m = config.model(model).expect("model");
-    let checkpoints = streamfit::checkpoint::read_latest(
-        &config.kafka,
-        &config.service.checkpoint_topic,
-        &run.group,
-        &run.input,
-        Duration::from_secs(60),
-    )
-    .expect("checkpoints read");
+    let checkpoints = checkpoints(run);
     for p in 0..3 {
         let mine: Vec<&InputMessage> = input.iter().filter(|x| x.partition == p).collect();
         if mine.is_empty() {
@@ -546,4 +539,17 @@ pub fn one_pass(
         p.process(chunk, &mut out);
     }
     p
+}
+
+/// The latest committed checkpoint of each input partition of the run's model.
+pub fn checkpoints(run: &Run) -> std::collections::HashMap<i32, streamfit::checkpoint::Checkpoint> {
+    let config = Config::load(&run.config).expect("config");
+    streamfit::checkpoint::read_latest(
+        &config.kafka,
+        &config.service.checkpoint_topic,
+        &run.group,
+        &run.input,
+        Duration::from_secs(60),
+    )
+    .expect("checkpoints read")
 }
