@@ -207,10 +207,15 @@ impl Shadow {
         }
     }
 
+    /// Every partition is exactly where the live model is. A partition the
+    /// live model has not read from yet (no position) counts as caught up:
+    /// the shadow learns nothing there either, so the live model reads it
+    /// from the start after the swap.
     fn caught_up(&self, live: &BTreeMap<i32, i64>) -> bool {
-        self.parts
-            .iter()
-            .all(|(p, part)| live.get(p).is_some_and(|&l| l >= 0 && part.position == l))
+        self.parts.iter().all(|(p, part)| {
+            let l = live.get(p).copied().unwrap_or(-1);
+            l < 0 || part.position == l
+        })
     }
 
     /// The status with this progress.
