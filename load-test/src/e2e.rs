@@ -39,6 +39,8 @@ pub struct Options {
     pub count: u64,
     /// Hide the progress bar.
     pub quiet: bool,
+    /// Write each reading's send time, partition and latency (µs) here.
+    pub dump: Option<PathBuf>,
 }
 
 /// What happened.
@@ -207,6 +209,15 @@ pub fn run(opts: Options) -> Result<Report> {
             .context("cannot start the consumer thread")?
     };
 
+    // settle before the clock starts: the producer's connection, metadata
+    // and producer id, and the consumer's first fetch of the output topic,
+    // so that the tool's own start-up is not counted as the service's
+    producer
+        .client()
+        .fetch_metadata(Some(&opts.topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot reach {} to publish", opts.topic))?;
+    std::thread::sleep(Duration::from_secs(1));
+
     let bar = crate::bar(opts.count, opts.quiet);
     bar.set_message(format!(
         "publishing to {} at {} readings/s",
@@ -268,11 +279,23 @@ pub fn run(opts: Options) -> Result<Report> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .context("cannot make a latency histogram")?;
     let mut predicted = 0u64;
+    let mut dump = Vec::new();
     for (key, sent) in sent_at.iter() {
         if let Some(got) = received.get(key) {
             predicted += 1;
             hist.saturating_record(got.saturating_sub(*sent).max(1));
+            if opts.dump.is_some() {
+                dump.push((*sent, key.0, got.saturating_sub(*sent)));
+            }
         }
+    }
+    if let Some(path) = &opts.dump {
+        dump.sort_unstable();
+        let text: String = dump
+            .iter()
+            .map(|(sent, p, lat)| format!("{sent} {p} {lat}\n"))
+            .collect();
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let published = sent_at.len() as u64;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;

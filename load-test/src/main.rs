@@ -123,6 +123,9 @@ enum Cmd {
         /// Readings to publish.
         #[arg(long, default_value_t = 100_000)]
         count: u64,
+        /// Write "send time µs, partition, latency µs" per reading to this file.
+        #[arg(long)]
+        dump: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -243,6 +246,7 @@ fn run(cmd: Cmd) -> Result<()> {
             bootstrap,
             rate,
             count,
+            dump,
             json,
             quiet,
         } => {
@@ -254,6 +258,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 rate,
                 count,
                 quiet,
+                dump,
             })?;
             print(&r, json, |r| {
                 format!(
