@@ -11,8 +11,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// `--bootstrap`, shared by the subcommands that talk to Kafka.
+#[derive(Debug, Args)]
+struct Kafka {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092",
+        env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    bootstrap: String,
+}
 
 /// Load tools for streamfit.
 #[derive(Debug, Parser)]
@@ -33,12 +45,8 @@ enum Cmd {
         #[arg(long)]
         topic: String,
         /// Kafka bootstrap servers.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
-        )]
-        bootstrap: String,
+        #[command(flatten)]
+        kafka: Kafka,
         /// Readings per second (0 = flat out).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -87,12 +95,8 @@ enum Cmd {
         #[arg(long)]
         topic: String,
         /// Kafka bootstrap servers.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
-        )]
-        bootstrap: String,
+        #[command(flatten)]
+        kafka: Kafka,
         /// Extra librdkafka consumer property, KEY=VALUE (repeatable).
         #[arg(short = 'X', value_parser = parse_prop)]
         property: Vec<(String, String)>,
@@ -111,12 +115,8 @@ enum Cmd {
         #[arg(long)]
         output_topic: String,
         /// Kafka bootstrap servers.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS"
-        )]
-        bootstrap: String,
+        #[command(flatten)]
+        kafka: Kafka,
         /// Readings per second.
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
@@ -179,11 +179,11 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Publish {
             data,
             topic,
-            bootstrap,
+            kafka,
             rate,
             limit,
             quiet,
-        } => publish::publish(data, topic, bootstrap, rate, limit, quiet),
+        } => publish::publish(data, topic, kafka.bootstrap, rate, limit, quiet),
         Cmd::Predict {
             url,
             model,
@@ -229,10 +229,10 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Consume {
             topic,
-            bootstrap,
+            kafka,
             property,
         } => {
-            let (n, secs) = consume::run(&bootstrap, &topic, &property)?;
+            let (n, secs) = consume::run(&kafka.bootstrap, &topic, &property)?;
             println!(
                 "read {n} messages from {topic} in {secs:.2} s ({:.0} messages/s)",
                 n as f64 / secs
@@ -243,7 +243,7 @@ fn run(cmd: Cmd) -> Result<()> {
             data,
             topic,
             output_topic,
-            bootstrap,
+            kafka,
             rate,
             count,
             dump,
@@ -254,7 +254,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 data,
                 topic,
                 output_topic,
-                bootstrap,
+                bootstrap: kafka.bootstrap,
                 rate,
                 count,
                 quiet,

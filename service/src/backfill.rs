@@ -115,6 +115,8 @@ struct ShadowPart {
 /// The shadow model and its reader.
 pub struct Shadow {
     consumer: BaseConsumer,
+    /// The start as asked for.
+    from: String,
     parts: BTreeMap<i32, ShadowPart>,
     started: Instant,
     readings: u64,
@@ -122,7 +124,8 @@ pub struct Shadow {
 }
 
 impl Shadow {
-    /// Starts a shadow of `model` over `partitions` of `topic` from `from`.
+    /// Starts a shadow of `model` over `partitions` of `topic` from `from`
+    /// (asked for as `label`).
     pub fn start(
         config: &Config,
         model: &ModelConfig,
@@ -130,6 +133,7 @@ impl Shadow {
         topic: &str,
         partitions: &[i32],
         from: &From,
+        label: String,
     ) -> Result<Shadow> {
         let consumer: BaseConsumer =
             kafka::consumer_config(&config.kafka, &format!("{group}.backfill"))
@@ -159,6 +163,7 @@ impl Shadow {
             .with_context(|| format!("cannot assign the partitions of {topic}"))?;
         Ok(Shadow {
             consumer,
+            from: label,
             parts,
             started: Instant::now(),
             readings: 0,
@@ -219,11 +224,11 @@ impl Shadow {
     }
 
     /// The status with this progress.
-    pub fn status(&self, from: &str, live: &BTreeMap<i32, i64>) -> Status {
+    pub fn status(&self, live: &BTreeMap<i32, i64>) -> Status {
         let seconds = self.started.elapsed().as_secs_f64();
         Status {
             state: State::Running,
-            from: from.to_owned(),
+            from: self.from.clone(),
             readings: self.readings,
             seconds,
             readings_per_second: self.readings as f64 / seconds.max(1e-9),

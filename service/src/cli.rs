@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::eval;
@@ -18,18 +18,34 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--config FILE` (or `STREAMFIT_CONFIG`), shared by the subcommands.
+#[derive(Debug, Args)]
+pub struct ConfigFile {
+    /// Config file.
+    #[arg(
+        long = "config",
+        value_name = "CONFIG",
+        default_value = "deploy/streamfit.toml",
+        env = "STREAMFIT_CONFIG"
+    )]
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    /// Loads and validates the file.
+    pub fn load(&self) -> Result<Config> {
+        Config::load(&self.path)
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: consume, predict, learn, publish, serve HTTP.
     Run {
         /// Config file.
-        #[arg(
-            long,
-            default_value = "deploy/streamfit.toml",
-            env = "STREAMFIT_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Train a model from a topic's history at full speed and hand it over
     /// to the service: checkpoints and the group's offsets in one transaction.
@@ -58,12 +74,8 @@ pub enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
         /// Config file.
-        #[arg(
-            long,
-            default_value = "deploy/streamfit.toml",
-            env = "STREAMFIT_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print one JSON object instead of progress bars and text.
         #[arg(long)]
         json: bool,
@@ -90,12 +102,8 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Config file.
-        #[arg(
-            long,
-            default_value = "deploy/streamfit.toml",
-            env = "STREAMFIT_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Micro-batch size.
         #[arg(long, default_value_t = 1)]
         batch: usize,
@@ -124,12 +132,8 @@ pub enum ModelAction {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Config file.
-        #[arg(
-            long,
-            default_value = "deploy/streamfit.toml",
-            env = "STREAMFIT_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Make a snapshot the state the model's consumer group continues from:
     /// its checkpoints and the group's offsets, in one transaction. The
@@ -142,12 +146,8 @@ pub enum ModelAction {
         #[arg(long)]
         file: PathBuf,
         /// Config file.
-        #[arg(
-            long,
-            default_value = "deploy/streamfit.toml",
-            env = "STREAMFIT_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
 }
 
@@ -166,12 +166,8 @@ pub enum PredictionsAction {
         #[arg(long)]
         out: PathBuf,
         /// Config file.
-        #[arg(
-            long,
-            default_value = "deploy/streamfit.toml",
-            env = "STREAMFIT_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
 }
 
@@ -179,7 +175,7 @@ pub enum PredictionsAction {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
-            let config = Config::load(&config)?;
+            let config = config.load()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -200,7 +196,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             config,
             json,
         } => {
-            let config = Config::load(&config)?;
+            let config = config.load()?;
             let opts = crate::replay::Options {
                 model,
                 from: crate::replay::parse_from(&from)?,
@@ -232,7 +228,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Predictions {
             action: PredictionsAction::Export { model, out, config },
         } => {
-            let config = Config::load(&config)?;
+            let config = config.load()?;
             let done = crate::predlog::export(&config, &model, &out)?;
             println!(
                 "wrote {} predictions of {model} to {} ({} other messages skipped)",
@@ -245,7 +241,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model { action } => {
             match action {
                 ModelAction::Export { model, out, config } => {
-                    let config = Config::load(&config)?;
+                    let config = config.load()?;
                     let snap = crate::snapshot::export(&config, &model)?;
                     let bytes = serde_json::to_vec(&snap).context("cannot encode the snapshot")?;
                     match out {
@@ -275,7 +271,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     file,
                     config,
                 } => {
-                    let config = Config::load(&config)?;
+                    let config = config.load()?;
                     let bytes = std::fs::read(&file)
                         .with_context(|| format!("cannot read {}", file.display()))?;
                     let snap = crate::snapshot::ModelSnapshot::decode(&bytes)
@@ -295,7 +291,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             predictions_out,
             hindsight,
         } => {
-            let config = Config::load(&config)?;
+            let config = config.load()?;
             let model = config.model(&model)?;
             let readings = eval::load(&data)?;
             let mut log = predictions_out

@@ -331,26 +331,11 @@ fn retry(
     handle: &ModelHandle,
     cancel: &CancellationToken,
     what: &str,
-    mut f: impl FnMut() -> KafkaResult<()>,
+    f: impl FnMut() -> KafkaResult<()>,
 ) -> Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match f() {
-            Ok(()) => {
-                handle.committing.store(true, Ordering::Relaxed);
-                return Ok(());
-            }
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
-                handle.committing.store(false, Ordering::Relaxed);
-                tracing::warn!(model = %handle.config.name, error = %e, "{what} failed; retrying in {backoff:?}");
-            }
-            Err(e) => return Err(e).with_context(|| format!("{what} failed")),
-        }
-        if cancel.is_cancelled() {
-            bail!("{what}: gave up at shutdown");
-        }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    match retry_txn(handle, cancel, Duration::ZERO, what, f)? {
+        TxnOutcome::Committed => Ok(()),
+        TxnOutcome::NeedsAbort(why) => bail!("{why}"),
     }
 }
 
@@ -820,12 +805,6 @@ impl<'c> Worker<'c> {
             slot.lock()
                 .map_err(|_| anyhow::anyhow!("the backfill status lock is poisoned"))
         };
-        let from_label = || {
-            lock(slot)
-                .ok()
-                .and_then(|s| s.status.as_ref().map(|s| s.from.clone()))
-                .unwrap_or_default()
-        };
         let fail = |message: String| -> Result<()> {
             tracing::warn!(model = %self.handle.config.name, error = %message, "backfill failed");
             let mut s = lock(slot)?;
@@ -835,11 +814,16 @@ impl<'c> Worker<'c> {
             }
             Ok(())
         };
-        let live = self.live_positions();
         if self.shadow.is_none() {
-            let Some(from) = lock(slot)?.request.take() else {
-                return Ok(());
+            let (from, label) = {
+                let mut s = lock(slot)?;
+                let Some(from) = s.request.take() else {
+                    return Ok(());
+                };
+                let label = s.status.as_ref().map(|st| st.from.clone());
+                (from, label.unwrap_or_default())
             };
+            let live = self.live_positions();
             let owned: Vec<i32> = live.keys().copied().collect();
             if owned.is_empty() {
                 return fail("this instance owns no partition of the input topic yet; try again once /readyz answers 200".into());
@@ -851,6 +835,7 @@ impl<'c> Worker<'c> {
                 &self.input,
                 &owned,
                 &from,
+                label,
             ) {
                 Ok(s) => {
                     tracing::info!(model = %self.handle.config.name, partitions = ?owned, "backfill started");
@@ -859,6 +844,7 @@ impl<'c> Worker<'c> {
                 Err(e) => return fail(format!("{e:#}")),
             }
         }
+        let live = self.live_positions();
         let Some(shadow) = self.shadow.as_mut() else {
             return Ok(());
         };
@@ -873,7 +859,7 @@ impl<'c> Worker<'c> {
                 return fail(format!("{e:#}"));
             }
         };
-        let status = shadow.status(&from_label(), &live);
+        let status = shadow.status(&live);
         if !caught_up {
             lock(slot)?.status = Some(status);
             return Ok(());

@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-async fn model(http: &str) -> serde_json::Value {
-    reqwest::get(format!("http://{http}/v1/models/waits"))
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_live_backfill_swaps_in_without_a_gap() {
     let bootstrap = bootstrap();
@@ -94,7 +85,7 @@ async fn a_live_backfill_swaps_in_without_a_gap() {
     assert_eq!(r.status(), 202);
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
-        let m = model(&run.http).await;
+        let m = model_detail(&run.http, "waits").await;
         let b = &m["backfill"];
         assert_ne!(b["state"], "failed", "the backfill failed: {b}");
         if b["state"] == "swapped" {

@@ -124,14 +124,7 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
         "{after}"
     );
     assert_ne!(after["probability"], before["probability"]);
-    let model: serde_json::Value = client
-        .get(format!("http://{http}/v1/models/heart"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let model = model_detail(&http, "heart").await;
     assert_eq!(model["model"]["readings_learned"], 400);
     let metrics = client
         .get(format!("http://{http}/metrics"))
@@ -163,14 +156,7 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
     // the models continued from their checkpoints, not from scratch
     let deadline = Instant::now() + Duration::from_secs(30);
     let learned = loop {
-        let model: serde_json::Value = client
-            .get(format!("http://{http}/v1/models/heart"))
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("json");
+        let model = model_detail(&http, "heart").await;
         let n = model["model"]["readings_learned"].as_u64().unwrap_or(0);
         if n >= 500 || Instant::now() > deadline {
             break n;

@@ -483,15 +483,21 @@ pub fn wait_for_outputs(bootstrap: &str, run: &Run, n: usize, within: Duration) 
     );
 }
 
-/// Readings the live model has seen (restored from checkpoints included).
-pub async fn readings_seen(http: &str, model: &str) -> u64 {
-    let v: serde_json::Value = reqwest::get(format!("http://{http}/v1/models/{model}"))
+/// `GET /v1/models/{model}`.
+pub async fn model_detail(http: &str, model: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{http}/v1/models/{model}"))
         .await
         .expect("answers")
         .json()
         .await
-        .expect("json");
-    v["model"]["readings_seen"].as_u64().unwrap_or(0)
+        .expect("json")
+}
+
+/// Readings the live model has seen (restored from checkpoints included).
+pub async fn readings_seen(http: &str, model: &str) -> u64 {
+    model_detail(http, model).await["model"]["readings_seen"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// Creates a topic on the test broker.
