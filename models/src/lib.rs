@@ -34,4 +34,5 @@ pub use linear::{BatchMode, LinearModel, LinearParams, ValidLinearParams};
 pub use loss::Loss;
 pub use metrics::{MetricSet, Prequential, Task};
 pub use optim::OptimizerParams;
+pub use scaler::{OnlineScaler, Scaling};
 pub use snapshot::ModelSnapshot;

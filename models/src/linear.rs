@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check, ModelError};
 use crate::loss::Loss;
 use crate::optim::{OptimizerParams, OptimizerState};
-use crate::scaler::OnlineScaler;
+use crate::scaler::{OnlineScaler, Scaling};
 
 /// How [`LinearModel::learn_batch`] treats a micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,6 +49,9 @@ pub struct LinearParams {
     /// mean the same whether the target is in minutes or in millions.
     #[serde(default = "yes")]
     pub standardize_target: bool,
+    /// How the features marked for standardisation are scaled and bounded.
+    #[serde(default)]
+    pub scaling: Scaling,
 }
 
 fn yes() -> bool {
@@ -64,6 +67,7 @@ impl Default for LinearParams {
             l2: 0.0,
             batch_mode: BatchMode::default(),
             standardize_target: true,
+            scaling: Scaling::default(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl LinearParams {
     pub fn validate(self) -> Result<ValidLinearParams, ModelError> {
         self.loss.validate()?;
         self.optimizer.validate()?;
+        self.scaling.validate()?;
         check(
             self.l1.is_finite() && self.l1 >= 0.0,
             "l1",
@@ -146,7 +151,7 @@ impl LinearModel {
             state: params.0.optimizer.new_state(n),
             params,
             weights: Array1::zeros(n + 1),
-            scaler: OnlineScaler::new(scale_mask),
+            scaler: OnlineScaler::with_scaling(scale_mask, params.0.scaling),
             learned: 0,
             label_range: None,
             target_stats: (0.0, 0.0, 0.0),

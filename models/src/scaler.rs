@@ -5,8 +5,64 @@
 //! makes other libraries diverge on the wait-time stream. NaN means missing:
 //! it does not move the statistics and is imputed as the mean (0 after
 //! standardisation; 0 for an unscaled column).
+//!
+//! [`Scaling`] says how far a standardised value goes: divided by `sds`
+//! standard deviations (2 puts a numeric feature on the scale of a 0/1 one,
+//! as Gelman (2008) recommends for regression inputs) and optionally clipped
+//! to `±clip`, so that the first readings, whose running variance is still
+//! tiny, cannot produce huge values.
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{check, ModelError};
+
+/// How standardised values are scaled and bounded.
+///
+/// In TOML: `scaling = { sds = 2.0, clip = 5.0 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    /// A standardised value is `(x - mean) / (sds * std)`.
+    #[serde(default = "one")]
+    pub sds: f64,
+    /// Standardised values are clipped to `[-clip, clip]` (none by default).
+    #[serde(default)]
+    pub clip: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Scaling {
+            sds: 1.0,
+            clip: None,
+        }
+    }
+}
+
+impl Scaling {
+    /// Checks the parameters; errors name them and their valid range.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        check(
+            self.sds.is_finite() && self.sds > 0.0,
+            "scaling.sds",
+            "a finite number > 0",
+            self.sds,
+        )?;
+        if let Some(clip) = self.clip {
+            check(
+                clip.is_finite() && clip > 0.0,
+                "scaling.clip",
+                "a finite number > 0",
+                clip,
+            )?;
+        }
+        Ok(())
+    }
+}
 
 /// Running per-feature statistics and the mask of columns they apply to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,13 +71,26 @@ pub struct OnlineScaler {
     count: Vec<f64>,
     mean: Vec<f64>,
     m2: Vec<f64>,
-    /// `1 / std`, or 0 while the variance is 0; kept in step with `m2`.
+    /// `1 / (sds * std)`, or 0 while the variance is 0; kept in step with `m2`.
     inv_std: Vec<f64>,
+    /// Scaled in units of this many standard deviations.
+    #[serde(default = "one")]
+    sds: f64,
+    /// Standardised values are clipped to `±clip`.
+    #[serde(default)]
+    clip: Option<f64>,
 }
 
 impl OnlineScaler {
-    /// A scaler for `mask.len()` features, standardising those marked `true`.
+    /// A scaler for `mask.len()` features, standardising those marked `true`
+    /// to unit variance, unbounded.
     pub fn new(mask: Vec<bool>) -> Self {
+        Self::with_scaling(mask, Scaling::default())
+    }
+
+    /// A scaler for `mask.len()` features, standardising those marked `true`
+    /// as `scaling` says (validated by the caller).
+    pub fn with_scaling(mask: Vec<bool>, scaling: Scaling) -> Self {
         let n = mask.len();
         OnlineScaler {
             mask,
@@ -29,6 +98,8 @@ impl OnlineScaler {
             mean: vec![0.0; n],
             m2: vec![0.0; n],
             inv_std: vec![0.0; n],
+            sds: scaling.sds,
+            clip: scaling.clip,
         }
     }
 
@@ -63,7 +134,11 @@ impl OnlineScaler {
             self.mean[i] += d / self.count[i];
             self.m2[i] += d * (v - self.mean[i]);
             let var = self.m2[i] / self.count[i];
-            self.inv_std[i] = if var > 0.0 { 1.0 / var.sqrt() } else { 0.0 };
+            self.inv_std[i] = if var > 0.0 {
+                1.0 / (self.sds * var.sqrt())
+            } else {
+                0.0
+            };
         }
     }
 
@@ -73,7 +148,11 @@ impl OnlineScaler {
         if v.is_nan() {
             0.0
         } else if self.mask[i] {
-            (v - self.mean[i]) * self.inv_std[i]
+            let z = (v - self.mean[i]) * self.inv_std[i];
+            match self.clip {
+                Some(c) => z.clamp(-c, c),
+                None => z,
+            }
         } else {
             v
         }
@@ -105,6 +184,60 @@ mod tests {
         assert_eq!(s.transform_one(0, f64::NAN), 0.0);
         assert_eq!(s.transform_one(1, 7.5), 7.5);
         assert_eq!(s.transform_one(1, f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn scaling_divides_by_sds_and_clips() {
+        let scaling = Scaling {
+            sds: 2.0,
+            clip: Some(1.5),
+        };
+        scaling.validate().expect("valid");
+        let mut s = OnlineScaler::with_scaling(vec![true, false], scaling);
+        for r in [[1.0, 0.0], [3.0, 1.0]] {
+            s.update(&r);
+        }
+        // mean 2, std 1: 3 is one standard deviation, i.e. 0.5 in units of two
+        assert_relative_eq!(s.transform_one(0, 3.0), 0.5, epsilon = 1e-12);
+        assert_eq!(s.transform_one(0, 100.0), 1.5);
+        assert_eq!(s.transform_one(0, -100.0), -1.5);
+        // one-hot and other unscaled columns are untouched
+        assert_eq!(s.transform_one(1, 1.0), 1.0);
+    }
+
+    #[test]
+    fn scaling_errors_name_the_parameter() {
+        let bad = Scaling {
+            sds: 0.0,
+            clip: None,
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("scaling.sds"));
+        let bad = Scaling {
+            sds: 1.0,
+            clip: Some(-1.0),
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("scaling.clip"));
+    }
+
+    #[test]
+    fn old_snapshots_without_scaling_still_load() {
+        let mut s = OnlineScaler::new(vec![true]);
+        s.update(&[1.0]);
+        s.update(&[3.0]);
+        let mut json = serde_json::to_value(&s).expect("serialises");
+        let obj = json.as_object_mut().expect("an object");
+        obj.remove("sds");
+        obj.remove("clip");
+        let back: OnlineScaler = serde_json::from_value(json).expect("loads");
+        assert_eq!(back, s);
     }
 
     #[test]
