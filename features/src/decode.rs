@@ -1,9 +1,18 @@
 //! JSON bytes to a [`Reading`]: the values of the fields a spec names.
 //!
-//! The decoder walks the JSON object once with serde, keeps only the named
-//! fields (strings borrowed from the input when they have no escapes),
-//! skips the rest, and never panics: any byte string gives a reading or a
+//! The decoder walks the JSON object once, keeps only the named fields
+//! (strings borrowed from the input when they have no escapes), skips the
+//! rest, and never panics: any byte string gives a reading or a
 //! [`FeatureError`].
+//!
+//! Two paths give the same result. A fast scanner handles what readings
+//! almost always are: one flat object of numbers, ASCII strings without
+//! escapes, booleans and nulls. Anything else (escapes, non-ASCII text,
+//! nested values, a duplicate field, an exponent it cannot round exactly,
+//! malformed input) makes it give up, and serde_json decodes the reading
+//! from the start, with its exact error messages. Numbers are correctly
+//! rounded on both paths (serde_json's `float_roundtrip`), so they agree
+//! to the bit; a property test checks that they do.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -81,7 +90,15 @@ impl Fields {
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == key)
+        self.find_bytes(key.as_bytes())
+    }
+
+    fn find_bytes(&self, key: &[u8]) -> Option<usize> {
+        // names are short: a byte loop beats a call to memcmp
+        self.names.iter().position(|n| {
+            let n = n.as_bytes();
+            n.len() == key.len() && n.iter().zip(key).all(|(a, b)| a == b)
+        })
     }
 }
 
@@ -97,7 +114,8 @@ pub struct Slots<'a> {
 }
 
 impl<'a> Slots<'a> {
-    fn new(len: usize) -> Self {
+    /// `len` absent values.
+    pub fn new(len: usize) -> Self {
         Slots {
             inline: std::array::from_fn(|_| Value::Absent),
             heap: if len > INLINE {
@@ -117,6 +135,15 @@ impl<'a> Slots<'a> {
     /// True when there are no slots.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    fn clear(&mut self) {
+        let live = if self.len > INLINE {
+            &mut self.heap[..]
+        } else {
+            &mut self.inline[..self.len]
+        };
+        live.fill(Value::Absent);
     }
 }
 
@@ -148,18 +175,228 @@ pub struct Reading<'a> {
     pub values: Slots<'a>,
 }
 
+impl<'a> Reading<'a> {
+    /// A reading with every field of `fields` absent, to decode into.
+    pub fn empty(fields: &Fields) -> Self {
+        Reading {
+            values: Slots::new(fields.len()),
+        }
+    }
+}
+
 /// Decodes one JSON reading, keeping the fields in `fields`.
 pub fn decode<'a>(bytes: &'a [u8], fields: &Fields) -> Result<Reading<'a>, FeatureError> {
-    let mut values = Slots::new(fields.len());
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    ReadingSeed {
-        fields,
-        values: &mut values,
+    let mut reading = Reading::empty(fields);
+    decode_into(bytes, fields, &mut reading)?;
+    Ok(reading)
+}
+
+/// Decodes one JSON reading into `reading` (made by [`Reading::empty`] for
+/// the same `fields`), without moving it.
+pub fn decode_into<'a>(
+    bytes: &'a [u8],
+    fields: &Fields,
+    reading: &mut Reading<'a>,
+) -> Result<(), FeatureError> {
+    if flat::decode(bytes, fields, &mut reading.values).is_some() {
+        return Ok(());
     }
-    .deserialize(&mut de)
-    .map_err(|e| json_error(&e))?;
-    de.end().map_err(|e| json_error(&e))?;
-    Ok(Reading { values })
+    reading.values.clear();
+    decode_serde(bytes, fields, &mut reading.values)
+}
+
+/// The general path: serde_json over the whole input.
+fn decode_serde<'a>(
+    bytes: &'a [u8],
+    fields: &Fields,
+    values: &mut Slots<'a>,
+) -> Result<(), FeatureError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    ReadingSeed { fields, values }
+        .deserialize(&mut de)
+        .map_err(|e| json_error(&e))?;
+    de.end().map_err(|e| json_error(&e))
+}
+
+/// The fast path: a flat object of plain values, or `None` to leave the
+/// input to serde_json (which then also reports any error).
+mod flat {
+    use std::borrow::Cow;
+
+    use super::{Fields, Slots, Value};
+
+    /// Powers of ten that are exact in an f64.
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
+    }
+
+    pub(super) fn decode<'a>(b: &'a [u8], fields: &Fields, values: &mut Slots<'a>) -> Option<()> {
+        let mut i = ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                if b.get(i) != Some(&b'"') {
+                    return None;
+                }
+                let (key, next) = raw_string(b, i + 1)?;
+                i = ws(b, next);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                let (value, next) = value(b, ws(b, i + 1))?;
+                if let Some(slot) = fields.find_bytes(key) {
+                    if !matches!(values[slot], Value::Absent) {
+                        return None; // a duplicate: serde_json names it
+                    }
+                    values[slot] = value;
+                }
+                i = ws(b, next);
+                match b.get(i) {
+                    Some(b',') => i = ws(b, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        (ws(b, i) == b.len()).then_some(())
+    }
+
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+    /// True if any byte of `w` is a quote, a backslash, a control
+    /// character or not ASCII (SWAR: eight bytes per step).
+    #[inline]
+    pub(super) fn special(w: u64) -> bool {
+        let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        // bytes below 0x20 (and, with the high bit, any byte >= 0x80)
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        (quote | backslash | control | w) & HIGHS != 0
+    }
+
+    /// The raw bytes of an ASCII string without escapes or control
+    /// characters, starting after its opening quote, and the index after
+    /// its closing quote.
+    fn raw_string(b: &[u8], start: usize) -> Option<(&[u8], usize)> {
+        let rest = b.get(start..)?;
+        let mut i = 0;
+        while let Some(chunk) = rest.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if special(u64::from_le_bytes(word)) {
+                break;
+            }
+            i += 8;
+        }
+        while let Some(&c) = rest.get(i) {
+            match c {
+                b'"' => return Some((&rest[..i], start + i + 1)),
+                b'\\' | 0..=0x1f | 0x80..=0xff => return None,
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    /// [`raw_string`] as text (ASCII, so always valid UTF-8).
+    fn string(b: &[u8], start: usize) -> Option<(&str, usize)> {
+        let (raw, next) = raw_string(b, start)?;
+        Some((std::str::from_utf8(raw).ok()?, next))
+    }
+
+    fn value(b: &[u8], i: usize) -> Option<(Value<'_>, usize)> {
+        let literal = |word: &[u8], v: Value<'static>| {
+            (b.get(i..i + word.len())? == word).then_some((v, i + word.len()))
+        };
+        match b.get(i)? {
+            b'"' => string(b, i + 1).map(|(s, next)| (Value::Str(Cow::Borrowed(s)), next)),
+            b'-' | b'0'..=b'9' => number(b, i),
+            b't' => literal(b"true", Value::Bool(true)),
+            b'f' => literal(b"false", Value::Bool(false)),
+            b'n' => literal(b"null", Value::Null),
+            _ => None,
+        }
+    }
+
+    fn digits(b: &[u8], mut i: usize) -> usize {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    }
+
+    /// A JSON number, rounded exactly as serde_json (with
+    /// `float_roundtrip`) rounds it.
+    fn number(b: &[u8], start: usize) -> Option<(Value<'static>, usize)> {
+        let neg = b[start] == b'-';
+        let int_start = start + usize::from(neg);
+        let int_end = match b.get(int_start)? {
+            b'0' => int_start + 1,
+            b'1'..=b'9' => digits(b, int_start),
+            _ => return None,
+        };
+        let mut end = int_end;
+        let mut frac = None;
+        if b.get(end) == Some(&b'.') {
+            let frac_end = digits(b, end + 1);
+            if frac_end == end + 1 {
+                return None;
+            }
+            frac = Some((end + 1, frac_end));
+            end = frac_end;
+        }
+        if matches!(b.get(end), Some(b'e' | b'E')) {
+            // rare in readings: the standard library rounds it exactly
+            let mut e = end + 1;
+            if matches!(b.get(e), Some(b'+' | b'-')) {
+                e += 1;
+            }
+            let exp_end = digits(b, e);
+            if exp_end == e {
+                return None;
+            }
+            let text = std::str::from_utf8(&b[start..exp_end]).ok()?;
+            let v: f64 = text.parse().ok()?;
+            return v.is_finite().then_some((Value::Num(v), exp_end));
+        }
+        let sign = |v: f64| if neg { -v } else { v };
+        let mut m: u64 = 0;
+        let int_digits = &b[int_start..int_end];
+        let frac_digits = frac.map_or(&b[0..0], |(s, e)| &b[s..e]);
+        if int_digits.len() + frac_digits.len() > 19 {
+            return None;
+        }
+        for &c in int_digits.iter().chain(frac_digits) {
+            m = m * 10 + u64::from(c - b'0');
+        }
+        if frac.is_none() {
+            // serde_json gives integers as u64 or i64, converted with `as`
+            return Some((Value::Num(sign(m as f64)), end));
+        }
+        // Clinger's fast path: both exact, so one correctly rounded division
+        if m > 1 << 53 || frac_digits.len() >= POW10.len() {
+            return None;
+        }
+        Some((Value::Num(sign(m as f64 / POW10[frac_digits.len()])), end))
+    }
 }
 
 fn json_error(e: &serde_json::Error) -> FeatureError {
@@ -336,8 +573,97 @@ mod tests {
         );
     }
 
+    /// Both paths on the same input: the fast one must either give up or
+    /// agree with serde_json to the bit (the Debug form tells -0.0 from 0.0).
+    fn paths_agree(bytes: &[u8], fields: &Fields) -> Result<bool, String> {
+        let mut fast = Slots::new(fields.len());
+        let mut slow = Slots::new(fields.len());
+        let slow_result = decode_serde(bytes, fields, &mut slow);
+        match flat::decode(bytes, fields, &mut fast) {
+            None => Ok(false),
+            Some(()) => match slow_result {
+                Ok(()) if format!("{fast:?}") == format!("{slow:?}") => Ok(true),
+                Ok(()) => Err(format!("fast {fast:?} != serde {slow:?}")),
+                Err(e) => Err(format!("fast path accepted what serde refuses: {e}")),
+            },
+        }
+    }
+
+    #[test]
+    fn swar_scan_finds_every_special_byte_at_every_position() {
+        for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = special;
+                assert!(
+                    flat::special(u64::from_le_bytes(word)),
+                    "{special:#x} at {at}"
+                );
+            }
+        }
+        for plain in [
+            *b"abcdefgh",
+            *b"2018-01-",
+            *b" ~!#$%&'",
+            [0x20, 0x7f, b'Z', b'a', b'0', b'9', b'_', b'-'],
+        ] {
+            assert!(!flat::special(u64::from_le_bytes(plain)), "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_plain_readings_and_agrees_with_serde() {
+        let f = fields();
+        for text in [
+            r#"{"ride":"7_dwarfs_train","ts":"2018-01-01T07:21:12","posted_wait":45.0}"#,
+            r#" { "posted_wait" : -0 , "ride" : null } "#,
+            r#"{"posted_wait":-0.0,"x":true,"y":false}"#,
+            r#"{"posted_wait":0.1}"#,
+            r#"{"posted_wait":1234567.891011}"#,
+            r#"{"posted_wait":9007199254740993}"#,
+            r#"{"posted_wait":1.5e3}"#,
+            r#"{"posted_wait":-9876543210987654321}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(paths_agree(text.as_bytes(), &f), Ok(true), "{text}");
+        }
+        // left to serde: escapes, non-ASCII, nesting, duplicates, bad input
+        for text in [
+            r#"{"ride":"so\"arin"}"#,
+            r#"{"ride":"café"}"#,
+            r#"{"x":[1],"ride":"a"}"#,
+            r#"{"ride":"a","ride":"b"}"#,
+            r#"{"posted_wait":01}"#,
+            r#"{"posted_wait":1e999}"#,
+            r#"{"posted_wait":1.}"#,
+            r#"{"ride":"a",}"#,
+            r#"{"ride":"a"} x"#,
+        ] {
+            assert_eq!(paths_agree(text.as_bytes(), &f), Ok(false), "{text}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn fast_path_agrees_with_serde_on_json_like_text(
+            s in r#"[ ]?\{[ ]?(("(ride|posted_wait|x)"[ ]?:[ ]?(-?[0-9]{1,21}(\.[0-9]{0,20})?([eE][-+]?[0-9]{1,3})?|"[a-z_\\"é]{0,6}"|null|true|false|\[\]|\{\})[ ]?),?){0,4}\}[ ]?"#
+        ) {
+            prop_assert!(paths_agree(s.as_bytes(), &fields()).is_ok(), "{}", s);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_serde_on_any_number(v in any::<f64>(), digits in 0usize..20) {
+            let text = format!(r#"{{"posted_wait":{v}}}"#);
+            prop_assert!(paths_agree(text.as_bytes(), &fields()).is_ok(), "{}", text);
+            let text = format!(r#"{{"posted_wait":{v:.digits$}}}"#);
+            prop_assert!(paths_agree(text.as_bytes(), &fields()).is_ok(), "{}", text);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_serde_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            prop_assert!(paths_agree(&bytes, &fields()).is_ok());
+        }
         #[test]
         fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes, &fields());

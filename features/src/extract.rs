@@ -12,10 +12,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode, Fields, Reading, Value};
+use crate::decode::{decode_into, Fields, Reading, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, Reset};
-use crate::time::Timestamp;
+use crate::time::{sin_cos_turns, Timestamp};
 
 /// A fast, non-cryptographic hasher (the Fx hash of rustc) for the short
 /// keys on the hot path: ride names, patient ids, category values.
@@ -149,6 +149,9 @@ pub struct FeatureExtractor {
     needs_time: bool,
     classification: bool,
     state: FeatureState,
+    /// [`day_of_year_sin_cos`] of every day of the year (index 1 to 366),
+    /// computed once: a transcendental call per reading saved.
+    day_of_year: Vec<(f64, f64)>,
 }
 
 fn spec_error(key: impl Into<String>, message: impl Into<String>) -> FeatureError {
@@ -165,6 +168,11 @@ fn fnv1a(s: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The cyclical day of year, `sin` and `cos` of `2π·doy/365.25`.
+fn day_of_year_sin_cos(doy: usize) -> (f64, f64) {
+    (TAU * doy as f64 / 365.25).sin_cos()
 }
 
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -412,6 +420,7 @@ impl FeatureExtractor {
             names,
             scale_mask,
             needs_time,
+            day_of_year: (0..=366).map(day_of_year_sin_cos).collect(),
             classification,
         })
     }
@@ -504,7 +513,8 @@ impl FeatureExtractor {
         kafka_key: Option<&'a str>,
         row: &mut [f64],
     ) -> Result<Extracted<'a>, FeatureError> {
-        let (reading, extracted, ts) = self.fill(bytes, kafka_key, row, true)?;
+        let mut reading = Reading::empty(&self.fields);
+        let (extracted, ts) = self.fill(&mut reading, bytes, kafka_key, row, true)?;
         self.update_state(&reading, extracted.key.as_deref(), ts);
         Ok(extracted)
     }
@@ -516,7 +526,9 @@ impl FeatureExtractor {
         kafka_key: Option<&'a str>,
         row: &mut [f64],
     ) -> Result<Extracted<'a>, FeatureError> {
-        self.fill(bytes, kafka_key, row, false).map(|(_, e, _)| e)
+        let mut reading = Reading::empty(&self.fields);
+        self.fill(&mut reading, bytes, kafka_key, row, false)
+            .map(|(e, _)| e)
     }
 
     fn num(
@@ -566,14 +578,15 @@ impl FeatureExtractor {
         }
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Decodes `bytes` into `reading` (in place: it is large) and fills `row`.
     fn fill<'a>(
         &self,
+        reading: &mut Reading<'a>,
         bytes: &'a [u8],
         kafka_key: Option<&'a str>,
         row: &mut [f64],
         learn_vocab: bool,
-    ) -> Result<(Reading<'a>, Extracted<'a>, Option<Timestamp>), FeatureError> {
+    ) -> Result<(Extracted<'a>, Option<Timestamp>), FeatureError> {
         if bytes.len() > self.spec.max_reading_bytes {
             return Err(FeatureError::TooLarge {
                 limit: self.spec.max_reading_bytes,
@@ -590,7 +603,8 @@ impl FeatureExtractor {
                 ),
             ));
         }
-        let reading = decode(bytes, &self.fields)?;
+        decode_into(bytes, &self.fields, reading)?;
+        let reading = &*reading;
         let key: Option<Cow<'a, str>> = match (kafka_key, self.key_slot) {
             (Some(k), _) => Some(Cow::Borrowed(k)),
             (None, Some(slot)) => match &reading.values[slot] {
@@ -678,7 +692,7 @@ impl FeatureExtractor {
                     min,
                     max,
                 } => {
-                    let v = self.num(&reading, *slot, *optional)?;
+                    let v = self.num(reading, *slot, *optional)?;
                     let v = v.filter(|v| !missing.contains(v));
                     if let Some(x) = v {
                         if x < *min || x > *max {
@@ -701,7 +715,7 @@ impl FeatureExtractor {
                 } => {
                     let w = values.len() + 1;
                     row[col..col + w].fill(0.0);
-                    if let Some(c) = self.category(&reading, *slot, *optional)? {
+                    if let Some(c) = self.category(reading, *slot, *optional)? {
                         row[col + values.get(c.as_ref()).copied().unwrap_or(values.len())] = 1.0;
                     }
                 }
@@ -712,7 +726,7 @@ impl FeatureExtractor {
                     optional,
                 } => {
                     row[col..col + max + 1].fill(0.0);
-                    if let Some(c) = self.category(&reading, *slot, *optional)? {
+                    if let Some(c) = self.category(reading, *slot, *optional)? {
                         let known = &self.state.vocab[*vocab];
                         let idx = match known.iter().position(|v| v == c.as_ref()) {
                             Some(j) => j,
@@ -729,14 +743,14 @@ impl FeatureExtractor {
                     optional,
                 } => {
                     row[col..col + buckets].fill(0.0);
-                    if let Some(c) = self.category(&reading, *slot, *optional)? {
+                    if let Some(c) = self.category(reading, *slot, *optional)? {
                         row[col + (fnv1a(&c) % *buckets as u64) as usize] = 1.0;
                     }
                 }
                 Step::Hour { harmonics } => {
                     let h = ts.map(|t| t.hour_of_day()).unwrap_or(0.0);
                     for k in 0..*harmonics {
-                        let (sin, cos) = (TAU * (k + 1) as f64 * h / 24.0).sin_cos();
+                        let (sin, cos) = sin_cos_turns((k + 1) as f64 * h / 24.0);
                         row[col + 2 * k] = sin;
                         row[col + 2 * k + 1] = cos;
                     }
@@ -748,9 +762,11 @@ impl FeatureExtractor {
                     }
                 }
                 Step::DayOfYear => {
-                    let (sin, cos) = (TAU * f64::from(ts.map(|t| t.day_of_year()).unwrap_or(1))
-                        / 365.25)
-                        .sin_cos();
+                    let doy = ts.map_or(1, |t| t.day_of_year()) as usize;
+                    let (sin, cos) = match self.day_of_year.get(doy) {
+                        Some(&sc) => sc,
+                        None => day_of_year_sin_cos(doy),
+                    };
                     row[col] = sin;
                     row[col + 1] = cos;
                 }
@@ -791,7 +807,6 @@ impl FeatureExtractor {
         }
         let event_time = ts.map(|t| t.unix_millis());
         Ok((
-            reading,
             Extracted {
                 key,
                 label,
@@ -907,7 +922,7 @@ mod tests {
         assert_eq!(e.label, Some(25.0));
         assert_eq!(&row[..3], &[1.0, 0.0, 0.0]);
         let h = 9.0 + 5.0 / 60.0;
-        assert_relative_eq!(row[3], (TAU * h / 24.0).sin());
+        assert_relative_eq!(row[3], (TAU * h / 24.0).sin(), epsilon = 1e-15);
         assert_eq!(row[5], 1.0, "Monday");
         assert_eq!(&row[14..], &[0.0, 0.0], "no lag yet");
         // the next reading of the same ride and day sees lag 25; a closed ride is skipped
