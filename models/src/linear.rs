@@ -197,8 +197,11 @@ impl LinearModel {
                 actual: x.len(),
             });
         }
-        if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| v.is_infinite()) {
-            return Err(ModelError::NonFinite { index, value });
+        // the common case in one pass without early exits, then the culprit
+        if x.iter().fold(false, |bad, v| bad | v.is_infinite()) {
+            if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| v.is_infinite()) {
+                return Err(ModelError::NonFinite { index, value });
+            }
         }
         Ok(())
     }
@@ -233,12 +236,7 @@ impl LinearModel {
     fn raw_unchecked(&self, x: &[f64]) -> f64 {
         let w = self.weights.as_slice().unwrap_or(&[]);
         let n = x.len();
-        let mut sum = w[n];
-        for i in 0..n {
-            let v = self.scaler.transform_one(i, x[i]);
-            sum += w[i] * v;
-        }
-        sum
+        w[n] + self.scaler.dot(x, &w[..n])
     }
 
     /// The raw prediction (the margin, for a classifier).
@@ -300,7 +298,11 @@ impl LinearModel {
         *mean += d / *n;
         *m2 += d * (y - *mean);
         let (mean, std) = self.target_scale();
-        (self.scaled_loss(), (y - mean) / std)
+        let loss = match self.params.0.loss {
+            Loss::Huber { delta } => Loss::Huber { delta: delta / std },
+            other => other,
+        };
+        (loss, (y - mean) / std)
     }
 
     /// The smallest and largest label learned so far (regression).
@@ -330,11 +332,10 @@ impl LinearModel {
         self.check_label(y)?;
         self.note_label(y);
         let (loss, y) = self.scaled(y);
-        self.scaler.update(x);
         let n = x.len();
         let mut z = std::mem::take(&mut self.scratch);
         z.resize(n + 1, 0.0);
-        self.scaler.transform(x, &mut z[..n]);
+        self.scaler.update_transform(x, &mut z[..n]);
         z[n] = 1.0;
         let result = if let OptimizerParams::Newton { forgetting, .. } = self.params.0.optimizer {
             self.newton_step(&z, y, loss, forgetting)
@@ -509,10 +510,7 @@ impl LinearModel {
                 ))
             }
         }
-        if let Some(&bad) = w.iter().find(|v| !v.is_finite()) {
-            return Err(ModelError::Diverged { value: bad });
-        }
-        Ok(())
+        check_finite(w)
     }
 
     /// One online Newton step on the standardised row `z` (intercept last).
@@ -579,10 +577,7 @@ impl LinearModel {
             }
         }
         self.grad = px;
-        if let Some(&bad) = w.iter().find(|v| !v.is_finite()) {
-            return Err(ModelError::Diverged { value: bad });
-        }
-        Ok(())
+        check_finite(w)
     }
 
     /// One normalised (Vowpal Wabbit style) step on the standardised row `z`
@@ -675,16 +670,35 @@ impl LinearModel {
                 w[i] = soft_threshold(w[i], eta * p.l1);
             }
         }
-        if let Some(&bad) = w.iter().find(|v| !v.is_finite()) {
-            return Err(ModelError::Diverged { value: bad });
-        }
-        Ok(())
+        check_finite(w)
     }
 }
 
+/// `Diverged` if any weight is not finite (one pass, then the culprit).
+fn check_finite(w: &[f64]) -> Result<(), ModelError> {
+    if w.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+        if let Some(&bad) = w.iter().find(|v| !v.is_finite()) {
+            return Err(ModelError::Diverged { value: bad });
+        }
+    }
+    Ok(())
+}
+
+/// Dot product in four independent sums (see [`OnlineScaler::dot`]).
 #[inline]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0; 4];
+    let mut i = 0;
+    while i + 4 <= n {
+        for (k, s) in acc.iter_mut().enumerate() {
+            *s += a[i + k] * b[i + k];
+        }
+        i += 4;
+    }
+    let tail: f64 = a[i..].iter().zip(&b[i..]).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 #[cfg(test)]

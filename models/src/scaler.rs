@@ -125,44 +125,127 @@ impl OnlineScaler {
 
     /// Adds one row to the statistics.
     pub fn update(&mut self, x: &[f64]) {
-        for (i, &v) in x.iter().enumerate() {
-            if !self.mask[i] || v.is_nan() {
-                continue;
-            }
-            self.count[i] += 1.0;
-            let d = v - self.mean[i];
-            self.mean[i] += d / self.count[i];
-            self.m2[i] += d * (v - self.mean[i]);
-            let var = self.m2[i] / self.count[i];
-            self.inv_std[i] = if var > 0.0 {
-                1.0 / (self.sds * var.sqrt())
-            } else {
-                0.0
-            };
+        for (i, &v) in x.iter().enumerate().take(self.mask.len()) {
+            self.update_one(i, v);
+        }
+    }
+
+    #[inline]
+    fn update_one(&mut self, i: usize, v: f64) {
+        if !self.mask[i] || v.is_nan() {
+            return;
+        }
+        self.count[i] += 1.0;
+        let d = v - self.mean[i];
+        self.mean[i] += d / self.count[i];
+        self.m2[i] += d * (v - self.mean[i]);
+        let var = self.m2[i] / self.count[i];
+        self.inv_std[i] = if var > 0.0 {
+            1.0 / (self.sds * var.sqrt())
+        } else {
+            0.0
+        };
+    }
+
+    /// [`OnlineScaler::update`] with `x`, then [`OnlineScaler::transform`]
+    /// of `x` into `out`, in one pass (the columns are independent).
+    pub fn update_transform(&mut self, x: &[f64], out: &mut [f64]) {
+        match self.clip {
+            Some(bound) => self.update_transform_with::<true>(x, out, bound),
+            None => self.update_transform_with::<false>(x, out, 0.0),
+        }
+    }
+
+    fn update_transform_with<const CLIP: bool>(&mut self, x: &[f64], out: &mut [f64], bound: f64) {
+        let n = x.len().min(out.len()).min(self.mask.len());
+        for i in 0..n {
+            let v = x[i];
+            self.update_one(i, v);
+            out[i] = z::<CLIP>(v, self.mask[i], self.mean[i], self.inv_std[i], bound);
         }
     }
 
     /// The transformed value of feature `i`.
     #[inline]
     pub fn transform_one(&self, i: usize, v: f64) -> f64 {
-        if v.is_nan() {
-            0.0
-        } else if self.mask[i] {
-            let z = (v - self.mean[i]) * self.inv_std[i];
-            match self.clip {
-                Some(c) => z.clamp(-c, c),
-                None => z,
-            }
-        } else {
-            v
+        let (mask, mean, inv) = (self.mask[i], self.mean[i], self.inv_std[i]);
+        match self.clip {
+            Some(bound) => z::<true>(v, mask, mean, inv, bound),
+            None => z::<false>(v, mask, mean, inv, 0.0),
         }
     }
 
     /// Transforms a row into `out` (same length).
     pub fn transform(&self, x: &[f64], out: &mut [f64]) {
-        for (i, (&v, o)) in x.iter().zip(out.iter_mut()).enumerate() {
-            *o = self.transform_one(i, v);
+        match self.clip {
+            Some(bound) => self.transform_with::<true>(x, out, bound),
+            None => self.transform_with::<false>(x, out, 0.0),
         }
+    }
+
+    fn transform_with<const CLIP: bool>(&self, x: &[f64], out: &mut [f64], bound: f64) {
+        let n = x.len().min(out.len()).min(self.mask.len());
+        let cols = self.mask[..n]
+            .iter()
+            .zip(&self.mean[..n])
+            .zip(&self.inv_std[..n]);
+        for ((o, &v), ((&m, &mean), &inv)) in out[..n].iter_mut().zip(&x[..n]).zip(cols) {
+            *o = z::<CLIP>(v, m, mean, inv, bound);
+        }
+    }
+
+    /// `Σ w[i] · transform(x[i])` over the shorter of `x` and `w`, in four
+    /// independent sums (a single running sum is one long chain of
+    /// dependent additions: the bottleneck of a prediction).
+    #[inline]
+    pub fn dot(&self, x: &[f64], w: &[f64]) -> f64 {
+        match self.clip {
+            Some(bound) => self.dot_with::<true>(x, w, bound),
+            None => self.dot_with::<false>(x, w, 0.0),
+        }
+    }
+
+    #[inline]
+    fn dot_with<const CLIP: bool>(&self, x: &[f64], w: &[f64], bound: f64) -> f64 {
+        let n = x.len().min(w.len()).min(self.mask.len());
+        let (x, w) = (&x[..n], &w[..n]);
+        let (mask, mean, inv) = (&self.mask[..n], &self.mean[..n], &self.inv_std[..n]);
+        let mut acc = [0.0; 4];
+        let mut i = 0;
+        while i + 4 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + k;
+                *a += w[j] * z::<CLIP>(x[j], mask[j], mean[j], inv[j], bound);
+            }
+            i += 4;
+        }
+        let mut tail = 0.0;
+        for j in i..n {
+            tail += w[j] * z::<CLIP>(x[j], mask[j], mean[j], inv[j], bound);
+        }
+        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    }
+}
+
+/// One standardised (or passed-through) value; NaN (missing) becomes 0.
+/// Written without branches on the column kind so that loops over a row
+/// compile to straight-line code.
+/// `CLIP` false means no bound: the loops over a row are compiled once
+/// for each, so the unclipped default pays nothing for clipping.
+#[inline(always)]
+fn z<const CLIP: bool>(v: f64, masked: bool, mean: f64, inv_std: f64, bound: f64) -> f64 {
+    let scaled = (v - mean) * inv_std;
+    // max/min, not clamp: v is finite or NaN here, and NaN is replaced below
+    let scaled = if CLIP {
+        scaled.max(-bound).min(bound)
+    } else {
+        scaled
+    };
+    let out = if masked { scaled } else { v };
+    if v.is_nan() {
+        0.0
+    } else {
+        out
     }
 }
 
@@ -211,20 +294,14 @@ mod tests {
             sds: 0.0,
             clip: None,
         };
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("scaling.sds"));
+        let e = bad.validate().expect_err("invalid");
+        assert!(e.to_string().contains("scaling.sds"), "{e}");
         let bad = Scaling {
             sds: 1.0,
             clip: Some(-1.0),
         };
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("scaling.clip"));
+        let e = bad.validate().expect_err("invalid");
+        assert!(e.to_string().contains("scaling.clip"), "{e}");
     }
 
     #[test]
