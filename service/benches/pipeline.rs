@@ -46,13 +46,7 @@ fn bench(c: &mut Criterion) {
             &heart
         };
         let readings = &readings[..readings.len().min(READINGS)];
-        let inputs: Vec<Input<'_>> = readings
-            .iter()
-            .map(|r| Input {
-                key: r.key.as_deref(),
-                bytes: &r.json,
-            })
-            .collect();
+        let inputs: Vec<Input<'_>> = readings.iter().map(Input::from).collect();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut pipeline = Pipeline::new(model).expect("the model builds");

@@ -143,13 +143,7 @@ pub fn run(
 ) -> Result<EvalReport> {
     anyhow::ensure!(batch >= 1, "`--batch` should be at least 1, but is {batch}");
     let mut pipeline = Pipeline::new(config)?;
-    let inputs: Vec<Input<'_>> = readings
-        .iter()
-        .map(|r| Input {
-            key: r.key.as_deref(),
-            bytes: &r.json,
-        })
-        .collect();
+    let inputs: Vec<Input<'_>> = readings.iter().map(Input::from).collect();
     let mut preds = Vec::with_capacity(readings.len());
     let mut labels = Vec::with_capacity(readings.len());
     let mut outcomes = Vec::with_capacity(batch);

@@ -25,6 +25,16 @@ pub struct Input<'a> {
     pub bytes: &'a [u8],
 }
 
+impl<'a> From<&'a features::datasets::KeyedReading> for Input<'a> {
+    /// A reading of a data set as it would arrive from Kafka.
+    fn from(r: &'a features::datasets::KeyedReading) -> Self {
+        Input {
+            key: r.key.as_deref(),
+            bytes: &r.json,
+        }
+    }
+}
+
 /// What became of one reading.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome<'a> {

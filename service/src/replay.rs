@@ -336,13 +336,7 @@ fn learn_file(
     let mut pipeline = Pipeline::new(m)?;
     let mut out = Vec::new();
     for chunk in rows.chunks(m.batch.max_readings) {
-        let inputs: Vec<Input<'_>> = chunk
-            .iter()
-            .map(|r| Input {
-                key: r.key.as_deref(),
-                bytes: &r.json,
-            })
-            .collect();
+        let inputs: Vec<Input<'_>> = chunk.iter().map(Input::from).collect();
         out.clear();
         pipeline.process(&inputs, &mut out);
         bar.inc(chunk.len() as u64);
