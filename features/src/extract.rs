@@ -149,9 +149,6 @@ pub struct FeatureExtractor {
     needs_time: bool,
     classification: bool,
     state: FeatureState,
-    /// [`day_of_year_sin_cos`] of every day of the year (index 1 to 366),
-    /// computed once: a transcendental call per reading saved.
-    day_of_year: Vec<(f64, f64)>,
 }
 
 fn spec_error(key: impl Into<String>, message: impl Into<String>) -> FeatureError {
@@ -174,6 +171,11 @@ fn fnv1a(s: &str) -> u64 {
 fn day_of_year_sin_cos(doy: usize) -> (f64, f64) {
     (TAU * doy as f64 / 365.25).sin_cos()
 }
+
+/// [`day_of_year_sin_cos`] of every day of the year (index 1 to 366),
+/// computed once for the process: a transcendental call per reading saved.
+static DAY_OF_YEAR: std::sync::LazyLock<Vec<(f64, f64)>> =
+    std::sync::LazyLock::new(|| (0..=366).map(day_of_year_sin_cos).collect());
 
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
@@ -420,7 +422,6 @@ impl FeatureExtractor {
             names,
             scale_mask,
             needs_time,
-            day_of_year: (0..=366).map(day_of_year_sin_cos).collect(),
             classification,
         })
     }
@@ -763,7 +764,7 @@ impl FeatureExtractor {
                 }
                 Step::DayOfYear => {
                     let doy = ts.map_or(1, |t| t.day_of_year()) as usize;
-                    let (sin, cos) = match self.day_of_year.get(doy) {
+                    let (sin, cos) = match DAY_OF_YEAR.get(doy) {
                         Some(&sc) => sc,
                         None => day_of_year_sin_cos(doy),
                     };

@@ -280,7 +280,11 @@ impl LinearModel {
 
     /// The loss in standardised target units (Huber's `delta` rescaled).
     fn scaled_loss(&self) -> Loss {
-        let (_, std) = self.target_scale();
+        self.loss_in_units(self.target_scale().1)
+    }
+
+    /// The loss for a target in units of `std` (Huber's `delta` rescaled).
+    fn loss_in_units(&self, std: f64) -> Loss {
         match self.params.0.loss {
             Loss::Huber { delta } => Loss::Huber { delta: delta / std },
             other => other,
@@ -298,11 +302,7 @@ impl LinearModel {
         *mean += d / *n;
         *m2 += d * (y - *mean);
         let (mean, std) = self.target_scale();
-        let loss = match self.params.0.loss {
-            Loss::Huber { delta } => Loss::Huber { delta: delta / std },
-            other => other,
-        };
-        (loss, (y - mean) / std)
+        (self.loss_in_units(std), (y - mean) / std)
     }
 
     /// The smallest and largest label learned so far (regression).

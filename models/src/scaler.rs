@@ -150,47 +150,37 @@ impl OnlineScaler {
     /// [`OnlineScaler::update`] with `x`, then [`OnlineScaler::transform`]
     /// of `x` into `out`, in one pass (the columns are independent).
     pub fn update_transform(&mut self, x: &[f64], out: &mut [f64]) {
-        match self.clip {
-            Some(bound) => self.update_transform_with::<true>(x, out, bound),
-            None => self.update_transform_with::<false>(x, out, 0.0),
-        }
-    }
-
-    fn update_transform_with<const CLIP: bool>(&mut self, x: &[f64], out: &mut [f64], bound: f64) {
         let n = x.len().min(out.len()).min(self.mask.len());
+        let bound = self.bound();
         for i in 0..n {
             let v = x[i];
             self.update_one(i, v);
-            out[i] = z::<CLIP>(v, self.mask[i], self.mean[i], self.inv_std[i], bound);
+            out[i] = z(v, self.mask[i], self.mean[i], self.inv_std[i], bound);
         }
     }
 
     /// The transformed value of feature `i`.
     #[inline]
     pub fn transform_one(&self, i: usize, v: f64) -> f64 {
-        let (mask, mean, inv) = (self.mask[i], self.mean[i], self.inv_std[i]);
-        match self.clip {
-            Some(bound) => z::<true>(v, mask, mean, inv, bound),
-            None => z::<false>(v, mask, mean, inv, 0.0),
-        }
+        z(v, self.mask[i], self.mean[i], self.inv_std[i], self.bound())
+    }
+
+    /// The clip bound, infinite when values are not clipped.
+    #[inline]
+    fn bound(&self) -> f64 {
+        self.clip.unwrap_or(f64::INFINITY)
     }
 
     /// Transforms a row into `out` (same length).
     pub fn transform(&self, x: &[f64], out: &mut [f64]) {
-        match self.clip {
-            Some(bound) => self.transform_with::<true>(x, out, bound),
-            None => self.transform_with::<false>(x, out, 0.0),
-        }
-    }
-
-    fn transform_with<const CLIP: bool>(&self, x: &[f64], out: &mut [f64], bound: f64) {
         let n = x.len().min(out.len()).min(self.mask.len());
+        let bound = self.bound();
         let cols = self.mask[..n]
             .iter()
             .zip(&self.mean[..n])
             .zip(&self.inv_std[..n]);
         for ((o, &v), ((&m, &mean), &inv)) in out[..n].iter_mut().zip(&x[..n]).zip(cols) {
-            *o = z::<CLIP>(v, m, mean, inv, bound);
+            *o = z(v, m, mean, inv, bound);
         }
     }
 
@@ -199,15 +189,8 @@ impl OnlineScaler {
     /// dependent additions: the bottleneck of a prediction).
     #[inline]
     pub fn dot(&self, x: &[f64], w: &[f64]) -> f64 {
-        match self.clip {
-            Some(bound) => self.dot_with::<true>(x, w, bound),
-            None => self.dot_with::<false>(x, w, 0.0),
-        }
-    }
-
-    #[inline]
-    fn dot_with<const CLIP: bool>(&self, x: &[f64], w: &[f64], bound: f64) -> f64 {
         let n = x.len().min(w.len()).min(self.mask.len());
+        let bound = self.bound();
         let (x, w) = (&x[..n], &w[..n]);
         let (mask, mean, inv) = (&self.mask[..n], &self.mean[..n], &self.inv_std[..n]);
         let mut acc = [0.0; 4];
@@ -215,13 +198,13 @@ impl OnlineScaler {
         while i + 4 <= n {
             for (k, a) in acc.iter_mut().enumerate() {
                 let j = i + k;
-                *a += w[j] * z::<CLIP>(x[j], mask[j], mean[j], inv[j], bound);
+                *a += w[j] * z(x[j], mask[j], mean[j], inv[j], bound);
             }
             i += 4;
         }
         let mut tail = 0.0;
         for j in i..n {
-            tail += w[j] * z::<CLIP>(x[j], mask[j], mean[j], inv[j], bound);
+            tail += w[j] * z(x[j], mask[j], mean[j], inv[j], bound);
         }
         (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
     }
@@ -230,13 +213,13 @@ impl OnlineScaler {
 /// One standardised (or passed-through) value; NaN (missing) becomes 0.
 /// Written without branches on the column kind so that loops over a row
 /// compile to straight-line code.
-/// `CLIP` false means no bound: the loops over a row are compiled once
-/// for each, so the unclipped default pays nothing for clipping.
+/// `bound` is infinite when values are not clipped; the test on it is the
+/// same for every column of every row, so it costs nothing predicted.
 #[inline(always)]
-fn z<const CLIP: bool>(v: f64, masked: bool, mean: f64, inv_std: f64, bound: f64) -> f64 {
+fn z(v: f64, masked: bool, mean: f64, inv_std: f64, bound: f64) -> f64 {
     let scaled = (v - mean) * inv_std;
     // max/min, not clamp: v is finite or NaN here, and NaN is replaced below
-    let scaled = if CLIP {
+    let scaled = if bound < f64::INFINITY {
         scaled.max(-bound).min(bound)
     } else {
         scaled

@@ -253,6 +253,21 @@ pub enum ReadError {
     Kafka(anyhow::Error),
 }
 
+/// The partition ids of `topic` (none if it does not exist), from the
+/// broker's metadata.
+pub fn partition_ids<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// Reads every partition of `topic` from the beginning up to its end as of
 /// now, with `isolation.level=read_committed`, handing each message to
 /// `each`. A partition is done once the consumer's position passes the
@@ -277,14 +292,8 @@ pub fn read_to_end(
         .create()
         .map_err(|e| kafka(e, "cannot create a reader; check the [kafka] properties"))?;
     let deadline = std::time::Instant::now() + timeout;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
+    let partitions = partition_ids(&consumer, topic, timeout)
         .map_err(|e| kafka(e, "cannot read the topic's metadata"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     if partitions.is_empty() {
         return Err(ReadError::NoTopic);
     }

@@ -117,14 +117,8 @@ pub fn resolve(
     to: &To,
 ) -> Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
     let timeout = Duration::from_secs(30);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
+    let partitions = crate::kafka::partition_ids(consumer, topic, timeout)
         .with_context(|| format!("cannot read the metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     if partitions.is_empty() {
         bail!("topic {topic} does not exist or has no partitions");
     }

@@ -65,6 +65,17 @@ pub struct ModelHandle {
 }
 
 impl ModelHandle {
+    /// Shows HTTP readers a copy of partition `p`'s pipeline, which has
+    /// consumed up to `next_offset`.
+    fn publish(&self, p: i32, pipeline: &Pipeline, next_offset: i64) {
+        let live = self.live.load();
+        self.live.store(Arc::new(live.with(
+            p,
+            Arc::new(pipeline.clone()),
+            next_offset,
+        )));
+    }
+
     /// A handle with a fresh pipeline.
     pub fn new(config: ModelConfig) -> Result<ModelHandle> {
         let pipeline = Pipeline::new(&config)?;
@@ -765,7 +776,7 @@ impl<'c> Worker<'c> {
                 }
             }
         }
-        self.publish(p, &pipeline, position);
+        self.handle.publish(p, &pipeline, position);
         self.parts.insert(
             p,
             Part {
@@ -892,15 +903,6 @@ impl<'c> Worker<'c> {
         Ok(())
     }
 
-    fn publish(&self, p: i32, pipeline: &Pipeline, next_offset: i64) {
-        let live = self.handle.live.load();
-        self.handle.live.store(Arc::new(live.with(
-            p,
-            Arc::new(pipeline.clone()),
-            next_offset,
-        )));
-    }
-
     /// Forgets revoked partitions: their new owner continues from the last
     /// commit. A revoked partition with uncommitted work aborts the open
     /// transaction, so none of that work becomes visible.
@@ -1020,12 +1022,8 @@ impl<'c> Worker<'c> {
         if let Some(part) = self.parts.get_mut(&partition) {
             part.batch = batch;
             if learned {
-                let live = self.handle.live.load();
-                self.handle.live.store(Arc::new(live.with(
-                    partition,
-                    Arc::new(part.pipeline.clone()),
-                    part.processed_to,
-                )));
+                self.handle
+                    .publish(partition, &part.pipeline, part.processed_to);
             }
         }
         Ok(())
