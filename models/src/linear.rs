@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check, ModelError};
 use crate::loss::Loss;
 use crate::optim::{OptimizerParams, OptimizerState};
-use crate::scaler::{OnlineScaler, Scaling};
+use crate::scaler::{dot, OnlineScaler, Scaling};
 
 /// How [`LinearModel::learn_batch`] treats a micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -124,12 +124,59 @@ pub struct LinearModel {
     learned: u64,
     /// Smallest and largest label learned (regression predictions are clipped to them).
     label_range: Option<(f64, f64)>,
-    /// Running statistics of the regression target: count, mean, sum of squares.
-    target_stats: (f64, f64, f64),
+    /// Running statistics of the regression target.
+    target_stats: TargetStats,
     #[serde(skip)]
     scratch: Vec<f64>,
     #[serde(skip)]
     grad: Vec<f64>,
+}
+
+/// Running count, mean and sum of squared deviations of the regression
+/// target (a snapshot holds these three), and the scale they give.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(f64, f64, f64)", into = "(f64, f64, f64)")]
+struct TargetStats {
+    n: f64,
+    mean: f64,
+    m2: f64,
+    /// The mean and standard deviation (1 while it is 0): computed once per
+    /// label learned, not per prediction (a division and a square root).
+    scale: (f64, f64),
+}
+
+impl Default for TargetStats {
+    fn default() -> Self {
+        (0.0, 0.0, 0.0).into()
+    }
+}
+
+impl From<(f64, f64, f64)> for TargetStats {
+    fn from((n, mean, m2): (f64, f64, f64)) -> Self {
+        let scale = if n < 1.0 {
+            (0.0, 1.0)
+        } else {
+            let var = m2 / n;
+            (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
+        };
+        TargetStats { n, mean, m2, scale }
+    }
+}
+
+impl From<TargetStats> for (f64, f64, f64) {
+    fn from(t: TargetStats) -> Self {
+        (t.n, t.mean, t.m2)
+    }
+}
+
+impl TargetStats {
+    /// Adds one label (Welford).
+    fn update(&mut self, y: f64) {
+        let n = self.n + 1.0;
+        let d = y - self.mean;
+        let mean = self.mean + d / n;
+        *self = (n, mean, self.m2 + d * (y - mean)).into();
+    }
 }
 
 fn soft_threshold(w: f64, t: f64) -> f64 {
@@ -154,7 +201,7 @@ impl LinearModel {
             scaler: OnlineScaler::with_scaling(scale_mask, params.0.scaling),
             learned: 0,
             label_range: None,
-            target_stats: (0.0, 0.0, 0.0),
+            target_stats: TargetStats::default(),
             scratch: Vec::new(),
             grad: Vec::new(),
         }
@@ -270,12 +317,10 @@ impl LinearModel {
     /// units of: (0, 1) when target standardisation is off or nothing has
     /// been learned yet.
     pub fn target_scale(&self) -> (f64, f64) {
-        let (n, mean, m2) = self.target_stats;
-        if !self.params.0.standardize_target || self.params.0.loss.is_classification() || n < 1.0 {
+        if !self.params.0.standardize_target || self.params.0.loss.is_classification() {
             return (0.0, 1.0);
         }
-        let var = m2 / n;
-        (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
+        self.target_stats.scale
     }
 
     /// The loss in standardised target units (Huber's `delta` rescaled).
@@ -296,12 +341,8 @@ impl LinearModel {
         if !self.params.0.standardize_target || self.params.0.loss.is_classification() {
             return (self.params.0.loss, y);
         }
-        let (n, mean, m2) = &mut self.target_stats;
-        *n += 1.0;
-        let d = y - *mean;
-        *mean += d / *n;
-        *m2 += d * (y - *mean);
-        let (mean, std) = self.target_scale();
+        self.target_stats.update(y);
+        let (mean, std) = self.target_stats.scale;
         (self.loss_in_units(std), (y - mean) / std)
     }
 
@@ -339,6 +380,16 @@ impl LinearModel {
         z[n] = 1.0;
         let result = if let OptimizerParams::Newton { forgetting, .. } = self.params.0.optimizer {
             self.newton_step(&z, y, loss, forgetting)
+        } else if let (
+            OptimizerParams::Adagrad {
+                learning_rate,
+                epsilon,
+            },
+            0.0,
+            0.0,
+        ) = (self.params.0.optimizer, self.params.0.l1, self.params.0.l2)
+        {
+            self.adagrad_step(&z, y, loss, learning_rate, epsilon)
         } else if self.params.0.optimizer.is_gradient_based() {
             let raw = dot(self.weights.as_slice().unwrap_or(&[]), &z);
             let g = loss.gradient(raw, y);
@@ -509,6 +560,42 @@ impl LinearModel {
                     "optimiser state does not match its parameters",
                 ))
             }
+        }
+        check_finite(w)
+    }
+
+    /// [`LinearModel::gradient_step`] for AdaGrad without penalties, fused
+    /// with the gradient: only the coordinates whose gradient is not zero
+    /// move (most of a row with one-hot columns is zero), and no gradient
+    /// vector is written. The same arithmetic in the same order, so the
+    /// same model to the bit.
+    fn adagrad_step(
+        &mut self,
+        z: &[f64],
+        y: f64,
+        loss: Loss,
+        learning_rate: f64,
+        epsilon: f64,
+    ) -> Result<(), ModelError> {
+        let OptimizerState::Adagrad { g2 } = &mut self.state else {
+            return Err(ModelError::Internal(
+                "optimiser state does not match its parameters",
+            ));
+        };
+        let w = self
+            .weights
+            .as_slice_mut()
+            .ok_or(ModelError::Internal("weights are not contiguous"))?;
+        let n = z.len().min(w.len()).min(g2.len());
+        let (z, w, g2) = (&z[..n], &mut w[..n], &mut g2[..n]);
+        let g = loss.gradient(dot(w, z), y);
+        for i in 0..n {
+            let gi = g * z[i];
+            if gi == 0.0 {
+                continue;
+            }
+            g2[i] += gi * gi;
+            w[i] -= learning_rate / (g2[i].sqrt() + epsilon) * gi;
         }
         check_finite(w)
     }
@@ -684,23 +771,6 @@ fn check_finite(w: &[f64]) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Dot product in four independent sums (see [`OnlineScaler::dot`]).
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0; 4];
-    let mut i = 0;
-    while i + 4 <= n {
-        for (k, s) in acc.iter_mut().enumerate() {
-            *s += a[i + k] * b[i + k];
-        }
-        i += 4;
-    }
-    let tail: f64 = a[i..].iter().zip(&b[i..]).map(|(x, y)| x * y).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,6 +836,52 @@ mod tests {
         m.learn_one(array![2.0].view(), 1.0).expect("learns");
         // raw = 1.5, g = 0.5; w grad 1, G = 5: w = 0.5 - 0.5 * 1 / sqrt 5
         assert_relative_eq!(m.weights()[0], 0.5 - 0.5 / 5f64.sqrt(), epsilon = 1e-9);
+    }
+
+    #[test]
+    fn fused_adagrad_is_the_generic_step_to_the_bit() {
+        // rows like a wait-time row: one-hot blocks (mostly zeros), a
+        // standardised column and missing values; Huber so that some
+        // gradients are clipped
+        let opt = OptimizerParams::Adagrad {
+            learning_rate: 0.1,
+            epsilon: 1e-8,
+        };
+        let params = LinearParams {
+            loss: Loss::Huber { delta: 1.0 },
+            optimizer: opt,
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid params");
+        let mask: Vec<bool> = (0..9).map(|i| i == 4).collect();
+        let mut fused = LinearModel::new(params, mask.clone());
+        let mut generic = LinearModel::new(params, mask);
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..500 {
+            let mut x = [0.0; 9];
+            x[rng.random_range(0..4)] = 1.0;
+            x[4] = if rng.random_bool(0.1) {
+                f64::NAN
+            } else {
+                rng.random_range(0.0..100.0)
+            };
+            x[5 + rng.random_range(0..4)] = rng.random_range(-1.0..1.0);
+            let y = rng.random_range(0.0..100.0);
+            fused.learn_slice(&x, y).expect("learns");
+            // what learn_slice did before the fused step
+            generic.note_label(y);
+            let (loss, y) = generic.scaled(y);
+            let mut z = vec![0.0; 10];
+            generic.scaler.update_transform(&x, &mut z[..9]);
+            z[9] = 1.0;
+            let g = loss.gradient(dot(generic.weights.as_slice().expect("contiguous"), &z), y);
+            let grad: Vec<f64> = z.iter().map(|v| g * v).collect();
+            generic.gradient_step(&grad).expect("steps");
+        }
+        let bits = |m: &LinearModel| m.weights.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&generic));
+        assert_eq!(fused.state, generic.state);
     }
 
     #[test]

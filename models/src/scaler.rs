@@ -66,6 +66,7 @@ impl Scaling {
 
 /// Running per-feature statistics and the mask of columns they apply to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ScalerData")]
 pub struct OnlineScaler {
     mask: Vec<bool>,
     count: Vec<f64>,
@@ -74,11 +75,62 @@ pub struct OnlineScaler {
     /// `1 / (sds * std)`, or 0 while the variance is 0; kept in step with `m2`.
     inv_std: Vec<f64>,
     /// Scaled in units of this many standard deviations.
-    #[serde(default = "one")]
     sds: f64,
     /// Standardised values are clipped to `±clip`.
+    clip: Option<f64>,
+    /// The indices of the columns marked in `mask`, ascending: a row is
+    /// copied through and only these are revisited (a wait-time row has one
+    /// of 31; a clinical row 6 of 18).
+    #[serde(skip)]
+    scaled: Vec<usize>,
+}
+
+/// An [`OnlineScaler`] as a snapshot holds it, checked before use.
+#[derive(Deserialize)]
+struct ScalerData {
+    mask: Vec<bool>,
+    count: Vec<f64>,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    inv_std: Vec<f64>,
+    #[serde(default = "one")]
+    sds: f64,
     #[serde(default)]
     clip: Option<f64>,
+}
+
+impl TryFrom<ScalerData> for OnlineScaler {
+    type Error = String;
+
+    fn try_from(d: ScalerData) -> Result<Self, String> {
+        let n = d.mask.len();
+        let lens = [d.count.len(), d.mean.len(), d.m2.len(), d.inv_std.len()];
+        if lens.iter().any(|&l| l != n) {
+            return Err(format!(
+                "the scaler's statistics should each have {n} entries (one per feature), but have {lens:?} (count, mean, m2, inv_std)"
+            ));
+        }
+        Scaling {
+            sds: d.sds,
+            clip: d.clip,
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        Ok(OnlineScaler {
+            scaled: scaled_columns(&d.mask),
+            mask: d.mask,
+            count: d.count,
+            mean: d.mean,
+            m2: d.m2,
+            inv_std: d.inv_std,
+            sds: d.sds,
+            clip: d.clip,
+        })
+    }
+}
+
+fn scaled_columns(mask: &[bool]) -> Vec<usize> {
+    (0..mask.len()).filter(|&i| mask[i]).collect()
 }
 
 impl OnlineScaler {
@@ -93,6 +145,7 @@ impl OnlineScaler {
     pub fn with_scaling(mask: Vec<bool>, scaling: Scaling) -> Self {
         let n = mask.len();
         OnlineScaler {
+            scaled: scaled_columns(&mask),
             mask,
             count: vec![0.0; n],
             mean: vec![0.0; n],
@@ -151,11 +204,16 @@ impl OnlineScaler {
     /// of `x` into `out`, in one pass (the columns are independent).
     pub fn update_transform(&mut self, x: &[f64], out: &mut [f64]) {
         let n = x.len().min(out.len()).min(self.mask.len());
+        pass_through(&x[..n], &mut out[..n]);
         let bound = self.bound();
-        for i in 0..n {
+        for k in 0..self.scaled.len() {
+            let i = self.scaled[k];
+            if i >= n {
+                break;
+            }
             let v = x[i];
             self.update_one(i, v);
-            out[i] = z(v, self.mask[i], self.mean[i], self.inv_std[i], bound);
+            out[i] = z(v, true, self.mean[i], self.inv_std[i], bound);
         }
     }
 
@@ -174,40 +232,88 @@ impl OnlineScaler {
     /// Transforms a row into `out` (same length).
     pub fn transform(&self, x: &[f64], out: &mut [f64]) {
         let n = x.len().min(out.len()).min(self.mask.len());
+        self.transform_range(x, out, 0, n);
+    }
+
+    /// Transforms `x[start..end]` into `out[..end - start]`.
+    #[inline]
+    fn transform_range(&self, x: &[f64], out: &mut [f64], start: usize, end: usize) {
+        pass_through(&x[start..end], &mut out[..end - start]);
         let bound = self.bound();
-        let cols = self.mask[..n]
-            .iter()
-            .zip(&self.mean[..n])
-            .zip(&self.inv_std[..n]);
-        for ((o, &v), ((&m, &mean), &inv)) in out[..n].iter_mut().zip(&x[..n]).zip(cols) {
-            *o = z(v, m, mean, inv, bound);
+        let first = self.scaled.partition_point(|&i| i < start);
+        for &i in self.scaled[first..].iter().take_while(|&&i| i < end) {
+            out[i - start] = z(x[i], true, self.mean[i], self.inv_std[i], bound);
         }
     }
 
-    /// `Σ w[i] · transform(x[i])` over the shorter of `x` and `w`, in four
-    /// independent sums (a single running sum is one long chain of
-    /// dependent additions: the bottleneck of a prediction).
+    /// `Σ w[i] · transform(x[i])` over the shorter of `x` and `w`, in the
+    /// order of [`dot`]: the row is transformed a block at a time into a
+    /// buffer on the stack (copied through, then its few standardised
+    /// columns overwritten), so the products run over two plain arrays.
     #[inline]
     pub fn dot(&self, x: &[f64], w: &[f64]) -> f64 {
+        const BLOCK: usize = 32; // a multiple of dot's four sums
         let n = x.len().min(w.len()).min(self.mask.len());
-        let bound = self.bound();
-        let (x, w) = (&x[..n], &w[..n]);
-        let (mask, mean, inv) = (&self.mask[..n], &self.mean[..n], &self.inv_std[..n]);
-        let mut acc = [0.0; 4];
-        let mut i = 0;
-        while i + 4 <= n {
-            for (k, a) in acc.iter_mut().enumerate() {
-                let j = i + k;
-                *a += w[j] * z(x[j], mask[j], mean[j], inv[j], bound);
-            }
-            i += 4;
+        let mut sums = Sums::default();
+        let mut buf = [0.0; BLOCK];
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            self.transform_range(x, &mut buf, start, end);
+            sums.add(&buf[..end - start], &w[start..end]);
+            start = end;
         }
-        let mut tail = 0.0;
-        for j in i..n {
-            tail += w[j] * z(x[j], mask[j], mean[j], inv[j], bound);
-        }
-        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+        sums.total()
     }
+}
+
+/// Copies `x` into `out`, NaN (missing) as 0: the transform of every
+/// column that is not standardised.
+#[inline]
+fn pass_through(x: &[f64], out: &mut [f64]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = if v.is_nan() { 0.0 } else { v };
+    }
+}
+
+/// A dot product in four independent sums (a single running sum is one
+/// long chain of dependent additions: the bottleneck of a prediction), fed
+/// in pieces whose lengths are multiples of four except the last.
+#[derive(Default)]
+struct Sums {
+    acc: [f64; 4],
+    tail: f64,
+}
+
+impl Sums {
+    #[inline]
+    fn add(&mut self, a: &[f64], b: &[f64]) {
+        let n = a.len().min(b.len());
+        let (mut a, mut b) = (a[..n].chunks_exact(4), b[..n].chunks_exact(4));
+        // fixed-size chunks: no bounds checks, and the four sums become
+        // two vector registers
+        for (x, y) in (&mut a).zip(&mut b) {
+            for k in 0..4 {
+                self.acc[k] += x[k] * y[k];
+            }
+        }
+        for (x, y) in a.remainder().iter().zip(b.remainder()) {
+            self.tail += x * y;
+        }
+    }
+
+    #[inline]
+    fn total(&self) -> f64 {
+        (self.acc[0] + self.acc[1]) + (self.acc[2] + self.acc[3]) + self.tail
+    }
+}
+
+/// `Σ a[i] · b[i]` over the shorter of the two, in four independent sums.
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut sums = Sums::default();
+    sums.add(a, b);
+    sums.total()
 }
 
 /// One standardised (or passed-through) value; NaN (missing) becomes 0.
@@ -298,6 +404,60 @@ mod tests {
         obj.remove("clip");
         let back: OnlineScaler = serde_json::from_value(json).expect("loads");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn blocked_dot_is_the_column_by_column_one() {
+        // 75 columns: three blocks, a tail, standardised columns in each
+        // block, clipping and missing values
+        let n = 75;
+        let mask: Vec<bool> = (0..n).map(|i| i % 7 == 3 || i == 74).collect();
+        let scaling = Scaling {
+            sds: 2.0,
+            clip: Some(1.0),
+        };
+        let mut s = OnlineScaler::with_scaling(mask, scaling);
+        let row = |r: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| match (i * 31 + r * 17) % 11 {
+                    0 => f64::NAN,
+                    k => k as f64 * if i % 2 == 0 { 1.5 } else { -0.25 },
+                })
+                .collect()
+        };
+        let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        let mut out = vec![0.0; n];
+        for r in 0..20 {
+            let x = row(r);
+            s.update_transform(&x, &mut out);
+            let z: Vec<f64> = (0..n).map(|i| s.transform_one(i, x[i])).collect();
+            // update_transform gives each column's transform after the update
+            assert_eq!(out, z);
+            let mut acc = [0.0; 4];
+            let mut tail = 0.0;
+            for j in 0..n {
+                if j < n / 4 * 4 {
+                    acc[j % 4] += w[j] * z[j];
+                } else {
+                    tail += w[j] * z[j];
+                }
+            }
+            let expected = (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
+            assert_eq!(s.dot(&x, &w).to_bits(), expected.to_bits());
+        }
+    }
+
+    #[test]
+    fn snapshots_with_inconsistent_statistics_are_refused() {
+        let s = OnlineScaler::new(vec![true, false]);
+        let mut json = serde_json::to_value(&s).expect("serialises");
+        json["mean"] = serde_json::json!([0.0]);
+        let e = serde_json::from_value::<OnlineScaler>(json).expect_err("refused");
+        assert!(e.to_string().contains("2 entries"), "{e}");
+        let mut json = serde_json::to_value(&s).expect("serialises");
+        json["sds"] = serde_json::json!(-1.0);
+        let e = serde_json::from_value::<OnlineScaler>(json).expect_err("refused");
+        assert!(e.to_string().contains("scaling.sds"), "{e}");
     }
 
     #[test]
