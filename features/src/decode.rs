@@ -56,10 +56,23 @@ impl Value<'_> {
     }
 }
 
+/// The length and first seven bytes of `s` in one word: two short names
+/// are equal exactly when their fingerprints are, and two long ones rarely
+/// have equal fingerprints unless they are equal.
+pub(crate) fn fingerprint(s: &[u8]) -> u64 {
+    let mut f = (s.len() as u64) << 56;
+    for (i, &c) in s.iter().take(7).enumerate() {
+        f |= u64::from(c) << (8 * i);
+    }
+    f
+}
+
 /// The field names a spec reads, in slot order.
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
     names: Vec<String>,
+    /// [`fingerprint`] of each name.
+    prints: Vec<u64>,
 }
 
 impl Fields {
@@ -69,6 +82,7 @@ impl Fields {
             Some(i) => i,
             None => {
                 self.names.push(name.to_owned());
+                self.prints.push(fingerprint(name.as_bytes()));
                 self.names.len() - 1
             }
         }
@@ -94,16 +108,19 @@ impl Fields {
     }
 
     fn find_bytes(&self, key: &[u8]) -> Option<usize> {
-        // names are short: a byte loop beats a call to memcmp
-        self.names.iter().position(|n| {
-            let n = n.as_bytes();
-            n.len() == key.len() && n.iter().zip(key).all(|(a, b)| a == b)
-        })
+        // a word compare rejects the other names; only a long name that
+        // matches it is compared in full
+        let f = fingerprint(key);
+        self.prints
+            .iter()
+            .position(|&p| p == f)
+            .filter(|&i| key.len() <= 7 || self.names[i].as_bytes() == key)
     }
 }
 
-/// Slots kept inline (no allocation) when a spec reads at most this many fields.
-const INLINE: usize = 8;
+/// Slots kept inline (no allocation) when a spec reads at most this many
+/// fields: a clinical reading names 13.
+const INLINE: usize = 16;
 
 /// One value per slot, inline for up to [`INLINE`] slots.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +134,7 @@ impl<'a> Slots<'a> {
     /// `len` absent values.
     pub fn new(len: usize) -> Self {
         Slots {
-            inline: std::array::from_fn(|_| Value::Absent),
+            inline: [const { Value::Absent }; INLINE],
             heap: if len > INLINE {
                 vec![Value::Absent; len]
             } else {
@@ -239,6 +256,9 @@ mod flat {
     }
 
     pub(super) fn decode<'a>(b: &'a [u8], fields: &Fields, values: &mut Slots<'a>) -> Option<()> {
+        // one check of the whole reading (fast for ASCII) instead of one
+        // per string; text is sliced from it at ASCII positions
+        let text = std::str::from_utf8(b).ok()?;
         let mut i = ws(b, 0);
         if b.get(i) != Some(&b'{') {
             return None;
@@ -256,7 +276,7 @@ mod flat {
                 if b.get(i) != Some(&b':') {
                     return None;
                 }
-                let (value, next) = value(b, ws(b, i + 1))?;
+                let (value, next) = value(text, ws(b, i + 1))?;
                 if let Some(slot) = fields.find_bytes(key) {
                     if !matches!(values[slot], Value::Absent) {
                         return None; // a duplicate: serde_json names it
@@ -280,16 +300,18 @@ mod flat {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-    /// True if any byte of `w` is a quote, a backslash, a control
-    /// character or not ASCII (SWAR: eight bytes per step).
+    /// The high bit of each byte of `w` (little-endian) that is a quote, a
+    /// backslash, a control character or not ASCII (SWAR: eight bytes per
+    /// step). Bits above the lowest may be spurious (a borrow carries into
+    /// the next byte); the lowest is exact: the first special byte.
     #[inline]
-    pub(super) fn special(w: u64) -> bool {
+    pub(super) fn special(w: u64) -> u64 {
         let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
         let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
         let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
         // bytes below 0x20 (and, with the high bit, any byte >= 0x80)
         let control = w.wrapping_sub(ONES * 0x20) & !w;
-        (quote | backslash | control | w) & HIGHS != 0
+        (quote | backslash | control | w) & HIGHS
     }
 
     /// The raw bytes of an ASCII string without escapes or control
@@ -298,11 +320,15 @@ mod flat {
     fn raw_string(b: &[u8], start: usize) -> Option<(&[u8], usize)> {
         let rest = b.get(start..)?;
         let mut i = 0;
+        // eight bytes at a time while eight remain in the reading (they
+        // may run past the string: the closing quote stops the scan)
         while let Some(chunk) = rest.get(i..i + 8) {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            if special(u64::from_le_bytes(word)) {
-                break;
+            let special = special(u64::from_le_bytes(word));
+            if special != 0 {
+                let end = i + (special.trailing_zeros() / 8) as usize;
+                return (rest[end] == b'"').then(|| (&rest[..end], start + end + 1));
             }
             i += 8;
         }
@@ -316,18 +342,19 @@ mod flat {
         None
     }
 
-    /// [`raw_string`] as text (ASCII, so always valid UTF-8).
-    fn string(b: &[u8], start: usize) -> Option<(&str, usize)> {
-        let (raw, next) = raw_string(b, start)?;
-        Some((std::str::from_utf8(raw).ok()?, next))
+    /// [`raw_string`] as a slice of the reading's text.
+    fn string(text: &str, start: usize) -> Option<(&str, usize)> {
+        let (raw, next) = raw_string(text.as_bytes(), start)?;
+        Some((text.get(start..start + raw.len())?, next))
     }
 
-    fn value(b: &[u8], i: usize) -> Option<(Value<'_>, usize)> {
+    fn value(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
+        let b = text.as_bytes();
         let literal = |word: &[u8], v: Value<'static>| {
             (b.get(i..i + word.len())? == word).then_some((v, i + word.len()))
         };
         match b.get(i)? {
-            b'"' => string(b, i + 1).map(|(s, next)| (Value::Str(Cow::Borrowed(s)), next)),
+            b'"' => string(text, i + 1).map(|(s, next)| (Value::Str(Cow::Borrowed(s)), next)),
             b'-' | b'0'..=b'9' => number(b, i),
             b't' => literal(b"true", Value::Bool(true)),
             b'f' => literal(b"false", Value::Bool(false)),
@@ -595,10 +622,17 @@ mod tests {
             for at in 0..8 {
                 let mut word = *b"abcdefgh";
                 word[at] = special;
-                assert!(
-                    flat::special(u64::from_le_bytes(word)),
-                    "{special:#x} at {at}"
-                );
+                let mask = flat::special(u64::from_le_bytes(word));
+                assert_eq!(mask.trailing_zeros() / 8, at as u32, "{special:#x} at {at}");
+                // the first of several, whatever follows it
+                for later in [b'"', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x80, 0xff] {
+                    for after in at + 1..8 {
+                        let mut w = word;
+                        w[after] = later;
+                        let mask = flat::special(u64::from_le_bytes(w));
+                        assert_eq!(mask.trailing_zeros() / 8, at as u32, "{w:?}");
+                    }
+                }
             }
         }
         for plain in [
@@ -607,7 +641,7 @@ mod tests {
             *b" ~!#$%&'",
             [0x20, 0x7f, b'Z', b'a', b'0', b'9', b'_', b'-'],
         ] {
-            assert!(!flat::special(u64::from_le_bytes(plain)), "{plain:?}");
+            assert_eq!(flat::special(u64::from_le_bytes(plain)), 0, "{plain:?}");
         }
     }
 

@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode_into, Fields, Reading, Value};
+use crate::decode::{decode_into, fingerprint, Fields, Reading, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, Reset};
 use crate::time::{sin_cos_turns, Timestamp};
@@ -96,7 +96,7 @@ enum Step {
     },
     Fixed {
         slot: usize,
-        values: FastMap<String, usize>,
+        values: FixedValues,
         optional: bool,
     },
     Learned {
@@ -124,6 +124,52 @@ enum Step {
     },
 }
 
+/// The values of a fixed categorical and their columns (the column after
+/// the last is the unknown bucket). Up to [`FixedValues::SCAN`] values are
+/// found by scanning fingerprints (the length and first seven bytes, so a
+/// scan rejects nearly every other value without comparing strings): for a
+/// handful of short names that is several times cheaper than hashing one.
+#[derive(Debug, Clone)]
+struct FixedValues {
+    /// Fingerprint, value and column of each value, in column order.
+    list: Vec<(u64, String, usize)>,
+    /// The same for long lists.
+    map: FastMap<String, usize>,
+}
+
+impl FixedValues {
+    const SCAN: usize = 32;
+
+    fn new(map: FastMap<String, usize>) -> Self {
+        let mut list: Vec<(u64, String, usize)> = map
+            .iter()
+            .map(|(v, &j)| (fingerprint(v.as_bytes()), v.clone(), j))
+            .collect();
+        list.sort_by_key(|e| e.2);
+        if list.len() > Self::SCAN {
+            list.clear();
+        }
+        FixedValues { list, map }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The column of `value`: its index, or the unknown bucket.
+    #[inline]
+    fn column(&self, value: &str) -> usize {
+        if self.list.is_empty() {
+            return self.map.get(value).copied().unwrap_or(self.len());
+        }
+        let f = fingerprint(value.as_bytes());
+        self.list
+            .iter()
+            .find(|(g, v, _)| *g == f && (value.len() <= 7 || v == value))
+            .map_or(self.len(), |e| e.2)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct HistSpec {
     slot: usize,
@@ -149,6 +195,8 @@ pub struct FeatureExtractor {
     needs_time: bool,
     classification: bool,
     state: FeatureState,
+    /// Not state: a cache of a pure function of the timestamp text.
+    time_memo: TimeMemo,
 }
 
 fn spec_error(key: impl Into<String>, message: impl Into<String>) -> FeatureError {
@@ -176,6 +224,51 @@ fn day_of_year_sin_cos(doy: usize) -> (f64, f64) {
 /// computed once for the process: a transcendental call per reading saved.
 static DAY_OF_YEAR: std::sync::LazyLock<Vec<(f64, f64)>> =
     std::sync::LazyLock::new(|| (0..=366).map(day_of_year_sin_cos).collect());
+
+/// The columns of a time step (hour of day, day of week, day of year) for
+/// `ts` into `out` (the step's width).
+fn time_columns(step: &Step, ts: Option<Timestamp>, out: &mut [f64]) {
+    match step {
+        Step::Hour { harmonics } => {
+            let h = ts.map(|t| t.hour_of_day()).unwrap_or(0.0);
+            for (k, pair) in out.chunks_exact_mut(2).take(*harmonics).enumerate() {
+                let (sin, cos) = sin_cos_turns((k + 1) as f64 * h / 24.0);
+                pair[0] = sin;
+                pair[1] = cos;
+            }
+        }
+        Step::Weekday => {
+            out.fill(0.0);
+            if let Some(t) = ts {
+                out[t.weekday()] = 1.0;
+            }
+        }
+        Step::DayOfYear => {
+            // always 1 to 366; no fallback to sin_cos here, because the
+            // compiler hoists such a call (it has no side effects) and pays
+            // for it on every reading
+            let doy = ts.map_or(1, |t| t.day_of_year()).min(366) as usize;
+            let (sin, cos) = DAY_OF_YEAR[doy];
+            out[0] = sin;
+            out[1] = cos;
+        }
+        _ => {}
+    }
+}
+
+/// The last timestamp text an extractor parsed and the time columns it
+/// gave. Readings polled together share a timestamp (two in three
+/// consecutive wait-time readings do), and comparing twenty bytes and
+/// copying a few columns costs a fraction of parsing the text and
+/// evaluating its cyclical features again.
+#[derive(Debug, Clone, Default)]
+struct TimeMemo {
+    text: Vec<u8>,
+    /// `None` when nothing is memoised.
+    ts: Option<Timestamp>,
+    /// The time steps' columns, in step order.
+    cols: Vec<f64>,
+}
 
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
@@ -259,7 +352,7 @@ impl FeatureExtractor {
                             push(&mut names, format!("{field}=<unknown>"), false);
                             steps.push(Step::Fixed {
                                 slot,
-                                values: map,
+                                values: FixedValues::new(map),
                                 optional,
                             });
                         }
@@ -423,6 +516,7 @@ impl FeatureExtractor {
             scale_mask,
             needs_time,
             classification,
+            time_memo: TimeMemo::default(),
         })
     }
 
@@ -515,8 +609,22 @@ impl FeatureExtractor {
         row: &mut [f64],
     ) -> Result<Extracted<'a>, FeatureError> {
         let mut reading = Reading::empty(&self.fields);
-        let (extracted, ts) = self.fill(&mut reading, bytes, kafka_key, row, true)?;
-        self.update_state(&reading, extracted.key.as_deref(), ts);
+        // lent to `fill` for the reading (`fill` borrows the rest of self),
+        // so that the key is looked up once to read and update its state
+        let mut keys = std::mem::take(&mut self.state.keys);
+        let mut memo = std::mem::take(&mut self.time_memo);
+        let filled = self.fill(
+            &mut reading,
+            bytes,
+            kafka_key,
+            row,
+            Keys::Update(&mut keys),
+            Some(&mut memo),
+        );
+        self.state.keys = keys;
+        self.time_memo = memo;
+        let extracted = filled?;
+        self.update_vocab(&reading);
         Ok(extracted)
     }
 
@@ -528,8 +636,14 @@ impl FeatureExtractor {
         row: &mut [f64],
     ) -> Result<Extracted<'a>, FeatureError> {
         let mut reading = Reading::empty(&self.fields);
-        self.fill(&mut reading, bytes, kafka_key, row, false)
-            .map(|(e, _)| e)
+        self.fill(
+            &mut reading,
+            bytes,
+            kafka_key,
+            row,
+            Keys::Read(&self.state.keys),
+            None,
+        )
     }
 
     fn num(
@@ -579,15 +693,18 @@ impl FeatureExtractor {
         }
     }
 
-    /// Decodes `bytes` into `reading` (in place: it is large) and fills `row`.
+    /// Decodes `bytes` into `reading` (in place: it is large) and fills
+    /// `row`; with [`Keys::Update`], then advances the key's state.
     fn fill<'a>(
         &self,
         reading: &mut Reading<'a>,
         bytes: &'a [u8],
         kafka_key: Option<&'a str>,
         row: &mut [f64],
-        learn_vocab: bool,
-    ) -> Result<(Extracted<'a>, Option<Timestamp>), FeatureError> {
+        keys: Keys<'_>,
+        mut memo: Option<&mut TimeMemo>,
+    ) -> Result<Extracted<'a>, FeatureError> {
+        let learn_vocab = matches!(keys, Keys::Update(_));
         if bytes.len() > self.spec.max_reading_bytes {
             return Err(FeatureError::TooLarge {
                 limit: self.spec.max_reading_bytes,
@@ -626,8 +743,17 @@ impl FeatureExtractor {
             let field = self.spec.key.clone().unwrap_or_else(|| "key".into());
             return Err(FeatureError::Missing { field });
         }
+        let ts_text = match self.ts_slot.map(|slot| &reading.values[slot]) {
+            Some(Value::Str(s)) => Some(s.as_bytes()),
+            _ => None,
+        };
+        let memo_hit = match (memo.as_deref(), ts_text) {
+            (Some(m), Some(text)) => m.ts.is_some() && m.text == text,
+            _ => false,
+        };
         let ts = match self.ts_slot {
             None => None,
+            Some(_) if memo_hit => memo.as_deref().and_then(|m| m.ts),
             Some(slot) => {
                 let name = self.fields.name(slot);
                 match &reading.values[slot] {
@@ -679,8 +805,21 @@ impl FeatureExtractor {
             Value::Bool(b) if self.classification => Some(f64::from(u8::from(*b))),
             other => return Err(FeatureError::wrong(target, "a number", other.describe())),
         };
-        let key_state = key.as_deref().and_then(|k| self.state.keys.get(k));
+        // the one lookup of the key: read for the row, then updated
+        let mut keys = keys;
+        let (shared, found) = match (&mut keys, key.as_deref()) {
+            (_, None) => (None, None),
+            (Keys::Read(map), Some(k)) => (map.get(k), None),
+            (Keys::Update(map), Some(k)) => (None, map.get_mut(k)),
+        };
+        let key_state: Option<&KeyState> = shared.or(found.as_deref());
         let day = ts.map(|t| t.days);
+        if let Some(m) = memo.as_deref_mut().filter(|_| !memo_hit) {
+            // refilled below and valid again once the reading succeeds
+            m.ts = None;
+            m.cols.clear();
+        }
+        let mut time_col = 0;
         let mut baseline = 0.0;
         let mut col = 0;
         for (si, step) in self.steps.iter().enumerate() {
@@ -717,7 +856,7 @@ impl FeatureExtractor {
                     let w = values.len() + 1;
                     row[col..col + w].fill(0.0);
                     if let Some(c) = self.category(reading, *slot, *optional)? {
-                        row[col + values.get(c.as_ref()).copied().unwrap_or(values.len())] = 1.0;
+                        row[col + values.column(&c)] = 1.0;
                     }
                 }
                 Step::Learned {
@@ -748,28 +887,18 @@ impl FeatureExtractor {
                         row[col + (fnv1a(&c) % *buckets as u64) as usize] = 1.0;
                     }
                 }
-                Step::Hour { harmonics } => {
-                    let h = ts.map(|t| t.hour_of_day()).unwrap_or(0.0);
-                    for k in 0..*harmonics {
-                        let (sin, cos) = sin_cos_turns((k + 1) as f64 * h / 24.0);
-                        row[col + 2 * k] = sin;
-                        row[col + 2 * k + 1] = cos;
+                Step::Hour { .. } | Step::Weekday | Step::DayOfYear => {
+                    let w = self.step_width(step);
+                    let out = &mut row[col..col + w];
+                    match memo.as_deref_mut() {
+                        Some(m) if memo_hit => out.copy_from_slice(&m.cols[time_col..time_col + w]),
+                        Some(m) => {
+                            time_columns(step, ts, out);
+                            m.cols.extend_from_slice(out);
+                        }
+                        None => time_columns(step, ts, out),
                     }
-                }
-                Step::Weekday => {
-                    row[col..col + 7].fill(0.0);
-                    if let Some(t) = ts {
-                        row[col + t.weekday()] = 1.0;
-                    }
-                }
-                Step::DayOfYear => {
-                    let doy = ts.map_or(1, |t| t.day_of_year()) as usize;
-                    let (sin, cos) = match DAY_OF_YEAR.get(doy) {
-                        Some(&sc) => sc,
-                        None => day_of_year_sin_cos(doy),
-                    };
-                    row[col] = sin;
-                    row[col + 1] = cos;
+                    time_col += w;
                 }
                 Step::Lag { hist, order, .. } => {
                     let lag = key_state
@@ -806,19 +935,35 @@ impl FeatureExtractor {
                 }
             }
         }
-        let event_time = ts.map(|t| t.unix_millis());
-        Ok((
-            Extracted {
-                key,
-                label,
-                baseline,
-                event_time,
-            },
-            ts,
-        ))
+        if let (Some(m), Some(text), false) = (memo, ts_text, memo_hit) {
+            m.text.clear();
+            m.text.extend_from_slice(text);
+            m.ts = ts;
+        }
+        if !self.hists.is_empty() {
+            let day = day.unwrap_or(0);
+            match found {
+                Some(state) => self.advance(state, reading, day),
+                None => {
+                    if let (Keys::Update(map), Some(k)) = (&mut keys, key.as_deref()) {
+                        let state = map.entry(k.to_owned()).or_insert_with(|| KeyState {
+                            hist: vec![History::default(); self.hists.len()],
+                        });
+                        self.advance(state, reading, day);
+                    }
+                }
+            }
+        }
+        Ok(Extracted {
+            key,
+            label,
+            baseline,
+            event_time: ts.map(|t| t.unix_millis()),
+        })
     }
 
-    fn update_state(&mut self, reading: &Reading<'_>, key: Option<&str>, ts: Option<Timestamp>) {
+    /// Adds a learned categorical's new value to its vocabulary.
+    fn update_vocab(&mut self, reading: &Reading<'_>) {
         for step in &self.steps {
             if let Step::Learned {
                 slot, vocab, max, ..
@@ -838,22 +983,10 @@ impl FeatureExtractor {
                 }
             }
         }
-        let Some(key) = key else { return };
-        if self.hists.is_empty() {
-            return;
-        }
-        let day = ts.map(|t| t.days).unwrap_or(0);
-        let n = self.hists.len();
-        let state = match self.state.keys.get_mut(key) {
-            Some(s) => s,
-            None => self
-                .state
-                .keys
-                .entry(key.to_owned())
-                .or_insert_with(|| KeyState {
-                    hist: vec![History::default(); n],
-                }),
-        };
+    }
+
+    /// Advances a key's lags and running means by one reading of `day`.
+    fn advance(&self, state: &mut KeyState, reading: &Reading<'_>, day: i64) {
         for (h, spec) in state.hist.iter_mut().zip(&self.hists) {
             let Value::Num(v) = reading.values[spec.slot] else {
                 continue;
@@ -877,6 +1010,13 @@ impl FeatureExtractor {
             h.mean += (v - h.mean) / h.count;
         }
     }
+}
+
+/// How [`FeatureExtractor::fill`] reaches the keyed state: to read it
+/// (ad-hoc scoring), or to read it for the row and then advance it.
+enum Keys<'s> {
+    Read(&'s FastMap<String, KeyState>),
+    Update(&'s mut FastMap<String, KeyState>),
 }
 
 #[cfg(test)]
@@ -905,6 +1045,39 @@ mod tests {
 
     fn toml_like(s: &str) -> FeatureSpec {
         toml::from_str(s).expect("valid spec")
+    }
+
+    #[test]
+    fn memoised_time_columns_match_a_fresh_computation() {
+        // repeated timestamps, with failing readings between them (one that
+        // fails after its timestamp parsed, one with a bad timestamp), and a
+        // timestamp given as a number
+        let mut x = FeatureExtractor::new(waits_spec(), false).expect("valid");
+        let readings: [&[u8]; 9] = [
+            br#"{"ride":"soarin","ts":"2018-01-01T09:05:00","posted_wait":25.0}"#,
+            br#"{"ride":"dinosaur","ts":"2018-01-01T09:05:00","posted_wait":10.0}"#,
+            br#"{"ride":"soarin","ts":"2018-03-02T23:55:00","posted_wait":"x"}"#,
+            br#"{"ride":"dinosaur","ts":"2018-01-01T09:05:00","posted_wait":15.0}"#,
+            br#"{"ride":"soarin","ts":"2018-03-02T23:55:00","posted_wait":30.0}"#,
+            br#"{"ride":"soarin","ts":"2018-13-02T23:55:00","posted_wait":30.0}"#,
+            br#"{"ride":"dinosaur","ts":"2018-03-02T23:55:00","posted_wait":20.0}"#,
+            br#"{"ride":"dinosaur","ts":1520034900,"posted_wait":20.0}"#,
+            br#"{"ride":"soarin","ts":"2018-03-02T23:55:00","posted_wait":35.0}"#,
+        ];
+        let mut ok = 0;
+        for bytes in readings {
+            let mut fresh = vec![0.0; x.width()];
+            let mut row = vec![0.0; x.width()];
+            let expected = x.extract_readonly(bytes, None, &mut fresh);
+            let got = x.extract(bytes, None, &mut row);
+            assert_eq!(got, expected);
+            if got.is_ok() {
+                ok += 1;
+                let bits = |r: &[f64]| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&row), bits(&fresh));
+            }
+        }
+        assert_eq!(ok, 7);
     }
 
     #[test]
@@ -960,6 +1133,51 @@ mod tests {
         )
         .expect("extracts");
         assert_eq!(&row[14..], &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn fixed_values_find_their_column_scanned_or_hashed() {
+        // short, equal-prefix and equal-length values; then the same as a
+        // list long enough to be hashed
+        let mut names: Vec<String> = [
+            "a",
+            "ab",
+            "soarin",
+            "soarin_",
+            "soarin_x",
+            "soarin_y",
+            "dinosaur",
+            "dinosaurs",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for long in [false, true] {
+            if long {
+                names.extend((0..40).map(|i| format!("ride_{i:03}")));
+            }
+            let map: FastMap<String, usize> = names
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (v.clone(), j))
+                .collect();
+            let values = FixedValues::new(map);
+            assert_eq!(values.list.is_empty(), long);
+            for (j, v) in names.iter().enumerate() {
+                assert_eq!(values.column(v), j, "{v}");
+            }
+            for unknown in [
+                "",
+                "b",
+                "soari",
+                "soarin_z",
+                "dinosaur_",
+                "Soarin",
+                "ride_999",
+            ] {
+                assert_eq!(values.column(unknown), names.len(), "{unknown}");
+            }
+        }
     }
 
     #[test]
