@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use features::datasets::load_readings;
 use streamfit::config::Config;
-use streamfit::pipeline::{Input, Pipeline};
+use streamfit::pipeline::{Contiguous, Pipeline};
 
 /// Readings of each stream the bench cycles through.
 const READINGS: usize = 200_000;
@@ -46,7 +46,8 @@ fn bench(c: &mut Criterion) {
             &heart
         };
         let readings = &readings[..readings.len().min(READINGS)];
-        let inputs: Vec<Input<'_>> = readings.iter().map(Input::from).collect();
+        let contiguous = Contiguous::new(readings);
+        let inputs = contiguous.inputs();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut pipeline = Pipeline::new(model).expect("the model builds");

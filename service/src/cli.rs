@@ -107,6 +107,11 @@ pub enum Command {
         /// Micro-batch size.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Timed passes over the stream, each on a fresh model; the speed
+        /// figures are the medians (the machine is shared and noisy), the
+        /// metrics the first pass's (every pass must predict the same).
+        #[arg(long, default_value_t = 3)]
+        passes: usize,
         /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
@@ -287,6 +292,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             data,
             config,
             batch,
+            passes,
             json,
             predictions_out,
             hindsight,
@@ -297,7 +303,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut log = predictions_out
                 .as_ref()
                 .map(|_| features::arrow_io::PredictionLog::default());
-            let mut report = eval::run(model, &readings, batch, log.as_mut())?;
+            let mut report = eval::run(model, &readings, batch, passes, log.as_mut())?;
             if hindsight {
                 report.hindsight_last_20pct = Some(eval::hindsight(model, &readings)?);
             }

@@ -18,7 +18,7 @@ use models::KeyedModel;
 use serde::Serialize;
 
 use crate::config::ModelConfig;
-use crate::pipeline::{Input, Outcome, Pipeline};
+use crate::pipeline::{Contiguous, Input, Outcome, Pipeline};
 
 /// The figures of one evaluation.
 #[derive(Debug, Clone, Serialize)]
@@ -27,13 +27,15 @@ pub struct EvalReport {
     pub model: String,
     /// Micro-batch size.
     pub batch: usize,
+    /// Timed passes over the stream; the speed figures are their medians.
+    pub passes: usize,
     /// Readings in the stream.
     pub readings: usize,
     /// Readings scored (labelled and valid).
     pub scored: usize,
     /// Readings rejected by the decoder or features.
     pub invalid: usize,
-    /// Wall seconds of the timed run.
+    /// Wall seconds of the median timed pass.
     pub seconds: f64,
     /// Readings per second, JSON decoding included.
     pub readings_per_second: f64,
@@ -133,19 +135,102 @@ pub fn load(path: &Path) -> Result<Vec<KeyedReading>> {
     load_readings(path).with_context(|| format!("cannot load readings from {}", path.display()))
 }
 
-/// Runs the prequential protocol over `readings` with micro-batches of `batch`.
-/// When `log` is given, every prediction is recorded there.
+/// Runs the prequential protocol over `readings` with micro-batches of
+/// `batch`, `passes` times over fresh pipelines: the figures are the first
+/// pass's (every pass must predict the same to the bit, or it is an error),
+/// the speed is the median pass's. When `log` is given, every prediction
+/// of the first pass is recorded there.
 pub fn run(
     config: &ModelConfig,
     readings: &[KeyedReading],
     batch: usize,
-    mut log: Option<&mut PredictionLog>,
+    passes: usize,
+    log: Option<&mut PredictionLog>,
 ) -> Result<EvalReport> {
     anyhow::ensure!(batch >= 1, "`--batch` should be at least 1, but is {batch}");
+    anyhow::ensure!(
+        passes >= 1,
+        "`--passes` should be at least 1, but is {passes}"
+    );
+    let contiguous = Contiguous::new(readings);
+    let inputs = contiguous.inputs();
+    let first = timed_pass(config, &inputs, batch, log)?;
+    let mut seconds = vec![first.seconds];
+    for _ in 1..passes {
+        let again = timed_pass(config, &inputs, batch, None)?;
+        let same = again.preds.len() == first.preds.len()
+            && again
+                .preds
+                .iter()
+                .zip(&first.preds)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        anyhow::ensure!(
+            same,
+            "pass {} predicted differently from the first: the pipeline is not deterministic",
+            seconds.len() + 1
+        );
+        seconds.push(again.seconds);
+    }
+    let seconds = median(&mut seconds);
+    let mut model_only = (0..passes)
+        .map(|_| model_only_rate(config, readings, batch))
+        .collect::<Result<Vec<_>>>()?;
+    let Pass {
+        preds,
+        labels,
+        invalid,
+        task,
+        ..
+    } = first;
+    let n = preds.len();
+    let half = n / 2;
+    let last = n - n / 5;
+    Ok(EvalReport {
+        model: config.name.clone(),
+        batch,
+        passes,
+        readings: readings.len(),
+        scored: n,
+        invalid,
+        seconds,
+        readings_per_second: readings.len() as f64 / seconds.max(1e-9),
+        model_only_readings_per_second: median(&mut model_only),
+        all: evaluate(task, &preds, &labels),
+        second_half: evaluate(task, &preds[half..], &labels[half..]),
+        last_20pct: evaluate(task, &preds[last..], &labels[last..]),
+        hindsight_last_20pct: None,
+    })
+}
+
+/// The median of `v` (not empty).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// One timed run of the protocol over a fresh pipeline.
+struct Pass {
+    preds: Vec<f64>,
+    labels: Vec<f64>,
+    invalid: usize,
+    seconds: f64,
+    task: Task,
+}
+
+fn timed_pass(
+    config: &ModelConfig,
+    inputs: &[Input<'_>],
+    batch: usize,
+    mut log: Option<&mut PredictionLog>,
+) -> Result<Pass> {
     let mut pipeline = Pipeline::new(config)?;
-    let inputs: Vec<Input<'_>> = readings.iter().map(Input::from).collect();
-    let mut preds = Vec::with_capacity(readings.len());
-    let mut labels = Vec::with_capacity(readings.len());
+    let mut preds = Vec::with_capacity(inputs.len());
+    let mut labels = Vec::with_capacity(inputs.len());
     let mut outcomes = Vec::with_capacity(batch);
     let mut invalid = 0;
     let start = Instant::now();
@@ -172,25 +257,12 @@ pub fn run(
             }
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let model_only = model_only_rate(config, readings, batch)?;
-    let task = pipeline.task();
-    let n = preds.len();
-    let half = n / 2;
-    let last = n - n / 5;
-    Ok(EvalReport {
-        model: config.name.clone(),
-        batch,
-        readings: readings.len(),
-        scored: n,
+    Ok(Pass {
+        preds,
+        labels,
         invalid,
-        seconds,
-        readings_per_second: readings.len() as f64 / seconds.max(1e-9),
-        model_only_readings_per_second: model_only,
-        all: evaluate(task, &preds, &labels),
-        second_half: evaluate(task, &preds[half..], &labels[half..]),
-        last_20pct: evaluate(task, &preds[last..], &labels[last..]),
-        hindsight_last_20pct: None,
+        seconds: start.elapsed().as_secs_f64(),
+        task: pipeline.task(),
     })
 }
 
@@ -262,7 +334,7 @@ impl EvalReport {
             })
             .unwrap_or_default();
         format!(
-            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only){}",
+            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}",
             self.model,
             self.batch,
             self.readings,
@@ -274,6 +346,7 @@ impl EvalReport {
             self.seconds,
             self.readings_per_second,
             self.model_only_readings_per_second,
+            self.passes,
             hindsight,
         )
     }

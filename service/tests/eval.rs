@@ -1,0 +1,104 @@
+//! `streamfit eval`, the real binary on the real data sets of `../shared`:
+//! its JSON contract, and the accuracy goals of the shipped models (speed
+//! is measured by `deploy/bench-eval.sh`, not asserted here).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the service crate sits in the workspace")
+        .to_path_buf()
+}
+
+fn eval(model: &str, data: &str, passes: &str) -> serde_json::Value {
+    let root = workspace();
+    let config = root.join("deploy/streamfit.toml");
+    let data = root.join("../shared/data").join(data);
+    let out = streamfit_ok(&[
+        "eval",
+        "--model",
+        model,
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--passes",
+        passes,
+        "--json",
+    ]);
+    assert_eq!(out.lines().count(), 1, "exactly one JSON object: {out}");
+    serde_json::from_str(&out).expect("one JSON object")
+}
+
+fn num(report: &serde_json::Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} should be a number in {report}"))
+}
+
+#[test]
+fn waits_models_meet_their_goals_and_keep_the_contract() {
+    for model in ["waits-v1", "waits"] {
+        let r = eval(model, "wdw-waits-2018", "1");
+        assert_eq!(r["model"], model);
+        assert_eq!(r["batch"], 1);
+        assert_eq!(r["scored"], 559_629);
+        for key in ["seconds", "readings_per_second", "mae", "rmse"] {
+            assert!(num(&r, key) > 0.0, "{key} in {r}");
+        }
+        for part in ["second_half", "last_20pct"] {
+            assert!(
+                num(&r[part], "mae") > 0.0 && num(&r[part], "rmse") > 0.0,
+                "{r}"
+            );
+        }
+        let (mae, rmse) = (num(&r, "mae"), num(&r, "rmse"));
+        // BENCHMARKS.md: Vowpal Wabbit's best RMSE, and persistence's MAE
+        assert!(rmse <= 8.94, "{model}: RMSE {rmse}");
+        if model == "waits" {
+            assert!(mae < 4.165, "{model}: MAE {mae}");
+        }
+    }
+}
+
+#[test]
+fn heart_models_meet_their_goals_and_every_pass_agrees() {
+    for model in ["heart-v1", "heart"] {
+        // two passes: the second must predict the first's figures to the bit
+        let r = eval(model, "heart-failure/heart.csv", "2");
+        assert_eq!(r["scored"], 918);
+        assert_eq!(r["passes"], 2);
+        let (log_loss, auc) = (num(&r, "log_loss"), num(&r, "roc_auc"));
+        assert!(log_loss <= 0.355, "{model}: log loss {log_loss}");
+        assert!(auc >= 0.92, "{model}: ROC AUC {auc}");
+        assert!(num(&r, "accuracy") > 0.8, "{r}");
+        for part in ["second_half", "last_20pct"] {
+            assert!(num(&r[part], "log_loss") > 0.0, "{r}");
+        }
+    }
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let root = workspace();
+    let config = root.join("deploy/streamfit.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let data = root.join("../shared/data/heart-failure/heart.csv");
+    let data = data.to_str().expect("utf-8 path");
+    for (flag, value, says) in [
+        ("--passes", "0", "`--passes` should be at least 1"),
+        ("--batch", "0", "`--batch` should be at least 1"),
+    ] {
+        let out = streamfit(&[
+            "eval", "--model", "heart", "--data", data, "--config", config, flag, value,
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
