@@ -132,6 +132,7 @@ pub struct Slots<'a> {
 
 impl<'a> Slots<'a> {
     /// `len` absent values.
+    #[inline]
     pub fn new(len: usize) -> Self {
         Slots {
             inline: [const { Value::Absent }; INLINE],
@@ -194,6 +195,7 @@ pub struct Reading<'a> {
 
 impl<'a> Reading<'a> {
     /// A reading with every field of `fields` absent, to decode into.
+    #[inline]
     pub fn empty(fields: &Fields) -> Self {
         Reading {
             values: Slots::new(fields.len()),
