@@ -179,6 +179,13 @@ impl TargetStats {
     }
 }
 
+/// The weights as one slice (they always are: built by `Array1::zeros`).
+fn contiguous(weights: &mut Array1<f64>) -> Result<&mut [f64], ModelError> {
+    weights
+        .as_slice_mut()
+        .ok_or(ModelError::Internal("weights are not contiguous"))
+}
+
 fn soft_threshold(w: f64, t: f64) -> f64 {
     if w > t {
         w - t
@@ -466,10 +473,7 @@ impl LinearModel {
     fn gradient_step(&mut self, grad: &[f64]) -> Result<(), ModelError> {
         let p = self.params.0;
         let n = grad.len() - 1;
-        let w = self
-            .weights
-            .as_slice_mut()
-            .ok_or(ModelError::Internal("weights are not contiguous"))?;
+        let w = contiguous(&mut self.weights)?;
         let (l1, l2) = (p.l1, p.l2);
         let penalised = |i: usize| i < n && (l1 > 0.0 || l2 > 0.0);
         match (&mut self.state, p.optimizer) {
@@ -582,10 +586,7 @@ impl LinearModel {
                 "optimiser state does not match its parameters",
             ));
         };
-        let w = self
-            .weights
-            .as_slice_mut()
-            .ok_or(ModelError::Internal("weights are not contiguous"))?;
+        let w = contiguous(&mut self.weights)?;
         let n = z.len().min(w.len()).min(g2.len());
         let (z, w, g2) = (&z[..n], &mut w[..n], &mut g2[..n]);
         let g = loss.gradient(dot(w, z), y);
@@ -613,10 +614,7 @@ impl LinearModel {
                 "optimiser state does not match its parameters",
             ));
         };
-        let w = self
-            .weights
-            .as_slice_mut()
-            .ok_or(ModelError::Internal("weights are not contiguous"))?;
+        let w = contiguous(&mut self.weights)?;
         let d = z.len();
         let raw = dot(w, z);
         let g = loss.gradient(raw, y);
@@ -685,10 +683,7 @@ impl LinearModel {
                 "optimiser state does not match its parameters",
             ));
         };
-        let w = self
-            .weights
-            .as_slice_mut()
-            .ok_or(ModelError::Internal("weights are not contiguous"))?;
+        let w = contiguous(&mut self.weights)?;
         let n = z.len() - 1;
         // 1. grow each feature's scale, shrinking its weight to keep the prediction
         let mut norm_x = 0.0;
