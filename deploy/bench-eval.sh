@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accuracy and speed of every shipped model under the prequential protocol
 # of BENCHMARKS.md: `streamfit eval` run RUNS times (default 3) per model,
-# release build, medians printed as the README's markdown table.
+# each timing PASSES passes (default 3) and reporting their median; release
+# build; the medians of the runs printed as the README's markdown table.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,13 +10,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
 data="${STREAMFIT_DATA:-$root/../shared/data}"
 runs="${RUNS:-3}"
 batch="${BATCH:-1}"
+passes="${PASSES:-3}"
 cargo build --release -q -p streamfit
 bin="$CARGO_TARGET_DIR/release/streamfit"
 out="$(mktemp)"
 for model in waits-v1 waits heart-v1 heart; do
   case "$model" in waits*) src="$data/wdw-waits-2018" ;; *) src="$data/heart-failure/heart.csv" ;; esac
   for _ in $(seq 1 "$runs"); do
-    "$bin" eval --model "$model" --data "$src" --batch "$batch" --json >> "$out"
+    "$bin" eval --model "$model" --data "$src" --batch "$batch" --passes "$passes" --json >> "$out"
   done
 done
 python3 - "$out" "$(nproc)" <<'PY'
@@ -25,7 +27,7 @@ by = {}
 for r in rows:
     by.setdefault(r["model"], []).append(r)
 med = lambda rs, f: statistics.median(f(r) for r in rs)
-print(f"Medians of {len(next(iter(by.values())))} runs, B = {rows[0]['batch']}, {sys.argv[2]} cores.\n")
+print(f"Medians of {len(next(iter(by.values())))} runs (each the median of {rows[0]['passes']} timed passes), B = {rows[0]['batch']}, {sys.argv[2]} cores.\n")
 print("| model | scored | MAE | RMSE | MAE last 20% | RMSE last 20% | readings/s (JSON included) | readings/s (predict+learn only) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for m, rs in by.items():
