@@ -128,7 +128,7 @@ enum Step {
 /// the last is the unknown bucket). Up to [`FixedValues::SCAN`] values are
 /// found by scanning fingerprints (the length and first seven bytes, so a
 /// scan rejects nearly every other value without comparing strings): for a
-/// handful of short names that is several times cheaper than hashing one.
+/// handful of short names, cheaper than hashing the value and comparing it.
 #[derive(Debug, Clone)]
 struct FixedValues {
     /// Fingerprint, value and column of each value, in column order.
