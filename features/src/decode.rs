@@ -59,7 +59,7 @@ impl Value<'_> {
 /// The length and first seven bytes of `s` in one word: two short names
 /// are equal exactly when their fingerprints are, and two long ones rarely
 /// have equal fingerprints unless they are equal.
-pub(crate) fn fingerprint(s: &[u8]) -> u64 {
+fn fingerprint(s: &[u8]) -> u64 {
     let mut f = (s.len() as u64) << 56;
     for (i, &c) in s.iter().take(7).enumerate() {
         f |= u64::from(c) << (8 * i);
@@ -67,22 +67,57 @@ pub(crate) fn fingerprint(s: &[u8]) -> u64 {
     f
 }
 
+/// A short list of distinct names, found by position without hashing: a
+/// word compare of [`fingerprint`]s rejects the other names, and only a long
+/// name with the same fingerprint is compared in full. For a handful of
+/// field names or category values, cheaper than hashing the key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Names {
+    names: Vec<String>,
+    prints: Vec<u64>,
+}
+
+impl Names {
+    /// Appends `name` (the caller keeps names distinct).
+    pub(crate) fn push(&mut self, name: &str) {
+        self.names.push(name.to_owned());
+        self.prints.push(fingerprint(name.as_bytes()));
+    }
+
+    /// The position of `key`, if it is one of the names.
+    #[inline]
+    pub(crate) fn position(&self, key: &[u8]) -> Option<usize> {
+        let f = fingerprint(key);
+        self.prints
+            .iter()
+            .zip(&self.names)
+            .position(|(&p, n)| p == f && (key.len() <= 7 || n.as_bytes() == key))
+    }
+
+    /// The name at `i`.
+    pub(crate) fn get(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// Number of names.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
 /// The field names a spec reads, in slot order.
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
-    names: Vec<String>,
-    /// [`fingerprint`] of each name.
-    prints: Vec<u64>,
+    names: Names,
 }
 
 impl Fields {
     /// Registers `name` (once) and returns its slot.
     pub fn slot(&mut self, name: &str) -> usize {
-        match self.names.iter().position(|n| n == name) {
+        match self.names.position(name.as_bytes()) {
             Some(i) => i,
             None => {
-                self.names.push(name.to_owned());
-                self.prints.push(fingerprint(name.as_bytes()));
+                self.names.push(name);
                 self.names.len() - 1
             }
         }
@@ -90,7 +125,7 @@ impl Fields {
 
     /// The name of slot `i`.
     pub fn name(&self, i: usize) -> &str {
-        &self.names[i]
+        self.names.get(i)
     }
 
     /// Number of slots.
@@ -100,21 +135,11 @@ impl Fields {
 
     /// True when no field is read.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.names.len() == 0
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        self.find_bytes(key.as_bytes())
-    }
-
-    fn find_bytes(&self, key: &[u8]) -> Option<usize> {
-        // a word compare rejects the other names; only a long name that
-        // matches it is compared in full
-        let f = fingerprint(key);
-        self.prints
-            .iter()
-            .position(|&p| p == f)
-            .filter(|&i| key.len() <= 7 || self.names[i].as_bytes() == key)
+        self.names.position(key.as_bytes())
     }
 }
 
@@ -133,7 +158,7 @@ pub struct Slots<'a> {
 impl<'a> Slots<'a> {
     /// `len` absent values.
     #[inline]
-    pub fn new(len: usize) -> Self {
+    fn new(len: usize) -> Self {
         Slots {
             inline: [const { Value::Absent }; INLINE],
             heap: if len > INLINE {
@@ -279,7 +304,7 @@ mod flat {
                     return None;
                 }
                 let (value, next) = value(text, ws(b, i + 1))?;
-                if let Some(slot) = fields.find_bytes(key) {
+                if let Some(slot) = fields.names.position(key) {
                     if !matches!(values[slot], Value::Absent) {
                         return None; // a duplicate: serde_json names it
                     }
@@ -616,6 +641,20 @@ mod tests {
                 Err(e) => Err(format!("fast path accepted what serde refuses: {e}")),
             },
         }
+    }
+
+    #[test]
+    fn long_names_with_the_same_fingerprint_are_told_apart() {
+        // same length and first seven bytes: the fingerprint cannot tell
+        // them apart, the full compare must (it used to stop at the first)
+        let mut f = Fields::default();
+        let posted = f.slot("wait_time_posted");
+        let actual = f.slot("wait_time_actual");
+        assert_ne!(posted, actual);
+        assert_eq!(f.slot("wait_time_actual"), actual);
+        let r = decode(br#"{"wait_time_posted":5,"wait_time_actual":7}"#, &f).expect("decodes");
+        assert_eq!(r.values[posted], Value::Num(5.0));
+        assert_eq!(r.values[actual], Value::Num(7.0));
     }
 
     #[test]

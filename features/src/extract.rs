@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode_into, fingerprint, Fields, Reading, Value};
+use crate::decode::{decode_into, Fields, Names, Reading, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, Reset};
 use crate::time::{sin_cos_turns, Timestamp};
@@ -124,49 +124,45 @@ enum Step {
     },
 }
 
-/// The values of a fixed categorical and their columns (the column after
-/// the last is the unknown bucket). Up to [`FixedValues::SCAN`] values are
-/// found by scanning fingerprints (the length and first seven bytes, so a
-/// scan rejects nearly every other value without comparing strings): for a
-/// handful of short names, cheaper than hashing the value and comparing it.
+/// The values of a fixed categorical, in column order (the column after
+/// the last is the unknown bucket): up to [`FixedValues::SCAN`] values are
+/// found by scanning ([`Names`]), more by hashing.
 #[derive(Debug, Clone)]
-struct FixedValues {
-    /// Fingerprint, value and column of each value, in column order.
-    list: Vec<(u64, String, usize)>,
-    /// The same for long lists.
-    map: FastMap<String, usize>,
+enum FixedValues {
+    Scanned(Names),
+    Hashed(FastMap<String, usize>),
 }
 
 impl FixedValues {
     const SCAN: usize = 32;
 
-    fn new(map: FastMap<String, usize>) -> Self {
-        let mut list: Vec<(u64, String, usize)> = map
-            .iter()
-            .map(|(v, &j)| (fingerprint(v.as_bytes()), v.clone(), j))
-            .collect();
-        list.sort_by_key(|e| e.2);
-        if list.len() > Self::SCAN {
-            list.clear();
+    /// `values` must be distinct.
+    fn new(values: &[String]) -> Self {
+        if values.len() <= Self::SCAN {
+            let mut names = Names::default();
+            values.iter().for_each(|v| names.push(v));
+            FixedValues::Scanned(names)
+        } else {
+            let map = values.iter().enumerate().map(|(j, v)| (v.clone(), j));
+            FixedValues::Hashed(map.collect())
         }
-        FixedValues { list, map }
     }
 
     fn len(&self) -> usize {
-        self.map.len()
+        match self {
+            FixedValues::Scanned(names) => names.len(),
+            FixedValues::Hashed(map) => map.len(),
+        }
     }
 
     /// The column of `value`: its index, or the unknown bucket.
     #[inline]
     fn column(&self, value: &str) -> usize {
-        if self.list.is_empty() {
-            return self.map.get(value).copied().unwrap_or(self.len());
-        }
-        let f = fingerprint(value.as_bytes());
-        self.list
-            .iter()
-            .find(|(g, v, _)| *g == f && (value.len() <= 7 || v == value))
-            .map_or(self.len(), |e| e.2)
+        let found = match self {
+            FixedValues::Scanned(names) => names.position(value.as_bytes()),
+            FixedValues::Hashed(map) => map.get(value).copied(),
+        };
+        found.unwrap_or(self.len())
     }
 }
 
@@ -339,9 +335,9 @@ impl FeatureExtractor {
                                     "should list at least one value",
                                 ));
                             }
-                            let mut map = FastMap::default();
-                            for (j, v) in values.iter().enumerate() {
-                                if map.insert(v.clone(), j).is_some() {
+                            let mut seen = std::collections::HashSet::new();
+                            for v in values {
+                                if !seen.insert(v) {
                                     return Err(spec_error(
                                         at("values"),
                                         format!("lists {v:?} twice"),
@@ -352,7 +348,7 @@ impl FeatureExtractor {
                             push(&mut names, format!("{field}=<unknown>"), false);
                             steps.push(Step::Fixed {
                                 slot,
-                                values: FixedValues::new(map),
+                                values: FixedValues::new(values),
                                 optional,
                             });
                         }
@@ -1156,13 +1152,8 @@ mod tests {
             if long {
                 names.extend((0..40).map(|i| format!("ride_{i:03}")));
             }
-            let map: FastMap<String, usize> = names
-                .iter()
-                .enumerate()
-                .map(|(j, v)| (v.clone(), j))
-                .collect();
-            let values = FixedValues::new(map);
-            assert_eq!(values.list.is_empty(), long);
+            let values = FixedValues::new(&names);
+            assert_eq!(matches!(values, FixedValues::Hashed(_)), long);
             for (j, v) in names.iter().enumerate() {
                 assert_eq!(values.column(v), j, "{v}");
             }

@@ -176,16 +176,21 @@ impl OnlineScaler {
         &self.mean
     }
 
-    /// Adds one row to the statistics.
+    /// Adds one row to the statistics (only its standardised columns move).
     pub fn update(&mut self, x: &[f64]) {
-        for (i, &v) in x.iter().enumerate().take(self.mask.len()) {
-            self.update_one(i, v);
+        for k in 0..self.scaled.len() {
+            let i = self.scaled[k];
+            match x.get(i) {
+                Some(&v) => self.update_one(i, v),
+                None => break,
+            }
         }
     }
 
+    /// Adds `v` to the statistics of standardised column `i`.
     #[inline]
     fn update_one(&mut self, i: usize, v: f64) {
-        if !self.mask[i] || v.is_nan() {
+        if v.is_nan() {
             return;
         }
         self.count[i] += 1.0;
@@ -201,20 +206,10 @@ impl OnlineScaler {
     }
 
     /// [`OnlineScaler::update`] with `x`, then [`OnlineScaler::transform`]
-    /// of `x` into `out`, in one pass (the columns are independent).
+    /// of `x` into `out`.
     pub fn update_transform(&mut self, x: &[f64], out: &mut [f64]) {
-        let n = x.len().min(out.len()).min(self.mask.len());
-        pass_through(&x[..n], &mut out[..n]);
-        let bound = self.bound();
-        for k in 0..self.scaled.len() {
-            let i = self.scaled[k];
-            if i >= n {
-                break;
-            }
-            let v = x[i];
-            self.update_one(i, v);
-            out[i] = z(v, true, self.mean[i], self.inv_std[i], bound);
-        }
+        self.update(x);
+        self.transform(x, out);
     }
 
     /// The transformed value of feature `i`.

@@ -172,8 +172,9 @@ pub fn run(
         seconds.push(again.seconds);
     }
     let seconds = median(&mut seconds);
+    let (rows, scale_mask) = extract_all(config, readings)?;
     let mut model_only = (0..passes)
-        .map(|_| model_only_rate(config, readings, batch))
+        .map(|_| model_only_rate(config, &rows, &scale_mask, batch))
         .collect::<Result<Vec<_>>>()?;
     let Pass {
         preds,
@@ -266,12 +267,21 @@ fn timed_pass(
     })
 }
 
-/// Predict-then-learn over rows extracted beforehand (not timed), per micro-batch.
-fn model_only_rate(config: &ModelConfig, readings: &[KeyedReading], batch: usize) -> Result<f64> {
+/// Predict-then-learn over rows extracted beforehand (not timed), per
+/// micro-batch, on a fresh model.
+fn model_only_rate(
+    config: &ModelConfig,
+    all: &Extracted,
+    scale_mask: &[bool],
+    batch: usize,
+) -> Result<f64> {
     let classification = config.learner.loss.is_classification();
-    let (all, scale_mask) = extract_all(config, readings)?;
     let rows = &all.rows;
-    let mut model = KeyedModel::new(config.learner.validate()?, scale_mask, config.per_key);
+    let mut model = KeyedModel::new(
+        config.learner.validate()?,
+        scale_mask.to_vec(),
+        config.per_key,
+    );
     let task = if classification {
         Task::Classification
     } else {
