@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use arrayvec::ArrayVec;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::error::FeatureError;
@@ -31,8 +32,11 @@ pub enum Value<'a> {
     Null,
     /// A number.
     Num(f64),
-    /// A string.
-    Str(Cow<'a, str>),
+    /// A string, as its UTF-8 bytes (see [`text`]): borrowed from the
+    /// reading when it had no escapes. Most uses (category lookups,
+    /// timestamps) need only the bytes, so no reading pays for a UTF-8
+    /// check that the decoder has already made.
+    Str(Cow<'a, [u8]>),
     /// `true` or `false`.
     Bool(bool),
     /// An array or object (never a valid feature value).
@@ -47,12 +51,22 @@ impl Value<'_> {
             Value::Null => "null".into(),
             Value::Num(v) => format!("the number {v}"),
             Value::Str(s) => {
-                let s: String = s.chars().take(40).collect();
+                let s: String = String::from_utf8_lossy(s).chars().take(40).collect();
                 format!("the string {s:?}")
             }
             Value::Bool(b) => format!("{b}"),
             Value::Nested(kind) => (*kind).into(),
         }
+    }
+}
+
+/// The text of a string [`Value`], borrowed when the value is. Decoded
+/// strings are UTF-8 by construction (the fast path takes only ASCII, the
+/// general one gets them from serde_json), so nothing is ever replaced.
+pub fn text<'a>(s: &Cow<'a, [u8]>) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => String::from_utf8_lossy(b),
+        Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(v).into_owned()),
     }
 }
 
@@ -105,10 +119,71 @@ impl Names {
     }
 }
 
+/// A field name as a plain reading spells its key, the closing quote
+/// included (`posted_wait"`), in little-endian words with masks: the fast
+/// decoder checks whether the next key is the field it expects with a
+/// word compare or two, instead of scanning the key and looking it up.
+#[derive(Debug, Clone, Copy)]
+struct KeyPattern {
+    words: [u64; KeyPattern::WORDS],
+    masks: [u64; KeyPattern::WORDS],
+    /// Words in use.
+    n: usize,
+    /// Bytes matched: the name and its closing quote.
+    len: usize,
+}
+
+impl KeyPattern {
+    const WORDS: usize = 4;
+
+    /// `None` for a name JSON would escape (a quote, a backslash, a
+    /// control character, non-ASCII) or longer than 31 bytes: such keys
+    /// are always scanned.
+    fn new(name: &str) -> Option<Self> {
+        let plain = |c: &u8| *c >= 0x20 && *c < 0x80 && *c != b'"' && *c != b'\\';
+        if !name.as_bytes().iter().all(plain) || name.len() >= 8 * Self::WORDS {
+            return None;
+        }
+        let mut bytes = name.as_bytes().to_vec();
+        bytes.push(b'"');
+        let mut p = KeyPattern {
+            words: [0; Self::WORDS],
+            masks: [0; Self::WORDS],
+            n: 0,
+            len: bytes.len(),
+        };
+        for (k, chunk) in bytes.chunks(8).enumerate() {
+            let (mut w, mut m) = ([0u8; 8], [0u8; 8]);
+            w[..chunk.len()].copy_from_slice(chunk);
+            m[..chunk.len()].fill(0xff);
+            p.words[k] = u64::from_le_bytes(w);
+            p.masks[k] = u64::from_le_bytes(m);
+            p.n = k + 1;
+        }
+        Some(p)
+    }
+
+    /// True if `b[at..]` starts with the pattern. False, too, when the
+    /// last word would run past the end of `b` (the scan then decides).
+    #[inline]
+    fn matches(&self, b: &[u8], at: usize) -> bool {
+        let Some(window) = b.get(at..at + 8 * self.n) else {
+            return false;
+        };
+        let pattern = self.words.iter().zip(&self.masks);
+        window.chunks_exact(8).zip(pattern).all(|(c, (&w, &m))| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            u64::from_le_bytes(word) & m == w
+        })
+    }
+}
+
 /// The field names a spec reads, in slot order.
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
     names: Names,
+    patterns: Vec<Option<KeyPattern>>,
 }
 
 impl Fields {
@@ -118,6 +193,7 @@ impl Fields {
             Some(i) => i,
             None => {
                 self.names.push(name);
+                self.patterns.push(KeyPattern::new(name));
                 self.names.len() - 1
             }
         }
@@ -141,72 +217,75 @@ impl Fields {
     fn find(&self, key: &str) -> Option<usize> {
         self.names.position(key.as_bytes())
     }
+
+    /// If the key starting at `b[at]` (after its opening quote) is the
+    /// name of `slot`, the index after its closing quote.
+    #[inline]
+    fn expect(&self, slot: usize, b: &[u8], at: usize) -> Option<usize> {
+        let p = self.patterns.get(slot)?.as_ref()?;
+        p.matches(b, at).then_some(at + p.len)
+    }
 }
 
 /// Slots kept inline (no allocation) when a spec reads at most this many
 /// fields: a clinical reading names 13.
 const INLINE: usize = 16;
 
-/// One value per slot, inline for up to [`INLINE`] slots.
+/// One value per slot, inline for up to [`INLINE`] slots. Only the live
+/// slots are written when it is made and visited when it is dropped.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Slots<'a> {
-    inline: [Value<'a>; INLINE],
-    heap: Vec<Value<'a>>,
-    len: usize,
+#[allow(clippy::large_enum_variant)] // inline on purpose: no allocation per reading
+pub enum Slots<'a> {
+    /// At most [`INLINE`] slots.
+    Inline(ArrayVec<Value<'a>, INLINE>),
+    /// More.
+    Heap(Vec<Value<'a>>),
 }
 
 impl<'a> Slots<'a> {
     /// `len` absent values.
-    #[inline]
     fn new(len: usize) -> Self {
-        Slots {
-            inline: [const { Value::Absent }; INLINE],
-            heap: if len > INLINE {
-                vec![Value::Absent; len]
-            } else {
-                Vec::new()
-            },
-            len,
+        let mut slots = Slots::Inline(ArrayVec::new_const());
+        slots.reset(len);
+        slots
+    }
+
+    /// Makes these `len` absent values. Callers on the hot path build an
+    /// empty [`Slots::Inline`] where it is used and reset it there: a
+    /// function returning the (large) value would copy it.
+    #[inline]
+    pub(crate) fn reset(&mut self, len: usize) {
+        match self {
+            Slots::Inline(v) if len <= INLINE => {
+                v.clear();
+                v.extend((0..len).map(|_| Value::Absent));
+            }
+            _ => *self = Slots::Heap(vec![Value::Absent; len]),
         }
-    }
-
-    /// Number of slots.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when there are no slots.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     fn clear(&mut self) {
-        let live = if self.len > INLINE {
-            &mut self.heap[..]
-        } else {
-            &mut self.inline[..self.len]
-        };
-        live.fill(Value::Absent);
+        self.fill(Value::Absent);
     }
 }
 
-impl<'a> std::ops::Index<usize> for Slots<'a> {
-    type Output = Value<'a>;
-    fn index(&self, i: usize) -> &Value<'a> {
-        if self.len > INLINE {
-            &self.heap[i]
-        } else {
-            &self.inline[i]
+impl<'a> std::ops::Deref for Slots<'a> {
+    type Target = [Value<'a>];
+    #[inline]
+    fn deref(&self) -> &[Value<'a>] {
+        match self {
+            Slots::Inline(v) => v,
+            Slots::Heap(v) => v,
         }
     }
 }
 
-impl std::ops::IndexMut<usize> for Slots<'_> {
-    fn index_mut(&mut self, i: usize) -> &mut Self::Output {
-        if self.len > INLINE {
-            &mut self.heap[i]
-        } else {
-            &mut self.inline[i]
+impl std::ops::DerefMut for Slots<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Slots::Inline(v) => v,
+            Slots::Heap(v) => v,
         }
     }
 }
@@ -220,7 +299,6 @@ pub struct Reading<'a> {
 
 impl<'a> Reading<'a> {
     /// A reading with every field of `fields` absent, to decode into.
-    #[inline]
     pub fn empty(fields: &Fields) -> Self {
         Reading {
             values: Slots::new(fields.len()),
@@ -283,14 +361,16 @@ mod flat {
     }
 
     pub(super) fn decode<'a>(b: &'a [u8], fields: &Fields, values: &mut Slots<'a>) -> Option<()> {
-        // one check of the whole reading (fast for ASCII) instead of one
-        // per string; text is sliced from it at ASCII positions
-        let text = std::str::from_utf8(b).ok()?;
+        // every byte is examined and only ASCII is taken, so a reading
+        // this path accepts is valid UTF-8 without a separate check
         let mut i = ws(b, 0);
         if b.get(i) != Some(&b'{') {
             return None;
         }
         i = ws(b, i + 1);
+        // readings of a stream spell their fields in one order: after a
+        // key of slot `s`, the next key is most likely that of `s + 1`
+        let mut expect = 0;
         if b.get(i) == Some(&b'}') {
             i += 1;
         } else {
@@ -298,17 +378,25 @@ mod flat {
                 if b.get(i) != Some(&b'"') {
                     return None;
                 }
-                let (key, next) = raw_string(b, i + 1)?;
+                let (slot, next) = match fields.expect(expect, b, i + 1) {
+                    Some(next) => (Some(expect), next),
+                    None => {
+                        let (key, next) = raw_string(b, i + 1)?;
+                        (fields.names.position(key), next)
+                    }
+                };
                 i = ws(b, next);
                 if b.get(i) != Some(&b':') {
                     return None;
                 }
-                let (value, next) = value(text, ws(b, i + 1))?;
-                if let Some(slot) = fields.names.position(key) {
-                    if !matches!(values[slot], Value::Absent) {
+                let (value, next) = value(b, ws(b, i + 1))?;
+                if let Some(slot) = slot {
+                    let v = values.get_mut(slot)?;
+                    if !matches!(v, Value::Absent) {
                         return None; // a duplicate: serde_json names it
                     }
-                    values[slot] = value;
+                    *v = value;
+                    expect = slot + 1;
                 }
                 i = ws(b, next);
                 match b.get(i) {
@@ -369,19 +457,13 @@ mod flat {
         None
     }
 
-    /// [`raw_string`] as a slice of the reading's text.
-    fn string(text: &str, start: usize) -> Option<(&str, usize)> {
-        let (raw, next) = raw_string(text.as_bytes(), start)?;
-        Some((text.get(start..start + raw.len())?, next))
-    }
-
-    fn value(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
-        let b = text.as_bytes();
+    #[inline]
+    fn value(b: &[u8], i: usize) -> Option<(Value<'_>, usize)> {
         let literal = |word: &[u8], v: Value<'static>| {
             (b.get(i..i + word.len())? == word).then_some((v, i + word.len()))
         };
         match b.get(i)? {
-            b'"' => string(text, i + 1).map(|(s, next)| (Value::Str(Cow::Borrowed(s)), next)),
+            b'"' => raw_string(b, i + 1).map(|(s, next)| (Value::Str(Cow::Borrowed(s)), next)),
             b'-' | b'0'..=b'9' => number(b, i),
             b't' => literal(b"true", Value::Bool(true)),
             b'f' => literal(b"false", Value::Bool(false)),
@@ -557,13 +639,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Num(v))
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Value::Str(Cow::Borrowed(v)))
+        Ok(Value::Str(Cow::Borrowed(v.as_bytes())))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Value::Str(Cow::Owned(v.to_owned())))
+        Ok(Value::Str(Cow::Owned(v.as_bytes().to_vec())))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Value::Str(Cow::Owned(v)))
+        Ok(Value::Str(Cow::Owned(v.into_bytes())))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Value::Null)
@@ -600,10 +682,10 @@ mod tests {
             &fields(),
         )
         .expect("decodes");
-        assert!(matches!(&r.values[0], Value::Str(Cow::Borrowed("soarin"))));
+        assert!(matches!(&r.values[0], Value::Str(Cow::Borrowed(b"soarin"))));
         assert_eq!(r.values[1], Value::Num(25.0));
         let r = decode(br#"{"ride":"so\"arin"}"#, &fields()).expect("decodes");
-        assert_eq!(r.values[0], Value::Str(Cow::Owned("so\"arin".into())));
+        assert_eq!(r.values[0], Value::Str(Cow::Owned(b"so\"arin".to_vec())));
         assert_eq!(r.values[1], Value::Absent);
     }
 
@@ -655,6 +737,43 @@ mod tests {
         let r = decode(br#"{"wait_time_posted":5,"wait_time_actual":7}"#, &f).expect("decodes");
         assert_eq!(r.values[posted], Value::Num(5.0));
         assert_eq!(r.values[actual], Value::Num(7.0));
+    }
+
+    #[test]
+    fn expected_keys_are_matched_whole_and_in_any_order() {
+        // slot order ride, ts, posted_wait; "t" and "ts2" share a prefix
+        // with "ts", and a name JSON would escape is never matched raw
+        let mut f = Fields::default();
+        for name in ["ride", "ts", "posted_wait", "t", "ts2", "a\":1,\"b"] {
+            f.slot(name);
+        }
+        for text in [
+            r#"{"ride":"a","ts":"b","posted_wait":1}"#,
+            r#"{"posted_wait":1,"ts":"b","ride":"a"}"#,
+            r#"{"ride":"a","t":0,"ts2":2,"ts":"b"}"#,
+            r#"{"ride":"a","x":{"ts":1},"ts":"b"}"#,
+            r#"{"a":1,"b":2}"#,
+            r#"{"a\":1,\"b":3}"#,
+            r#"{"ride":"a","ts""#,
+            r#"{"ride":"a","ts":"#,
+            r#"{"ts":1,"ts":2}"#,
+        ] {
+            let mut fast = Slots::new(f.len());
+            let mut slow = Slots::new(f.len());
+            let slow_result = decode_serde(text.as_bytes(), &f, &mut slow);
+            if flat::decode(text.as_bytes(), &f, &mut fast).is_some() {
+                assert!(slow_result.is_ok(), "{text}");
+                assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+            }
+        }
+        let r = decode(br#"{"ride":"a","t":0,"ts2":2,"ts":"b"}"#, &f).expect("decodes");
+        assert_eq!(r.values[1], Value::Str(Cow::Borrowed(b"b")));
+        assert_eq!(r.values[3], Value::Num(0.0));
+        assert_eq!(r.values[4], Value::Num(2.0));
+        let r = decode(br#"{"a\":1,\"b":3}"#, &f).expect("decodes");
+        assert_eq!(r.values[5], Value::Num(3.0));
+        let r = decode(br#"{"a":1,"b":2}"#, &f).expect("decodes");
+        assert_eq!(r.values[5], Value::Absent);
     }
 
     #[test]

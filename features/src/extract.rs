@@ -12,7 +12,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode_into, Fields, Names, Reading, Value};
+use arrayvec::ArrayVec;
+
+use crate::decode::{decode_into, text, Fields, Names, Reading, Slots, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, Reset};
 use crate::time::{sin_cos_turns, Timestamp};
@@ -22,18 +24,42 @@ use crate::time::{sin_cos_turns, Timestamp};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FxHasher(u64);
 
+impl FxHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
 impl Hasher for FxHasher {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
             let mut w = [0u8; 8];
             w.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+            self.mix(u64::from_le_bytes(w));
         }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        // the last 0..=7 bytes in at most three steps, not one per byte
+        let mut rest = chunks.remainder();
+        if let Some((four, tail)) = rest.split_first_chunk::<4>() {
+            self.mix(u64::from(u32::from_le_bytes(*four)));
+            rest = tail;
         }
+        if let Some((two, tail)) = rest.split_first_chunk::<2>() {
+            self.mix(u64::from(u16::from_le_bytes(*two)));
+            rest = tail;
+        }
+        if let Some(&b) = rest.first() {
+            self.mix(u64::from(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, b: u8) {
+        // `str`'s hash ends with one: a step, not a call to `write`
+        self.mix(u64::from(b));
     }
     fn finish(&self) -> u64 {
         self.0
@@ -130,7 +156,7 @@ enum Step {
 #[derive(Debug, Clone)]
 enum FixedValues {
     Scanned(Names),
-    Hashed(FastMap<String, usize>),
+    Hashed(FastMap<Vec<u8>, usize>),
 }
 
 impl FixedValues {
@@ -143,7 +169,10 @@ impl FixedValues {
             values.iter().for_each(|v| names.push(v));
             FixedValues::Scanned(names)
         } else {
-            let map = values.iter().enumerate().map(|(j, v)| (v.clone(), j));
+            let map = values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (v.as_bytes().to_vec(), j));
             FixedValues::Hashed(map.collect())
         }
     }
@@ -157,9 +186,9 @@ impl FixedValues {
 
     /// The column of `value`: its index, or the unknown bucket.
     #[inline]
-    fn column(&self, value: &str) -> usize {
+    fn column(&self, value: &[u8]) -> usize {
         let found = match self {
-            FixedValues::Scanned(names) => names.position(value.as_bytes()),
+            FixedValues::Scanned(names) => names.position(value),
             FixedValues::Hashed(map) => map.get(value).copied(),
         };
         found.unwrap_or(self.len())
@@ -183,6 +212,10 @@ pub struct FeatureExtractor {
     ts_slot: Option<usize>,
     target_slot: usize,
     steps: Vec<Step>,
+    /// Per step, its first column; then the row's width.
+    starts: Vec<usize>,
+    /// True when a step learns its vocabulary.
+    learns_vocab: bool,
     hists: Vec<HistSpec>,
     /// Which `Step::Lag` is the baseline (its step index).
     baseline: Option<usize>,
@@ -202,9 +235,9 @@ fn spec_error(key: impl Into<String>, message: impl Into<String>) -> FeatureErro
     }
 }
 
-fn fnv1a(s: &str) -> u64 {
+fn fnv1a(s: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for &b in s {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -264,6 +297,23 @@ struct TimeMemo {
     ts: Option<Timestamp>,
     /// The time steps' columns, in step order.
     cols: Vec<f64>,
+}
+
+/// `a == b` a word at a time: for a short text (a timestamp), cheaper than
+/// the call to `memcmp` that slice equality makes.
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (wa.remainder(), wb.remainder());
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    wa.zip(wb).all(|(x, y)| word(x) == word(y)) && ra.iter().zip(rb).all(|(x, y)| x == y)
 }
 
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -495,7 +545,15 @@ impl FeatureExtractor {
         if spec.max_reading_bytes == 0 {
             return Err(spec_error("max_reading_bytes", "should be at least 1"));
         }
+        let mut starts = vec![0];
+        for step in &steps {
+            let last = starts.last().copied().unwrap_or(0);
+            starts.push(last + Self::width_of(step));
+        }
+        let learns_vocab = steps.iter().any(|s| matches!(s, Step::Learned { .. }));
         Ok(FeatureExtractor {
+            starts,
+            learns_vocab,
             state: FeatureState {
                 keys: FastMap::default(),
                 vocab: vec![Vec::new(); vocab_count],
@@ -550,13 +608,13 @@ impl FeatureExtractor {
                     }
                     col += max + 1;
                 }
-                other => col += self.step_width(other),
+                other => col += Self::width_of(other),
             }
         }
         names
     }
 
-    fn step_width(&self, step: &Step) -> usize {
+    fn width_of(step: &Step) -> usize {
         match step {
             Step::Numeric { indicator, .. } => 1 + usize::from(*indicator),
             Step::Fixed { values, .. } => values.len() + 1,
@@ -604,7 +662,11 @@ impl FeatureExtractor {
         kafka_key: Option<&'a str>,
         row: &mut [f64],
     ) -> Result<Extracted<'a>, FeatureError> {
-        let mut reading = Reading::empty(&self.fields);
+        // built here, not returned by a function: see `Slots::reset`
+        let mut reading = Reading {
+            values: Slots::Inline(ArrayVec::new_const()),
+        };
+        reading.values.reset(self.fields.len());
         // lent to `fill` for the reading (`fill` borrows the rest of self),
         // so that the key is looked up once to read and update its state
         let mut keys = std::mem::take(&mut self.state.keys);
@@ -620,7 +682,9 @@ impl FeatureExtractor {
         self.state.keys = keys;
         self.time_memo = memo;
         let extracted = filled?;
-        self.update_vocab(&reading);
+        if self.learns_vocab {
+            self.update_vocab(&reading);
+        }
         Ok(extracted)
     }
 
@@ -672,11 +736,11 @@ impl FeatureExtractor {
         reading: &'r Reading<'_>,
         slot: usize,
         optional: bool,
-    ) -> Result<Option<Cow<'r, str>>, FeatureError> {
+    ) -> Result<Option<Cow<'r, [u8]>>, FeatureError> {
         match &reading.values[slot] {
             Value::Str(s) => Ok(Some(Cow::Borrowed(s.as_ref()))),
-            Value::Num(v) => Ok(Some(Cow::Owned(format!("{v}")))),
-            Value::Bool(b) => Ok(Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
+            Value::Num(v) => Ok(Some(Cow::Owned(format!("{v}").into_bytes()))),
+            Value::Bool(b) => Ok(Some(Cow::Borrowed(if *b { b"true" } else { b"false" }))),
             Value::Absent | Value::Null if optional => Ok(None),
             Value::Absent => Err(FeatureError::Missing {
                 field: self.fields.name(slot).to_owned(),
@@ -722,7 +786,7 @@ impl FeatureExtractor {
         let key: Option<Cow<'a, str>> = match (kafka_key, self.key_slot) {
             (Some(k), _) => Some(Cow::Borrowed(k)),
             (None, Some(slot)) => match &reading.values[slot] {
-                Value::Str(s) => Some(s.clone()),
+                Value::Str(s) => Some(text(s)),
                 Value::Num(v) => Some(Cow::Owned(format!("{v}"))),
                 Value::Absent | Value::Null => None,
                 other => {
@@ -740,11 +804,11 @@ impl FeatureExtractor {
             return Err(FeatureError::Missing { field });
         }
         let ts_text = match self.ts_slot.map(|slot| &reading.values[slot]) {
-            Some(Value::Str(s)) => Some(s.as_bytes()),
+            Some(Value::Str(s)) => Some(s.as_ref()),
             _ => None,
         };
         let memo_hit = match (memo.as_deref(), ts_text) {
-            (Some(m), Some(text)) => m.ts.is_some() && m.text == text,
+            (Some(m), Some(text)) => m.ts.is_some() && bytes_eq(&m.text, text),
             _ => false,
         };
         let ts = match self.ts_slot {
@@ -753,11 +817,11 @@ impl FeatureExtractor {
             Some(slot) => {
                 let name = self.fields.name(slot);
                 match &reading.values[slot] {
-                    Value::Str(s) => Some(Timestamp::parse(s).ok_or_else(|| {
+                    Value::Str(s) => Some(Timestamp::parse_bytes(s).ok_or_else(|| {
                         FeatureError::wrong(
                             name,
                             "an ISO 8601 timestamp such as 2018-01-01T09:05:00",
-                            format!("{s:?}"),
+                            format!("{:?}", text(s)),
                         )
                     })?),
                     Value::Num(v) => Some(Timestamp::from_unix(*v).ok_or_else(|| {
@@ -864,7 +928,7 @@ impl FeatureExtractor {
                     row[col..col + max + 1].fill(0.0);
                     if let Some(c) = self.category(reading, *slot, *optional)? {
                         let known = &self.state.vocab[*vocab];
-                        let idx = match known.iter().position(|v| v == c.as_ref()) {
+                        let idx = match known.iter().position(|v| v.as_bytes() == c.as_ref()) {
                             Some(j) => j,
                             // a new value gets the next column when learning and there is room
                             None if learn_vocab && known.len() < *max => known.len(),
@@ -884,7 +948,7 @@ impl FeatureExtractor {
                     }
                 }
                 Step::Hour { .. } | Step::Weekday | Step::DayOfYear => {
-                    let w = self.step_width(step);
+                    let w = self.starts[si + 1] - col;
                     let out = &mut row[col..col + w];
                     match memo.as_deref_mut() {
                         Some(m) if memo_hit => out.copy_from_slice(&m.cols[time_col..time_col + w]),
@@ -916,7 +980,7 @@ impl FeatureExtractor {
                     row[col] = mean.unwrap_or(0.0);
                 }
             }
-            col += self.step_width(step);
+            col = self.starts[si + 1];
         }
         // the lag and mean fields must be numbers (or missing) for the state update
         for h in &self.hists {
@@ -966,7 +1030,7 @@ impl FeatureExtractor {
             } = step
             {
                 let value = match &reading.values[*slot] {
-                    Value::Str(s) => Some(s.to_string()),
+                    Value::Str(s) => Some(text(s).into_owned()),
                     Value::Num(v) => Some(format!("{v}")),
                     Value::Bool(b) => Some(b.to_string()),
                     _ => None,
@@ -1155,7 +1219,7 @@ mod tests {
             let values = FixedValues::new(&names);
             assert_eq!(matches!(values, FixedValues::Hashed(_)), long);
             for (j, v) in names.iter().enumerate() {
-                assert_eq!(values.column(v), j, "{v}");
+                assert_eq!(values.column(v.as_bytes()), j, "{v}");
             }
             for unknown in [
                 "",
@@ -1166,7 +1230,7 @@ mod tests {
                 "Soarin",
                 "ride_999",
             ] {
-                assert_eq!(values.column(unknown), names.len(), "{unknown}");
+                assert_eq!(values.column(unknown.as_bytes()), names.len(), "{unknown}");
             }
         }
     }
@@ -1253,6 +1317,31 @@ mod tests {
             x.extract(big.as_bytes(), None, &mut row),
             Err(FeatureError::TooLarge { .. })
         ));
+    }
+
+    proptest! {
+        #[test]
+        fn bytes_eq_is_slice_equality(a in proptest::collection::vec(0u8..4, 0..40), b in proptest::collection::vec(0u8..4, 0..40)) {
+            prop_assert_eq!(bytes_eq(&a, &b), a == b);
+            prop_assert!(bytes_eq(&a, &a.clone()));
+        }
+
+        #[test]
+        fn fx_hash_of_equal_strings_is_equal_and_of_lengths_differs(s in "[a-z_0-9]{0,40}") {
+            let hash = |t: &str| {
+                let mut h = FxHasher::default();
+                std::hash::Hash::hash(t, &mut h);
+                h.finish()
+            };
+            prop_assert_eq!(hash(&s), hash(&s.clone()));
+            // every byte counts, whichever of the word, 4-, 2- or 1-byte steps it is in
+            for i in 0..s.len() {
+                let mut t = s.clone().into_bytes();
+                t[i] = b'#';
+                let t = String::from_utf8(t).expect("ascii");
+                prop_assert_ne!(hash(&s), hash(&t), "{} {}", s, t);
+            }
+        }
     }
 
     proptest! {

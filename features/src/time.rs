@@ -132,7 +132,12 @@ fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
 impl Timestamp {
     /// Parses an ISO 8601 timestamp; `None` if it is not one.
     pub fn parse(s: &str) -> Option<Timestamp> {
-        let b = s.as_bytes();
+        Self::parse_bytes(s.as_bytes())
+    }
+
+    /// [`Timestamp::parse`] of text given as bytes (any bytes: what is not
+    /// a timestamp gives `None`).
+    pub fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
         let year = i64::from(digits(b, 0, 4)?);
         if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
             return None;

@@ -69,7 +69,7 @@ impl KeyedModel {
 
     /// Predicts one row given as a slice.
     pub fn predict_slice(&self, key: Option<&str>, x: &[f64]) -> Result<f64, ModelError> {
-        self.model_for(key).predict(ArrayView1::from(x))
+        self.model_for(key).predict_slice(x)
     }
 
     /// Learns one labelled row for `key`: the shared model always, and the

@@ -303,6 +303,13 @@ impl LinearModel {
         Ok(self.raw_unchecked(&x))
     }
 
+    /// [`LinearModel::predict`] of a row given as a slice.
+    #[inline]
+    pub fn predict_slice(&self, x: &[f64]) -> Result<f64, ModelError> {
+        self.check_row(x)?;
+        Ok(self.finish(self.raw_unchecked(x)))
+    }
+
     /// The prediction: a value for regression (clipped to the range of the
     /// labels learned so far, as Vowpal Wabbit does), the probability of
     /// class 1 for a classifier.
