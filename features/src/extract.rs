@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use arrayvec::ArrayVec;
 
-use crate::decode::{decode_into, text, Fields, Names, Reading, Slots, Value};
+use crate::decode::{bytes_eq, decode_into, text, Fields, Names, Reading, Slots, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, Reset};
 use crate::time::{sin_cos_turns, Timestamp};
@@ -106,6 +106,7 @@ struct History {
     day: i64,
     /// Latest valid values, newest last (lags).
     recent: VecDeque<f64>,
+    /// Values and their mean (running means; 0 for a lag).
     count: f64,
     mean: f64,
 }
@@ -297,23 +298,6 @@ struct TimeMemo {
     ts: Option<Timestamp>,
     /// The time steps' columns, in step order.
     cols: Vec<f64>,
-}
-
-/// `a == b` a word at a time: for a short text (a timestamp), cheaper than
-/// the call to `memcmp` that slice equality makes.
-#[inline]
-fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (wa.remainder(), wb.remainder());
-    let word = |c: &[u8]| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        u64::from_le_bytes(w)
-    };
-    wa.zip(wb).all(|(x, y)| word(x) == word(y)) && ra.iter().zip(rb).all(|(x, y)| x == y)
 }
 
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -1065,9 +1049,11 @@ impl FeatureExtractor {
                     h.recent.pop_front();
                 }
                 h.recent.push_back(v);
+            } else {
+                // a running mean (a lag's history needs no division)
+                h.count += 1.0;
+                h.mean += (v - h.mean) / h.count;
             }
-            h.count += 1.0;
-            h.mean += (v - h.mean) / h.count;
         }
     }
 }

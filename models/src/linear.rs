@@ -597,6 +597,8 @@ impl LinearModel {
         let n = z.len().min(w.len()).min(g2.len());
         let (z, w, g2) = (&z[..n], &mut w[..n], &mut g2[..n]);
         let g = loss.gradient(dot(w, z), y);
+        // only a weight that moved can have become non-finite
+        let mut finite = true;
         for i in 0..n {
             let gi = g * z[i];
             if gi == 0.0 {
@@ -604,8 +606,13 @@ impl LinearModel {
             }
             g2[i] += gi * gi;
             w[i] -= learning_rate / (g2[i].sqrt() + epsilon) * gi;
+            finite &= w[i].is_finite();
         }
-        check_finite(w)
+        if finite {
+            Ok(())
+        } else {
+            check_finite(w)
+        }
     }
 
     /// One online Newton step on the standardised row `z` (intercept last).
