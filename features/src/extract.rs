@@ -581,18 +581,11 @@ impl FeatureExtractor {
     /// Names of learned categorical columns, resolved with the current vocabulary.
     pub fn resolved_names(&self) -> Vec<String> {
         let mut names = self.names.clone();
-        let mut col = 0;
-        for step in &self.steps {
-            match step {
-                Step::Learned {
-                    slot, vocab, max, ..
-                } => {
-                    for (j, v) in self.state.vocab[*vocab].iter().enumerate() {
-                        names[col + j] = format!("{}={v}", self.fields.name(*slot));
-                    }
-                    col += max + 1;
+        for (step, &col) in self.steps.iter().zip(&self.starts) {
+            if let Step::Learned { slot, vocab, .. } = step {
+                for (j, v) in self.state.vocab[*vocab].iter().enumerate() {
+                    names[col + j] = format!("{}={v}", self.fields.name(*slot));
                 }
-                other => col += Self::width_of(other),
             }
         }
         names
@@ -1013,13 +1006,9 @@ impl FeatureExtractor {
                 slot, vocab, max, ..
             } = step
             {
-                let value = match &reading.values[*slot] {
-                    Value::Str(s) => Some(text(s).into_owned()),
-                    Value::Num(v) => Some(format!("{v}")),
-                    Value::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                };
-                if let Some(v) = value {
+                // the value as the row saw it (`category`), as text
+                if let Ok(Some(c)) = self.category(reading, *slot, true) {
+                    let v = String::from_utf8_lossy(&c).into_owned();
                     let known = &mut self.state.vocab[*vocab];
                     if known.len() < *max && !known.contains(&v) {
                         known.push(v);
@@ -1091,6 +1080,47 @@ mod tests {
 
     fn toml_like(s: &str) -> FeatureSpec {
         toml::from_str(s).expect("valid spec")
+    }
+
+    #[test]
+    fn learned_vocabulary_takes_values_in_order_of_arrival_up_to_its_size() {
+        // a numeric column first, so the learned block does not start at 0;
+        // strings, numbers and booleans are values alike
+        let spec = toml_like(
+            r#"
+            target = { field = "y" }
+            features = [
+              { kind = "numeric", field = "x" },
+              { kind = "categorical", field = "c", max_values = 2, optional = true },
+            ]
+        "#,
+        );
+        let mut x = FeatureExtractor::new(spec, false).expect("valid");
+        assert_eq!(x.resolved_names(), ["x", "c#0", "c#1", "c=<unknown>"]);
+        let mut row = vec![0.0; x.width()];
+        let mut rows = Vec::new();
+        for reading in [
+            r#"{"x":1,"c":"a","y":0}"#,
+            r#"{"x":1,"c":3,"y":0}"#,
+            r#"{"x":1,"c":"a","y":0}"#,
+            r#"{"x":1,"c":true,"y":0}"#,
+            r#"{"x":1,"y":0}"#,
+        ] {
+            x.extract(reading.as_bytes(), None, &mut row)
+                .expect("extracts");
+            rows.push(row[1..].to_vec());
+        }
+        assert_eq!(
+            rows,
+            [
+                [1.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0], // no room left: the unknown column
+                [0.0, 0.0, 0.0], // absent
+            ]
+        );
+        assert_eq!(x.resolved_names(), ["x", "c=a", "c=3", "c=<unknown>"]);
     }
 
     #[test]

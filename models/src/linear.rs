@@ -293,21 +293,24 @@ impl LinearModel {
         w[n] + self.scaler.dot(x, &w[..n])
     }
 
+    #[inline]
+    fn raw_checked(&self, x: &[f64]) -> Result<f64, ModelError> {
+        self.check_row(x)?;
+        Ok(self.raw_unchecked(x))
+    }
+
     /// The raw prediction (the margin, for a classifier).
     pub fn predict_raw(&self, x: ArrayView1<'_, f64>) -> Result<f64, ModelError> {
-        let x = x
-            .as_slice()
-            .map(std::borrow::Cow::Borrowed)
-            .unwrap_or_else(|| x.to_vec().into());
-        self.check_row(&x)?;
-        Ok(self.raw_unchecked(&x))
+        match x.as_slice() {
+            Some(s) => self.raw_checked(s),
+            None => self.raw_checked(&x.to_vec()),
+        }
     }
 
     /// [`LinearModel::predict`] of a row given as a slice.
     #[inline]
     pub fn predict_slice(&self, x: &[f64]) -> Result<f64, ModelError> {
-        self.check_row(x)?;
-        Ok(self.finish(self.raw_unchecked(x)))
+        Ok(self.finish(self.raw_checked(x)?))
     }
 
     /// The prediction: a value for regression (clipped to the range of the
