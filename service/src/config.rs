@@ -56,12 +56,25 @@ pub struct ServiceConfig {
     pub commit_interval_ms: u64,
     /// The compacted topic model checkpoints go to (exactly once only).
     pub checkpoint_topic: String,
-    /// Names this instance: its producers' `transactional.id` and its
-    /// consumers' `group.instance.id` are `<instance_id>.<model>`. Static
-    /// membership lets a restarted instance take its partitions back at once
-    /// instead of after the session timeout. Unique per instance once several
-    /// instances share a group.
-    pub instance_id: String,
+    /// Names this instance within its group: its producers'
+    /// `transactional.id` and its consumers' `group.instance.id` are
+    /// `<group_id>.<model>.<instance_id>`, so two deployments (groups) never
+    /// fence each other. Unset (the default): `<host name>-<HTTP port>`,
+    /// which differs between instances on one host (they cannot share a
+    /// port) and stays the same when an instance restarts, so a restarted
+    /// instance fences its own zombie (KIP-447) and takes its partitions
+    /// back at once (static membership).
+    pub instance_id: Option<String>,
+    /// The URL other instances forward `/predict` requests to when this
+    /// instance owns the key's partition (published through the consumer
+    /// group as the member's `client.id`). Unset: `http://<http_addr>`,
+    /// with the host name in place of an unspecified address (0.0.0.0).
+    pub advertised_url: Option<String>,
+    /// How the producers of the input topics spread keys over partitions,
+    /// so that any instance knows which partition (and so which instance)
+    /// holds a key's state: `consistent_random` (librdkafka's default) or
+    /// `murmur2_random` (the Java client's).
+    pub key_partitioner: crate::routing::KeyPartitioner,
 }
 
 impl Default for ServiceConfig {
@@ -74,9 +87,66 @@ impl Default for ServiceConfig {
             exactly_once: true,
             commit_interval_ms: 100,
             checkpoint_topic: "streamfit.checkpoints".into(),
-            instance_id: "streamfit-0".into(),
+            instance_id: None,
+            advertised_url: None,
+            key_partitioner: crate::routing::KeyPartitioner::ConsistentRandom,
         }
     }
+}
+
+impl ServiceConfig {
+    /// This instance's name within its group: `instance_id`, or
+    /// `<host name>-<HTTP port>`.
+    pub fn instance(&self) -> String {
+        if let Some(id) = &self.instance_id {
+            return id.clone();
+        }
+        let port = self
+            .http_addr
+            .parse::<std::net::SocketAddr>()
+            .map_or(0, |a| a.port());
+        format!("{}-{port}", sanitise(&host_name()))
+    }
+
+    /// The URL other instances reach this one's HTTP API at.
+    pub fn advertised(&self) -> String {
+        if let Some(url) = &self.advertised_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        match self.http_addr.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_unspecified() => format!("http://{}:{}", host_name(), a.port()),
+            _ => format!("http://{}", self.http_addr),
+        }
+    }
+
+    /// The identity of one model's clients: `<group>.<instance>`, used as
+    /// `transactional.id` and `group.instance.id`.
+    pub fn client_identity(&self, group: &str) -> String {
+        format!("{group}.{}", self.instance())
+    }
+}
+
+/// The machine's host name (`localhost` if it cannot be read).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Keeps the characters a Kafka client id may hold; others become `-`.
+fn sanitise(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// `[topics]`: how missing topics are created.
@@ -273,18 +343,35 @@ impl Config {
         if self.service.exactly_once && self.service.checkpoint_topic.is_empty() {
             bail!("`service.checkpoint_topic` should name a topic when `service.exactly_once` is true");
         }
-        let id_ok = !self.service.instance_id.is_empty()
-            && self
-                .service
-                .instance_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !id_ok {
-            bail!(
-                "`service.instance_id` should be letters, digits, `-`, `_` or `.`, but is {:?}",
-                self.service.instance_id
-            );
+        if let Some(id) = &self.service.instance_id {
+            let id_ok = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !id_ok {
+                bail!(
+                    "`service.instance_id` should be letters, digits, `-`, `_` or `.`, but is {id:?}"
+                );
+            }
         }
+        if let Some(url) = &self.service.advertised_url {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(char::is_whitespace)
+            {
+                bail!(
+                    "`service.advertised_url` should be an http:// or https:// URL, but is {url:?}"
+                );
+            }
+        }
+        self.service
+            .http_addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "`service.http_addr` should be an IP address and port such as 127.0.0.1:8080, but is {:?} ({e})",
+                    self.service.http_addr
+                )
+            })?;
         let mut seen = std::collections::HashSet::new();
         for m in &self.models {
             let ok = !m.name.is_empty()
@@ -362,12 +449,21 @@ fn env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
+/// `STREAMFIT_*` variables that are not config overrides: the scripts' and
+/// the log's own settings. `KAFKA_PORT` moves the local broker
+/// (`deploy/kafka.sh`); it is not the librdkafka property `port`.
+const NOT_OVERRIDES: [&str; 5] = ["CACHE", "KAFKA_PORT", "LOG", "CONFIG", "HOME"];
+
 fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>) -> Result<()> {
     let mut vars: Vec<(String, String)> =
         env.filter(|(k, _)| k.starts_with("STREAMFIT_")).collect();
     vars.sort();
     for (name, raw) in vars {
         let rest = &name["STREAMFIT_".len()..];
+        if NOT_OVERRIDES.contains(&rest) {
+            // the scripts' own settings (the local broker's port, ...)
+            continue;
+        }
         if let Some(prop) = rest.strip_prefix("KAFKA_") {
             let key = prop.to_ascii_lowercase().replace('_', ".");
             table(root, "kafka").insert(key, toml::Value::String(raw));
@@ -399,7 +495,7 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
                     format!("environment variable {name}: no model is named {model}")
                 })?;
             target.insert(key.to_ascii_lowercase(), env_value(&raw));
-        } else if !matches!(rest, "CACHE" | "KAFKA_PORT" | "LOG" | "CONFIG" | "HOME") {
+        } else {
             bail!("environment variable {name} is not a config override; see the configuration reference in the README");
         }
     }

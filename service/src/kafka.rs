@@ -11,11 +11,12 @@ use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message;
 
 /// A client config with the user's properties applied first.
@@ -41,6 +42,11 @@ pub fn consumer_config(props: &BTreeMap<String, String>, group_id: &str) -> Clie
     // fast reader (librdkafka #2879); 20 ms keeps it fed without spinning
     if !props.contains_key("fetch.queue.backoff.ms") {
         c.set("fetch.queue.backoff.ms", "20");
+    }
+    // incremental rebalancing: when an instance joins or leaves, only the
+    // partitions that move stop; the others keep consuming
+    if !props.contains_key("partition.assignment.strategy") {
+        c.set("partition.assignment.strategy", "cooperative-sticky");
     }
     // forced: offsets advance only past readings whose outputs are durable
     c.set("group.id", group_id)
@@ -97,6 +103,18 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// A revocation the worker has not finished yet: the partitions stay
+/// assigned (librdkafka waits for the unassign call) until their open work
+/// is committed or aborted.
+#[derive(Debug)]
+pub struct Revocation {
+    /// The revoked partitions, as the rebalance named them.
+    pub partitions: TopicPartitionList,
+    /// The partitions were lost (session timed out, fenced): their open
+    /// work can no longer be committed and must be aborted.
+    pub lost: bool,
+}
+
 /// Consumer context: logs rebalances and commits, notes revocations and lag.
 #[derive(Default)]
 pub struct ConsumerCtx {
@@ -104,8 +122,13 @@ pub struct ConsumerCtx {
     pub model: String,
     /// True once the consumer holds at least one partition.
     pub assigned: AtomicBool,
-    /// Partitions revoked since the worker last looked.
-    pub revoked: Mutex<Vec<i32>>,
+    /// A revocation waiting for the worker: it finishes the partitions'
+    /// work, then calls [`ConsumerCtx::release`] (Kafka Streams'
+    /// `onPartitionsRevoked`, done before the partitions change hands).
+    pub revoking: Mutex<Option<Revocation>>,
+    /// Set when the worker stops: revocations (from closing the consumer)
+    /// are released at once, nothing is left to finish.
+    pub closing: AtomicBool,
     /// Sum of consumer lag over the assigned partitions (-1 unknown).
     pub lag: AtomicI64,
     /// Assignments seen: goes up with every partition assignment.
@@ -136,30 +159,81 @@ impl ClientContext for ConsumerCtx {
     }
 }
 
-impl ConsumerContext for ConsumerCtx {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(model = %self.model, partitions = ?parts, "partitions revoked");
-            if let Ok(mut r) = self.revoked.lock() {
-                r.extend(parts);
-            }
-            self.assigned.store(false, Ordering::Relaxed);
-        }
+impl ConsumerCtx {
+    /// Gives the revoked partitions up, once their open work is committed
+    /// or aborted: the group's rebalance goes on from here.
+    pub fn release(consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) -> Result<()> {
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(revoked),
+            _ => consumer.unassign(),
+        };
+        result.context("cannot release the revoked partitions")?;
+        let ctx = consumer.context();
+        let left = consumer.assignment().map_or(0, |a| a.count());
+        ctx.assigned.store(left > 0, Ordering::Relaxed);
+        let parts: Vec<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(model = %ctx.model, partitions = ?parts, "revoked partitions released");
+        Ok(())
     }
+}
 
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+impl ConsumerContext for ConsumerCtx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let result = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                };
+                if let Err(e) = result {
+                    tracing::error!(model = %self.model, error = %e, "cannot take the assigned partitions");
+                    return;
+                }
                 tracing::info!(model = %self.model, partitions = ?parts, "partitions assigned");
-                self.assigned.store(!parts.is_empty(), Ordering::Relaxed);
+                let held = consumer.assignment().map_or(0, |a| a.count());
+                self.assigned.store(held > 0, Ordering::Relaxed);
                 self.assignments.fetch_add(1, Ordering::Relaxed);
             }
-            Rebalance::Error(e) => {
-                tracing::warn!(model = %self.model, error = %e, "rebalance error")
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                if self.closing.load(Ordering::Relaxed) {
+                    let _ = ConsumerCtx::release(consumer, tpl);
+                    return;
+                }
+                tracing::info!(model = %self.model, partitions = ?parts, lost, "partitions revoked; finishing their open work before releasing them");
+                match self.revoking.lock() {
+                    Ok(mut r) => {
+                        // an earlier revocation not finished yet: take both
+                        let mut all = r
+                            .take()
+                            .map_or_else(TopicPartitionList::new, |x| x.partitions);
+                        for e in tpl.elements() {
+                            if all.find_partition(e.topic(), e.partition()).is_none() {
+                                all.add_partition(e.topic(), e.partition());
+                            }
+                        }
+                        *r = Some(Revocation {
+                            partitions: all,
+                            lost,
+                        });
+                    }
+                    Err(_) => {
+                        let _ = ConsumerCtx::release(consumer, tpl);
+                    }
+                }
             }
-            Rebalance::Revoke(_) => {}
+            _ => {
+                let e: RDKafkaErrorCode = err.into();
+                tracing::warn!(model = %self.model, error = %e, "rebalance error; giving the assignment up");
+                let _ = consumer.unassign();
+                self.assigned.store(false, Ordering::Relaxed);
+            }
         }
     }
 

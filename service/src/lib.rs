@@ -29,6 +29,7 @@ pub mod live;
 pub mod pipeline;
 pub mod predlog;
 pub mod replay;
+pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod stats;

@@ -17,6 +17,15 @@ pub struct Live {
     partitions: BTreeMap<i32, Arc<Pipeline>>,
     /// Next offset each partition's pipeline learns (-1: not known).
     offsets: BTreeMap<i32, i64>,
+    /// When each partition's pipeline was swapped in (ms since the epoch).
+    updated_ms: BTreeMap<i32, u64>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Live {
@@ -26,6 +35,7 @@ impl Live {
             fresh: Arc::new(fresh),
             partitions: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            updated_ms: BTreeMap::new(),
         }
     }
 
@@ -35,6 +45,7 @@ impl Live {
         let mut next = self.clone();
         next.partitions.insert(partition, pipeline);
         next.offsets.insert(partition, next_offset);
+        next.updated_ms.insert(partition, now_ms());
         next
     }
 
@@ -49,8 +60,21 @@ impl Live {
         for p in partitions {
             next.partitions.remove(p);
             next.offsets.remove(p);
+            next.updated_ms.remove(p);
         }
         next
+    }
+
+    /// How long ago `partition`'s pipeline was swapped in, in ms.
+    pub fn age_ms(&self, partition: i32) -> Option<u64> {
+        self.updated_ms
+            .get(&partition)
+            .map(|&t| now_ms().saturating_sub(t))
+    }
+
+    /// `partition`'s pipeline, if this instance owns the partition.
+    pub fn partition(&self, partition: i32) -> Option<&Pipeline> {
+        self.partitions.get(&partition).map(Arc::as_ref)
     }
 
     /// The pipelines by partition.

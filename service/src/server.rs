@@ -12,8 +12,20 @@ use crate::http::{app, AppState};
 use crate::worker::{self, ModelHandle};
 
 /// Runs the service until `shutdown` trips or a task fails.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
+    // bound first: the instance's default name and its advertised URL
+    // carry the port it really listens on (port 0 picks one)
+    let listener = tokio::net::TcpListener::bind(&config.service.http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (`service.http_addr`)",
+                config.service.http_addr
+            )
+        })?;
+    config.service.http_addr = listener.local_addr()?.to_string();
     let config = Arc::new(config);
+    tracing::info!(addr = %config.service.http_addr, instance = %config.service.instance(), advertised = %config.service.advertised(), "http listening");
     if config.topics.create {
         let mut topics = Vec::new();
         for m in &config.models {
@@ -44,15 +56,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .iter()
         .map(|m| ModelHandle::new(m.clone()).map(Arc::new))
         .collect::<Result<_>>()?;
-    let listener = tokio::net::TcpListener::bind(&config.service.http_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (`service.http_addr`)",
-                config.service.http_addr
-            )
-        })?;
-    tracing::info!(addr = %listener.local_addr()?, "http listening");
 
     let mut workers = Vec::new();
     for h in &handles {
@@ -62,6 +65,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             std::thread::Builder::new()
                 .name(format!("model-{name}"))
                 .spawn(move || {
+                    let _guard = CancelOnPanic {
+                        cancel: cancel.clone(),
+                        model: name.clone(),
+                    };
                     let r = worker::run(&config, &h, &cancel);
                     if let Err(e) = &r {
                         tracing::error!(model = %name, error = %format!("{e:#}"), "worker failed; stopping the service");
@@ -72,27 +79,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 .context("cannot start a worker thread")?,
         );
     }
-    let state = AppState {
-        models: Arc::new(handles),
-    };
+    tokio::spawn(refresh_directories(
+        config.clone(),
+        handles.clone(),
+        shutdown.clone(),
+    ));
+    let state = AppState::new(handles, &config.service);
     let http_cancel = shutdown.clone();
+    let max_body = config.service.max_body_bytes;
     let http = tokio::spawn(async move {
-        axum::serve(listener, app(state, config.service.max_body_bytes))
+        axum::serve(listener, app(state, max_body))
             .with_graceful_shutdown(async move { http_cancel.cancelled().await })
             .await
     });
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing batches, flushing, committing");
     let mut first_err = None;
+    // the workers give up on the broker after `shutdown_timeout_ms`; this
+    // bound holds whatever they are blocked in
+    let limit = Duration::from_millis(config.service.shutdown_timeout_ms) + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + limit;
     for w in workers {
-        let r = tokio::task::spawn_blocking(move || w.join()).await;
+        let r =
+            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || w.join())).await;
         match r {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
+            Ok(Ok(Ok(Ok(())))) => {}
+            Ok(Ok(Ok(Err(e)))) => {
                 first_err.get_or_insert(e);
             }
-            Ok(Err(_)) | Err(_) => {
-                first_err.get_or_insert(anyhow::anyhow!("a worker thread panicked"));
+            Ok(Ok(Err(_)) | Err(_)) => {
+                first_err.get_or_insert(anyhow::anyhow!(
+                    "a worker thread panicked (see the log above); readings not committed will be processed again at restart"
+                ));
+            }
+            Err(_) => {
+                first_err.get_or_insert(anyhow::anyhow!(
+                    "the workers did not stop within {limit:?} (`service.shutdown_timeout_ms` + 5 s); exiting without their last commit, the readings it covered will be processed again at restart"
+                ));
+                break;
             }
         }
     }
@@ -102,6 +126,69 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         _ => tracing::warn!("http server did not stop in time"),
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Trips the service's token if a worker thread panics, so that the process
+/// stops (non-zero) instead of serving a model nobody updates.
+struct CancelOnPanic {
+    cancel: CancellationToken,
+    model: String,
+}
+
+impl Drop for CancelOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(model = %self.model, "worker thread panicked; stopping the service");
+            self.cancel.cancel();
+        }
+    }
+}
+
+/// Keeps each model's directory (which instance owns which partition)
+/// fresh, once a second, off the async workers.
+async fn refresh_directories(
+    config: Arc<Config>,
+    handles: Vec<Arc<ModelHandle>>,
+    shutdown: CancellationToken,
+) {
+    let client: rdkafka::consumer::BaseConsumer = match crate::kafka::base_config(&config.kafka)
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create the directory reader; /predict answers locally only");
+            return;
+        }
+    };
+    let client = Arc::new(client);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for h in &handles {
+            let Ok(topic) = h.config.input_topic() else {
+                continue;
+            };
+            let (topic, group) = (
+                topic.to_owned(),
+                format!("{}.{}", config.service.group_id, h.config.name),
+            );
+            let c = client.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                crate::routing::Directory::read(&c, &group, &topic, Duration::from_secs(5))
+            })
+            .await;
+            match read {
+                Ok(Ok(d)) => h.directory.store(Arc::new(d)),
+                Ok(Err(e)) => {
+                    tracing::debug!(model = %h.config.name, error = %format!("{e:#}"), "directory not refreshed")
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// A token tripped by SIGINT or SIGTERM.

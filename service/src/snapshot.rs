@@ -152,7 +152,7 @@ pub fn write_state(
     let producer: BaseProducer = kafka::producer_config(&config.kafka)
         .set(
             "transactional.id",
-            format!("{}.{group}.handover", config.service.instance_id),
+            format!("{}.{group}.handover", config.service.instance()),
         )
         .create()
         .context("cannot create the Kafka producer")?;

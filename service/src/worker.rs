@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +62,8 @@ pub struct ModelHandle {
     pub backfill: std::sync::Mutex<backfill::Slot>,
     /// The consumer group, once the worker has started.
     pub group: std::sync::OnceLock<String>,
+    /// Which instance owns which input partition (refreshed by the server).
+    pub directory: ArcSwap<crate::routing::Directory>,
 }
 
 impl ModelHandle {
@@ -89,6 +91,7 @@ impl ModelHandle {
             progress: std::sync::Mutex::new(BTreeMap::new()),
             backfill: std::sync::Mutex::new(backfill::Slot::default()),
             group: std::sync::OnceLock::new(),
+            directory: ArcSwap::from_pointee(crate::routing::Directory::default()),
         })
     }
 
@@ -218,15 +221,28 @@ fn run_with(
     };
     let group = format!("{}.{}", config.service.group_id, m.name);
     let _ = handle.group.set(group.clone());
-    let instance = format!("{}.{}", config.service.instance_id, m.name);
+    // scoped by the group: two deployments never fence each other, and a
+    // restarted instance (same name) fences its own zombie
+    let identity = config.service.client_identity(&group);
     let ctx = ConsumerCtx {
         model: m.name.clone(),
         lag: (-1).into(),
         ..Default::default()
     };
     let mut cc = kafka::consumer_config(&config.kafka, &group);
-    if replay.is_none() && !config.kafka.contains_key("group.instance.id") {
-        cc.set("group.instance.id", &instance);
+    if replay.is_none() {
+        if !config.kafka.contains_key("group.instance.id") {
+            cc.set("group.instance.id", &identity);
+        }
+        // how the other instances find this one's HTTP API (routing.rs)
+        cc.set(
+            "client.id",
+            crate::routing::client_id(
+                config.kafka.get("client.id").map(String::as_str),
+                &config.service.instance(),
+                &config.service.advertised(),
+            ),
+        );
     }
     let consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ctx)
@@ -235,7 +251,7 @@ fn run_with(
     let eos = config.service.exactly_once;
     let mut pc = kafka::producer_config(&config.kafka);
     if eos {
-        pc.set("transactional.id", &instance);
+        pc.set("transactional.id", &identity);
     }
     let producer: BaseProducer<ProducerCtx> = pc
         .create_with_context(ProducerCtx::default())
@@ -277,6 +293,7 @@ fn run_with(
 
     let mut w = Worker {
         group,
+        cancel,
         config,
         handle,
         consumer: &consumer,
@@ -332,6 +349,17 @@ fn run_with(
         let result = w.finish(result);
         // closes the request channel: the committer ends
         w.commits = None;
+        // closing the consumer revokes what is left: nothing to finish
+        consumer.context().closing.store(true, Ordering::Relaxed);
+        if let Some(r) = consumer
+            .context()
+            .revoking
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+        {
+            let _ = ConsumerCtx::release(&consumer, &r.partitions);
+        }
         result
     })
 }
@@ -458,6 +486,7 @@ const MAX_HELD: usize = 500_000;
 
 struct Worker<'c> {
     group: String,
+    cancel: &'c CancellationToken,
     config: &'c Config,
     handle: &'c ModelHandle,
     consumer: &'c BaseConsumer<ConsumerCtx>,
@@ -544,7 +573,7 @@ impl<'c> Worker<'c> {
                 }
                 None => {}
             }
-            self.drop_revoked()?;
+            self.finish_revoked()?;
             self.open_assigned()?;
             let due: Vec<i32> = self
                 .parts
@@ -614,11 +643,21 @@ impl<'c> Worker<'c> {
                 // let the commit in flight end, keep nothing after it
                 let _ = self.poll_commit(true);
                 if self.in_txn {
-                    let _ = self.producer.abort_transaction(timeout);
+                    let _ = abort(
+                        self.producer,
+                        self.cancel,
+                        timeout.as_millis() as u64,
+                        &name,
+                    );
                 }
             } else if self.in_txn {
                 // nothing of the open transaction becomes visible
-                let _ = self.producer.abort_transaction(timeout);
+                let _ = abort(
+                    self.producer,
+                    self.cancel,
+                    timeout.as_millis() as u64,
+                    &name,
+                );
             }
             return result;
         }
@@ -903,26 +942,61 @@ impl<'c> Worker<'c> {
         Ok(())
     }
 
-    /// Forgets revoked partitions: their new owner continues from the last
-    /// commit. A revoked partition with uncommitted work aborts the open
-    /// transaction, so none of that work becomes visible.
-    fn drop_revoked(&mut self) -> Result<()> {
-        let revoked: Vec<i32> = match self.consumer.context().revoked.lock() {
-            Ok(mut r) => r.drain(..).collect(),
-            Err(_) => bail!("revocation list poisoned"),
+    /// A revocation: finishes the revoked partitions' open work before they
+    /// change hands, then releases them. Their buffered readings are
+    /// processed and everything is committed in one transaction, so the new
+    /// owner starts exactly where this instance stopped; if that commit
+    /// fails (or the partitions were lost, so it cannot succeed), the open
+    /// transaction is aborted and nothing of it becomes visible: the new
+    /// owner starts from the last committed checkpoint.
+    fn finish_revoked(&mut self) -> Result<()> {
+        let revocation = match self.consumer.context().revoking.lock() {
+            Ok(mut r) => r.take(),
+            Err(_) => bail!("the revocation slot is poisoned"),
         };
-        if revoked.is_empty() {
+        let Some(revocation) = revocation else {
             return Ok(());
-        }
-        // settle the commit in flight: what it saved stays saved
-        self.poll_commit(true)?;
-        if self.eos
-            && self.in_txn
-            && revoked
-                .iter()
-                .any(|p| self.parts.get(p).is_some_and(|x| x.dirty))
-        {
-            self.abort_and_roll_back()?;
+        };
+        let revoked: Vec<i32> = revocation
+            .partitions
+            .elements_for_topic(&self.input)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let started = Instant::now();
+        if self.eos {
+            // settle the commit in flight: what it saved stays saved
+            self.poll_commit(true)?;
+            let open_work =
+                self.in_txn || self.parts.values().any(|x| x.dirty || !x.batch.is_empty());
+            if revocation.lost {
+                if open_work {
+                    tracing::warn!(model = %self.handle.config.name, partitions = ?revoked, "partitions lost (session timed out?): aborting their open work");
+                    self.abort_and_roll_back()?;
+                }
+            } else if open_work {
+                for &p in &revoked {
+                    self.process(p)?;
+                }
+                if !self.in_txn && self.parts.values().any(|x| x.dirty) {
+                    self.begin()?;
+                }
+                self.commit_transaction()?;
+                self.poll_commit(true)?;
+            }
+        } else {
+            for &p in &revoked {
+                self.process(p)?;
+            }
+            let timeout = Duration::from_millis(self.config.service.shutdown_timeout_ms);
+            if let Err(e) = self.producer.flush(timeout) {
+                tracing::warn!(model = %self.handle.config.name, error = %e, "outputs of revoked partitions not all acknowledged; their new owner processes them again");
+            }
+            self.to_commit
+                .extend(self.producer.context().drain_acked()?);
+            if !revocation.lost {
+                self.commit_offsets(CommitMode::Sync)?;
+            }
         }
         for p in &revoked {
             self.parts.remove(p);
@@ -931,6 +1005,8 @@ impl<'c> Worker<'c> {
         }
         let live = self.handle.live.load();
         self.handle.live.store(Arc::new(live.without(&revoked)));
+        ConsumerCtx::release(self.consumer, &revocation.partitions)?;
+        tracing::info!(model = %self.handle.config.name, partitions = ?revoked, ms = started.elapsed().as_millis() as u64, "revoked partitions committed and handed over");
         Ok(())
     }
 
@@ -1158,18 +1234,12 @@ impl<'c> Worker<'c> {
             bail!("internal error: a rollback while a commit is in flight");
         }
         self.held.clear();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.producer.abort_transaction(Duration::from_secs(10)) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
-                    tracing::warn!(model = %self.handle.config.name, error = %e, "abort failed; retrying in {backoff:?}");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e).context("cannot abort the transaction"),
-            }
-        }
+        abort(
+            self.producer,
+            self.cancel,
+            self.config.service.shutdown_timeout_ms,
+            &self.handle.config.name,
+        )?;
         self.in_txn = false;
         self.handle.stats.aborts.fetch_add(1, Ordering::Relaxed);
         let owned: Vec<i32> = self.parts.keys().copied().collect();
@@ -1184,9 +1254,19 @@ impl<'c> Worker<'c> {
         // the current assignment's checkpoints are already known
         self.scanned = self.consumer.context().assignments.load(Ordering::Relaxed);
         if tpl.count() > 0 {
-            self.consumer
+            let sought = self
+                .consumer
                 .seek_partitions(tpl, Duration::from_secs(10))
                 .context("cannot seek back to the last committed offsets")?;
+            for e in sought.elements() {
+                if let Err(err) = e.error() {
+                    bail!(
+                        "cannot seek partition {} back to offset {:?} after an abort: {err}; stopping so that a restart resumes from the last commit",
+                        e.partition(),
+                        e.offset()
+                    );
+                }
+            }
         }
         for p in owned {
             self.open(p)?;
@@ -1342,6 +1422,41 @@ impl Outputs<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Aborts the open transaction. The outputs still queued are purged first
+/// and their delivery reports served here: librdkafka's abort waits for
+/// them, and with a `BaseProducer` only a poll serves them (without it an
+/// abort never finishes: "Failed to flush all outstanding messages").
+/// Retries while the broker is away; once `cancel` has tripped, gives up
+/// after `shutdown_timeout_ms`.
+fn abort(
+    producer: &BaseProducer<ProducerCtx>,
+    cancel: &CancellationToken,
+    shutdown_timeout_ms: u64,
+    model: &str,
+) -> Result<()> {
+    let shutdown_timeout = Duration::from_millis(shutdown_timeout_ms);
+    let mut backoff = Duration::from_millis(100);
+    let mut cancelled_at: Option<Instant> = None;
+    loop {
+        producer.purge(PurgeConfig::default().queue().inflight());
+        let _ = producer.flush(Duration::from_secs(5));
+        match producer.abort_transaction(Duration::from_secs(5)) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                tracing::warn!(%model, error = %e, "abort failed; retrying in {backoff:?}");
+            }
+            Err(e) => return Err(e).context("cannot abort the transaction"),
+        }
+        if cancel.is_cancelled()
+            && cancelled_at.get_or_insert_with(Instant::now).elapsed() > shutdown_timeout
+        {
+            bail!("cannot abort the transaction before the shutdown timeout; the broker will abort it when the transaction times out");
+        }
+        producer.poll(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

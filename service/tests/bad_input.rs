@@ -129,16 +129,11 @@ async fn the_http_api_answers_bad_readings_with_json_4xx() {
     let config = deploy_config();
     let handles = config
         .models
-        .into_iter()
-        .map(|m| ModelHandle::new(m).map(Arc::new))
+        .iter()
+        .map(|m| ModelHandle::new(m.clone()).map(Arc::new))
         .collect::<anyhow::Result<Vec<_>>>()
         .expect("handles");
-    let router = app(
-        AppState {
-            models: Arc::new(handles),
-        },
-        64 * 1024,
-    );
+    let router = app(AppState::new(handles, &config.service), 64 * 1024);
     let mut gen = BadReadings::new(11, 100 * 1024);
     for (kind, _, bytes) in gen.by_ref().take(14 * 40) {
         let req = Request::builder()

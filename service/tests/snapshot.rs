@@ -80,6 +80,7 @@ async fn an_exported_model_continues_in_another_group() {
     std::fs::write(&config_b, text_b).expect("config b");
     let run_b = Run {
         config: config_b.clone(),
+        partitions: run.partitions,
         group: format!("{group_b}.waits"),
         http: run.http.clone(),
         input: run.input.clone(),

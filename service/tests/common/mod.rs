@@ -379,6 +379,7 @@ pub fn model_table(name: &str, input: &str, output: &str, dead: &str, batch: usi
 
 pub struct Run {
     pub config: PathBuf,
+    pub partitions: i32,
     pub http: String,
     pub input: String,
     pub output: String,
@@ -387,17 +388,24 @@ pub struct Run {
 }
 
 pub fn setup(dir: &Path, bootstrap: &str, model: &str) -> Run {
+    setup_with(dir, bootstrap, model, 3, "")
+}
+
+/// A run's config over `partitions` partitions; `service` lines are added
+/// to `[service]` (the instance id is left to its default).
+pub fn setup_with(dir: &Path, bootstrap: &str, model: &str, partitions: i32, service: &str) -> Run {
     let (input, output, dead) = (unique("eos.in"), unique("eos.out"), unique("eos.dead"));
     let group_id = unique("eos-group");
     let http = format!("127.0.0.1:{}", free_port());
     let text = format!(
-        "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n[service]\ngroup_id = \"{group_id}\"\nhttp_addr = \"{http}\"\ninstance_id = \"{group_id}\"\n[topics]\npartitions = 3\nreplication_factor = 1\n{}",
+        "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n[service]\ngroup_id = \"{group_id}\"\nhttp_addr = \"{http}\"\n{service}\n[topics]\npartitions = {partitions}\nreplication_factor = 1\n{}",
         model_table(model, &input, &output, &dead, 500)
     );
     let config = dir.join("streamfit.toml");
     std::fs::write(&config, text).expect("write config");
     Run {
         config,
+        partitions,
         http,
         input,
         output,
@@ -413,7 +421,7 @@ pub fn verify(bootstrap: &str, run: &Run, model: &str, n: usize) {
         bootstrap,
         &run.output,
         &run.dead,
-        3,
+        run.partitions,
         n + 1,
         Duration::from_secs(10),
     );
@@ -422,7 +430,7 @@ pub fn verify(bootstrap: &str, run: &Run, model: &str, n: usize) {
         twice.is_empty(),
         "offsets with more than one output: {twice:?}"
     );
-    let input = read_input(bootstrap, &run.input, 3);
+    let input = read_input(bootstrap, &run.input, run.partitions);
     assert_eq!(input.len(), n);
     let missing: Vec<_> = input
         .iter()
@@ -436,7 +444,7 @@ pub fn verify(bootstrap: &str, run: &Run, model: &str, n: usize) {
     let config = Config::load(&run.config).expect("config");
     let m = config.model(model).expect("model");
     let checkpoints = checkpoints(run);
-    for p in 0..3 {
+    for p in 0..run.partitions {
         let mine: Vec<&InputMessage> = input.iter().filter(|x| x.partition == p).collect();
         if mine.is_empty() {
             continue;
@@ -475,7 +483,7 @@ pub fn verify(bootstrap: &str, run: &Run, model: &str, n: usize) {
 
 /// Waits until `n` outputs are committed, or panics after `within`.
 pub fn wait_for_outputs(bootstrap: &str, run: &Run, n: usize, within: Duration) {
-    let counts = outputs_per_offset(bootstrap, &run.output, &run.dead, 3, n, within);
+    let counts = outputs_per_offset(bootstrap, &run.output, &run.dead, run.partitions, n, within);
     let total: u32 = counts.values().sum();
     assert!(
         total as usize >= n,

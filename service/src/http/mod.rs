@@ -5,30 +5,46 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use crate::live::Live;
 use crate::pipeline::Pipeline;
 use crate::stats::{render, Exposed};
 use crate::worker::ModelHandle;
 
+mod predict;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     /// One handle per configured model.
     pub models: Arc<Vec<Arc<ModelHandle>>>,
+    /// This instance's name (`service.instance_id` or its default).
+    pub instance: String,
+    /// How producers spread keys over partitions.
+    pub partitioner: crate::routing::KeyPartitioner,
+    /// Forwards `/predict` to the instance that owns a key's partition.
+    pub client: reqwest::Client,
 }
 
 impl AppState {
+    /// The state for `models` of the instance `service` describes.
+    pub fn new(models: Vec<Arc<ModelHandle>>, service: &crate::config::ServiceConfig) -> Self {
+        AppState {
+            models: Arc::new(models),
+            instance: service.instance(),
+            partitioner: service.key_partitioner,
+            client: reqwest::Client::new(),
+        }
+    }
+
     fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
         self.models
             .iter()
@@ -79,7 +95,7 @@ pub fn app(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
-        .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/predict", post(predict::predict))
         .route("/v1/models/{name}/backfill", post(backfill))
         .route("/v1/models/{name}/snapshot", get(snapshot))
         .route(
@@ -268,83 +284,6 @@ async fn backfill(
     ))
 }
 
-async fn predict(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let h = state.model(&name)?;
-    let body = body.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            format!("request body not readable: {}", e.body_text()),
-        )
-    })?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type should be application/json, but is {ct:?}"),
-        ));
-    }
-    let live = h.live.load();
-    let (_, primary) = live.primary();
-    let classification = primary.task() == models::Task::Classification;
-    let one = |bytes: &[u8], index: Option<usize>| -> Result<serde_json::Value, ApiError> {
-        let bad = |e: features::FeatureError| ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: match index {
-                Some(i) => format!("reading {i}: {e}"),
-                None => e.to_string(),
-            },
-            field: e.field().map(str::to_owned),
-        };
-        // the key's state lives with the partition its readings arrive on
-        let first = primary.predict_one(bytes, None).map_err(bad)?;
-        let (partition, p) = live.route(first.key.as_deref());
-        let r = if std::ptr::eq(p, primary) {
-            first
-        } else {
-            p.predict_one(bytes, None).map_err(bad)?
-        };
-        let mut v = if classification {
-            json!({ "key": r.key, "prediction": if r.prediction >= 0.5 { 1 } else { 0 }, "probability": r.prediction })
-        } else {
-            json!({ "key": r.key, "prediction": r.prediction })
-        };
-        v["partition"] = json!(partition);
-        v["partition_version"] = json!(p.version());
-        Ok(v)
-    };
-    let trimmed = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map_or(&body[..0], |i| &body[i..]);
-    let mut answer = if trimmed.first() == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(trimmed).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("body should be a JSON object or an array of objects: {e}"),
-            )
-        })?;
-        let preds = items
-            .iter()
-            .enumerate()
-            .map(|(i, r)| one(r.get().as_bytes(), Some(i)))
-            .collect::<Result<Vec<_>, _>>()?;
-        json!({ "predictions": preds })
-    } else {
-        one(trimmed, None)?
-    };
-    answer["model"] = json!(h.config.name);
-    answer["model_version"] = json!(live.version());
-    Ok(Json(answer))
-}
-
 async fn readyz(State(state): State<AppState>) -> Response {
     let not_ready: serde_json::Map<String, serde_json::Value> = state
         .models
@@ -400,9 +339,7 @@ mod tests {
             .into_iter()
             .map(|m| Arc::new(ModelHandle::new(m).expect("builds")))
             .collect();
-        AppState {
-            models: Arc::new(models),
-        }
+        AppState::new(models, &config.service)
     }
 
     async fn call(

@@ -1,0 +1,297 @@
+//! `POST /v1/models/{name}/predict`: scores readings with the model of the
+//! partition that holds each reading's key, on whichever instance owns it.
+//!
+//! Per reading: a partition of this instance whose state knows the key
+//! answers; else the key's partition (the producers' partitioner) answers
+//! here if this instance owns it; else the reading is forwarded to the
+//! owning instance found in the group's member list ([`crate::routing`]).
+//! When no owner is known or it cannot be reached (it died and the group
+//! has not reassigned its partitions yet), this instance answers with its
+//! best model and says so (`"routing": "fallback"`). Every answer says
+//! which instance and partition answered, the model version and how long
+//! ago that model was last updated.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::{ApiError, AppState};
+use crate::live::Live;
+use crate::pipeline::Pipeline;
+use crate::routing::Owner;
+use crate::worker::ModelHandle;
+
+/// Marks a request forwarded by another instance: answered here, never
+/// forwarded again.
+pub const FORWARDED: &str = "x-streamfit-forwarded-by";
+
+/// How long a forwarded request may take before this instance answers
+/// itself.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where one reading is answered.
+enum Route {
+    /// Here, by this partition's model (or the best local one: `None`).
+    Local {
+        partition: Option<i32>,
+        how: &'static str,
+    },
+    /// By another instance.
+    Remote(Owner),
+}
+
+pub(super) async fn predict(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let h = state.model(&name)?.clone();
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("request body not readable: {}", e.body_text()),
+        )
+    })?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type should be application/json, but is {ct:?}"),
+        ));
+    }
+    let forwarded = headers.contains_key(FORWARDED);
+    let trimmed = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&body[..0], |i| &body[i..]);
+    let many = trimmed.first() == Some(&b'[');
+    let items: Vec<&RawValue> = if many {
+        serde_json::from_slice(trimmed).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("body should be a JSON object or an array of objects: {e}"),
+            )
+        })?
+    } else {
+        Vec::new()
+    };
+    let readings: Vec<&[u8]> = if many {
+        items.iter().map(|r| r.get().as_bytes()).collect()
+    } else {
+        vec![trimmed]
+    };
+
+    let live = h.live.load_full();
+    let routes = readings
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| route(&state, &h, &live, bytes, forwarded, many.then_some(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // forward each remote owner's readings as one array
+    let mut remote: BTreeMap<String, (Owner, Vec<usize>)> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        if let Route::Remote(owner) = r {
+            remote
+                .entry(owner.url.clone())
+                .or_insert_with(|| (owner.clone(), Vec::new()))
+                .1
+                .push(i);
+        }
+    }
+    let mut answers: Vec<Option<serde_json::Value>> = vec![None; readings.len()];
+    for (url, (owner, idx)) in remote {
+        let body = format!(
+            "[{}]",
+            idx.iter()
+                .map(|&i| String::from_utf8_lossy(readings[i]))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        match forward(&state, &headers, &url, &name, body).await {
+            Ok(preds) if preds.len() == idx.len() => {
+                for (&i, mut p) in idx.iter().zip(preds) {
+                    // the owner may have just handed the partition on: then
+                    // its answer is a fallback, and says so
+                    if p["routing"] == "owner" {
+                        p["routing"] = json!("forwarded");
+                    }
+                    answers[i] = Some(p);
+                }
+            }
+            Ok(preds) => {
+                tracing::debug!(model = %name, instance = %owner.instance, got = preds.len(), want = idx.len(), "owner answered a different number of readings; answering here");
+            }
+            Err(e) => {
+                tracing::debug!(model = %name, instance = %owner.instance, error = %e, "owner not reachable; answering here");
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(readings.len());
+    for (i, (bytes, r)) in readings.iter().zip(&routes).enumerate() {
+        if let Some(a) = answers[i].take() {
+            out.push(a);
+            continue;
+        }
+        let (partition, how) = match r {
+            Route::Local { partition, how } => (*partition, *how),
+            Route::Remote(_) => (None, "fallback"),
+        };
+        out.push(local(
+            &state,
+            &h,
+            &live,
+            bytes,
+            partition,
+            how,
+            many.then_some(i),
+        )?);
+    }
+    let mut answer = if many {
+        json!({ "predictions": out })
+    } else {
+        out.pop().unwrap_or_default()
+    };
+    answer["model"] = json!(h.config.name);
+    if answer.get("model_version").is_none() {
+        answer["model_version"] = json!(live.version());
+    }
+    Ok(Json(answer))
+}
+
+/// Decides where one reading is answered.
+fn route(
+    state: &AppState,
+    h: &ModelHandle,
+    live: &Live,
+    bytes: &[u8],
+    forwarded: bool,
+    index: Option<usize>,
+) -> Result<Route, ApiError> {
+    let (_, primary) = live.primary();
+    let reading = primary
+        .predict_one(bytes, None)
+        .map_err(|e| bad(e, index))?;
+    let Some(key) = reading.key.as_deref() else {
+        return Ok(Route::Local {
+            partition: None,
+            how: "local",
+        });
+    };
+    if let (Some(p), _) = live.route(Some(key)) {
+        if live.partition(p).is_some_and(|m| m.knows_key(key)) {
+            return Ok(Route::Local {
+                partition: Some(p),
+                how: "owner",
+            });
+        }
+    }
+    let dir = h.directory.load();
+    if dir.partitions <= 0 {
+        return Ok(Route::Local {
+            partition: None,
+            how: "fallback",
+        });
+    }
+    let p = state.partitioner.partition(key.as_bytes(), dir.partitions);
+    if live.partition(p).is_some() {
+        return Ok(Route::Local {
+            partition: Some(p),
+            how: "owner",
+        });
+    }
+    match dir.owners.get(&p) {
+        Some(owner) if !forwarded && owner.instance != state.instance => {
+            Ok(Route::Remote(owner.clone()))
+        }
+        _ => Ok(Route::Local {
+            partition: None,
+            how: "fallback",
+        }),
+    }
+}
+
+/// Answers one reading with a local model.
+fn local(
+    state: &AppState,
+    h: &ModelHandle,
+    live: &Live,
+    bytes: &[u8],
+    partition: Option<i32>,
+    how: &str,
+    index: Option<usize>,
+) -> Result<serde_json::Value, ApiError> {
+    let (partition, p): (Option<i32>, &Pipeline) =
+        match partition.and_then(|q| live.partition(q).map(|m| (q, m))) {
+            Some((q, m)) => (Some(q), m),
+            None => live.primary(),
+        };
+    let r = p.predict_one(bytes, None).map_err(|e| bad(e, index))?;
+    let mut v = if p.task() == models::Task::Classification {
+        json!({ "key": r.key, "prediction": if r.prediction >= 0.5 { 1 } else { 0 }, "probability": r.prediction })
+    } else {
+        json!({ "key": r.key, "prediction": r.prediction })
+    };
+    v["partition"] = json!(partition);
+    v["partition_version"] = json!(p.version());
+    v["instance"] = json!(state.instance);
+    v["routing"] = json!(how);
+    v["model_version"] = json!(live.version());
+    v["staleness_ms"] = json!(partition.and_then(|q| live.age_ms(q)));
+    v["lag"] = json!(h.lag());
+    Ok(v)
+}
+
+fn bad(e: features::FeatureError, index: Option<usize>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: match index {
+            Some(i) => format!("reading {i}: {e}"),
+            None => e.to_string(),
+        },
+        field: e.field().map(str::to_owned),
+    }
+}
+
+/// Sends readings to the owning instance; its per-reading answers.
+async fn forward(
+    state: &AppState,
+    headers: &HeaderMap,
+    url: &str,
+    model: &str,
+    body: String,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut req = state
+        .client
+        .post(format!("{url}/v1/models/{model}/predict"))
+        .header(header::CONTENT_TYPE.as_str(), "application/json")
+        .header(FORWARDED, state.instance.as_str())
+        .timeout(FORWARD_TIMEOUT)
+        .body(body);
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        req = req.header(header::AUTHORIZATION.as_str(), auth);
+    }
+    let res = req.send().await?;
+    if !res.status().is_success() {
+        anyhow::bail!("owner answered {}", res.status());
+    }
+    let mut v: serde_json::Value = res.json().await?;
+    match v["predictions"].take() {
+        serde_json::Value::Array(a) => Ok(a),
+        _ => anyhow::bail!("owner's answer has no predictions array"),
+    }
+}
