@@ -562,6 +562,40 @@ mod tests {
     }
 
     #[test]
+    fn identities_differ_per_instance_and_include_the_group() {
+        let env =
+            |addr: &str| [("STREAMFIT_SERVICE_HTTP_ADDR".to_owned(), addr.to_owned())].into_iter();
+        let a = Config::parse(MINIMAL, env("127.0.0.1:8080")).expect("valid");
+        let b = Config::parse(MINIMAL, env("127.0.0.1:8081")).expect("valid");
+        assert_ne!(a.service.instance(), b.service.instance());
+        assert_eq!(
+            a.service.instance(),
+            Config::parse(MINIMAL, env("127.0.0.1:8080"))
+                .expect("valid")
+                .service
+                .instance(),
+            "a restarted instance keeps its name (it fences its zombie)"
+        );
+        let id = a.service.client_identity("g1.heart");
+        assert!(id.starts_with("g1.heart.") && id.ends_with("-8080"), "{id}");
+        assert_ne!(id, a.service.client_identity("g2.heart"));
+        assert_eq!(a.service.advertised(), "http://127.0.0.1:8080");
+        let named = [(
+            "STREAMFIT_SERVICE_INSTANCE_ID".to_owned(),
+            "node-1".to_owned(),
+        )];
+        let c = Config::parse(MINIMAL, named.into_iter()).expect("valid");
+        assert_eq!(c.service.client_identity("g.heart"), "g.heart.node-1");
+    }
+
+    #[test]
+    fn the_local_broker_port_is_not_a_kafka_property() {
+        let env = [("STREAMFIT_KAFKA_PORT".to_owned(), "19992".to_owned())];
+        let c = Config::parse(MINIMAL, env.into_iter()).expect("valid");
+        assert!(!c.kafka.contains_key("port"), "{:?}", c.kafka);
+    }
+
+    #[test]
     fn errors_name_the_wrong_key() {
         let cases = [
             (

@@ -8,6 +8,8 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -38,12 +40,26 @@ async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     let n = 30_000;
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
-    produce(&bootstrap, &run.input, &waits(n));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // a steady stream (30 s) that goes on through the outage: the
+    // publisher's client buffers while the broker is away
+    let sent = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_steadily(
+        bootstrap.clone(),
+        run.input.clone(),
+        waits(n),
+        1_000,
+        sent.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let before = readings_seen(&run.http, "waits").await;
     eprintln!("stopping the broker after {before} of {n} readings");
+    assert!(
+        before > 0 && before < n as u64,
+        "the outage must land mid-stream: {before} of {n} readings seen"
+    );
     let guard = BrokerGuard;
     kafka("down");
+    let down_at = Instant::now();
 
     // /readyz reports the outage with a reason
     let client = reqwest::Client::new();
@@ -66,10 +82,23 @@ async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     };
     eprintln!("/readyz while the broker is down: {reason}");
     assert!(!reason.is_empty());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // longer than a whole commit retry cycle: a commit attempt times out
+    // after 10 s and the backoff between attempts grows to 5 s
+    let outage = Duration::from_secs(16);
+    if let Some(rest) = outage.checked_sub(down_at.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let during = readings_seen(&run.http, "waits").await;
+    eprintln!(
+        "broker down for {:.1} s; the model has seen {during} of {n}, {} handed to the publisher",
+        down_at.elapsed().as_secs_f64(),
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(down_at.elapsed() >= outage);
     drop(guard); // starts the broker again
 
     wait_ready(&run.http).await;
+    publisher.join().expect("publisher");
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);

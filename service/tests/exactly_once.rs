@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,20 +33,47 @@ async fn sigkill_at_random_points_changes_nothing() {
 
     let mut svc = Service::start(&run.config);
     wait_ready(&run.http).await;
-    produce(&bootstrap, &run.input, &readings);
+    // a steady stream (10 s): every kill lands while readings still arrive
+    let sent = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_steadily(
+        bootstrap.clone(),
+        run.input.clone(),
+        readings,
+        3_000,
+        sent.clone(),
+    );
     let started = Instant::now();
+    let mut before = 0;
     for kill in 1..=4 {
         let after = Duration::from_millis(rng.random_range(200..1500));
         tokio::time::sleep(after).await;
-        let seen = readings_seen(&run.http, "waits").await;
+        // the kill lands mid-stream: this run of the service has learned
+        // something since its restart, and not everything
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = readings_seen(&run.http, "waits").await;
+        while seen <= before {
+            assert!(
+                Instant::now() < deadline,
+                "kill {kill}: no progress past {before} readings within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen = readings_seen(&run.http, "waits").await;
+        }
         eprintln!(
-            "kill {kill} after {:.1} s: the model has seen {seen} of {n} readings",
+            "kill {kill} after {:.1} s: the model has seen {seen} of {n} readings, {} published",
             started.elapsed().as_secs_f64(),
+            sent.load(Ordering::Relaxed),
         );
+        assert!(
+            seen > before && seen < n as u64,
+            "kill {kill} must land mid-stream: {seen} of {n} readings seen, {before} before this run"
+        );
+        before = seen;
         svc.crash();
         svc = Service::start(&run.config);
         wait_ready(&run.http).await;
     }
+    publisher.join().expect("publisher");
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);

@@ -17,8 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamfit::routing::KeyPartitioner;
 
 /// The tests of this file start several services each: one at a time.
@@ -66,40 +64,6 @@ async fn owned(http: &str, model: &str) -> BTreeSet<i64> {
         .as_array()
         .map(|a| a.iter().filter_map(|p| p["partition"].as_i64()).collect())
         .unwrap_or_default()
-}
-
-/// Publishes `readings` at `per_second`, counting what has been sent.
-fn publish_steadily(
-    bootstrap: String,
-    topic: String,
-    readings: Vec<(Option<String>, Vec<u8>)>,
-    per_second: usize,
-    sent: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        let started = Instant::now();
-        for (i, (key, value)) in readings.iter().enumerate() {
-            // paced: reading i goes out at i / per_second seconds
-            let due = Duration::from_secs_f64(i as f64 / per_second as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-            let mut rec = BaseRecord::to(&topic).payload(value.as_slice());
-            if let Some(k) = key {
-                rec = rec.key(k.as_str());
-            }
-            p.send(rec).map_err(|(e, _)| e).expect("queued");
-            p.poll(Duration::ZERO);
-            sent.store(i + 1, Ordering::Relaxed);
-        }
-        p.flush(Duration::from_secs(30)).expect("flushed");
-    })
 }
 
 /// What the `/predict` prober saw.

@@ -139,6 +139,40 @@ pub fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8
     p.flush(Duration::from_secs(30)).expect("flushed");
 }
 
+/// Publishes `readings` at `per_second`, counting what has been sent.
+pub fn publish_steadily(
+    bootstrap: String,
+    topic: String,
+    readings: Vec<(Option<String>, Vec<u8>)>,
+    per_second: usize,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let started = Instant::now();
+        for (i, (key, value)) in readings.iter().enumerate() {
+            // paced: reading i goes out at i / per_second seconds
+            let due = Duration::from_secs_f64(i as f64 / per_second as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let mut rec = BaseRecord::to(&topic).payload(value.as_slice());
+            if let Some(k) = key {
+                rec = rec.key(k.as_str());
+            }
+            p.send(rec).map_err(|(e, _)| e).expect("queued");
+            p.poll(Duration::ZERO);
+            sent.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        p.flush(Duration::from_secs(30)).expect("flushed");
+    })
+}
+
 pub type Received = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
 
 /// Reads `topic` from the beginning (read_committed) until `want` messages or the deadline.
