@@ -1,36 +1,77 @@
 #!/usr/bin/env bash
-# The local single-node Apache Kafka (KRaft) that the quickstart, the tests,
-# CI and the load tests use. Runs from plain jars fetched from Maven Central
-# and cached outside the repo.
+# The local Apache Kafka (KRaft) that the quickstart, the tests, CI and the
+# load tests use: one node, or a cluster of three on loopback. Runs from plain
+# jars fetched from Maven Central and cached outside the repo.
 #
 #   deploy/kafka.sh up        fetch the jars if needed, format storage on first
-#                             start, start the broker, wait until it answers
-#   deploy/kafka.sh status    exit 0 if the broker answers on the port
-#   deploy/kafka.sh down      stop the broker (waits for it to exit)
+#                             start, start the broker(s), wait until they answer
+#   deploy/kafka.sh status    exit 0 if every broker answers
+#   deploy/kafka.sh down      stop the broker(s) (waits for them to exit)
 #   deploy/kafka.sh restart   down then up (same data)
-#   deploy/kafka.sh reset     down and delete the broker's data
-#   deploy/kafka.sh logs      follow the broker log
+#   deploy/kafka.sh reset     down and delete the brokers' data
+#   deploy/kafka.sh logs      follow the (first) broker's log
+#   deploy/kafka.sh kill-node I   SIGKILL node I (1-based) of the cluster, for
+#                             fault tests; `start-node I` starts it again
+#   deploy/kafka.sh bootstrap print the bootstrap.servers list
 #   deploy/kafka.sh tool CLASS ARGS...   run a Kafka command-line tool class,
 #                             e.g. org.apache.kafka.tools.ConsumerPerformance
 #
-# Environment: STREAMFIT_KAFKA_PORT (default 9092; the controller listens on
-# port+1), STREAMFIT_CACHE (default ~/.cache/streamfit). Every command is
-# idempotent: `up` on a running broker only checks it.
+# Options (after the command): --brokers N (default 1, or
+# STREAMFIT_KAFKA_BROKERS). With N brokers, node I listens on port + 2(I-1)
+# and its controller on the port after it; every node is a broker and a
+# controller (a static quorum of N voters); internal topics and created
+# topics default to replication factor N (at most 3) with
+# min.insync.replicas one less (at least 1). A cluster keeps its own data,
+# apart from the single node's.
+#
+# Environment: STREAMFIT_KAFKA_PORT (default 9092; the first controller
+# listens on port+1), STREAMFIT_CACHE (default ~/.cache/streamfit). Every
+# command is idempotent: `up` on a running broker only checks it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 version="4.1.0"
 port="${STREAMFIT_KAFKA_PORT:-9092}"
-controller_port=$((port + 1))
 cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
 libs="$cache/kafka-$version/libs"
-state="$cache/kafka-$port"
-data="$state/data"
-log="$state/kafka.log"
-pidfile="$state/kafka.pid"
+brokers="${STREAMFIT_KAFKA_BROKERS:-1}"
+
+command_="${1:-}"
+[ $# -gt 0 ] && shift
+node_arg=""
+case "$command_" in kill-node|start-node) node_arg="${1:-}"; [ $# -gt 0 ] && shift ;; esac
+if [ "$command_" != tool ]; then
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --brokers) brokers="${2:?--brokers takes a number}"; shift 2 ;;
+      --brokers=*) brokers="${1#--brokers=}"; shift ;;
+      *) echo "kafka: error: unknown option $1" >&2; exit 2 ;;
+    esac
+  done
+fi
+case "$brokers" in 1|2|3|4|5) ;; *) echo "kafka: error: --brokers should be 1 to 5, but is $brokers" >&2; exit 2 ;; esac
 
 say() { printf 'kafka: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# the state of node I: the single node keeps the layout it always had
+node_state() {
+  if [ "$brokers" -eq 1 ]; then echo "$cache/kafka-$port"; else echo "$cache/kafka-$port-x$brokers/node-$1"; fi
+}
+node_port() { echo $((port + 2 * ($1 - 1))); }
+node_controller_port() { echo $((port + 2 * ($1 - 1) + 1)); }
+replication() { if [ "$brokers" -ge 3 ]; then echo 3; else echo "$brokers"; fi; }
+min_isr() { local r; r="$(replication)"; if [ "$r" -gt 1 ]; then echo $((r - 1)); else echo 1; fi; }
+voters() {
+  local i out=""
+  for i in $(seq 1 "$brokers"); do out="$out${out:+,}$i@127.0.0.1:$(node_controller_port "$i")"; done
+  echo "$out"
+}
+bootstrap_servers() {
+  local i out=""
+  for i in $(seq 1 "$brokers"); do out="$out${out:+,}127.0.0.1:$(node_port "$i")"; done
+  echo "$out"
+}
 
 fetch() {
   if [ -f "$libs/.complete" ]; then return; fi
@@ -48,14 +89,17 @@ classpath() { printf '%s/*' "$libs"; }
 
 tool() {
   fetch
+  local state; state="$(node_state 1)"
+  mkdir -p "$state"
   java -Xmx512m -cp "$(classpath)" \
        -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" \
        -Dkafka.logs.file="$state/tools.log" "$@"
 }
 
-answers() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 running_pid() {
+  local pidfile; pidfile="$(node_state "$1")/kafka.pid"
   if [ -f "$pidfile" ]; then
     local pid; pid="$(cat "$pidfile")"
     if kill -0 "$pid" 2>/dev/null; then echo "$pid"; return 0; fi
@@ -63,58 +107,133 @@ running_pid() {
   return 1
 }
 
-up() {
-  fetch
+# writes node I's config and formats its storage on first start
+prepare_node() {
+  local i="$1" state data
+  state="$(node_state "$i")"; data="$state/data"
   mkdir -p "$state"
-  if running_pid >/dev/null && answers; then say "already running on 127.0.0.1:$port"; return; fi
-  if answers; then die "port $port is taken by another process; set STREAMFIT_KAFKA_PORT to a free port"; fi
-  sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" -e "s|@DATA_DIR@|$data|g" \
+  sed -e "s|@NODE_ID@|$i|g" -e "s|@PORT@|$(node_port "$i")|g" \
+      -e "s|@CONTROLLER_PORT@|$(node_controller_port "$i")|g" -e "s|@VOTERS@|$(voters)|g" \
+      -e "s|@DATA_DIR@|$data|g" -e "s|@REPLICATION@|$(replication)|g" -e "s|@MIN_ISR@|$(min_isr)|g" \
       "$here/kafka/server.properties.in" > "$state/server.properties"
   if [ ! -f "$data/meta.properties" ]; then
-    say "formatting storage in $data"
-    local id; id="$(tool kafka.tools.StorageTool random-uuid | tail -n 1)"
-    tool kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" >/dev/null
+    say "formatting storage of node $i in $data"
+    tool kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >/dev/null
   fi
-  say "starting broker on 127.0.0.1:$port (log: $log)"
-  nohup java -Xms512m -Xmx1g -XX:+UseG1GC -cp "$(classpath)" \
+}
+
+# starts node I in the background
+start_node() {
+  local i="$1" state p
+  state="$(node_state "$i")"; p="$(node_port "$i")"
+  if running_pid "$i" >/dev/null; then return; fi
+  if answers "$p"; then die "port $p is taken by another process; set STREAMFIT_KAFKA_PORT to a free port"; fi
+  say "starting node $i on 127.0.0.1:$p (log: $state/kafka.log)"
+  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -cp "$(classpath)" \
        -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" \
-       -Dkafka.logs.file="$log" \
+       -Dkafka.logs.file="$state/kafka.log" \
        kafka.Kafka "$state/server.properties" > "$state/stdout.log" 2>&1 &
-  echo $! > "$pidfile"
-  local deadline=$((SECONDS + 90))
-  until answers && grep -q "Kafka Server started" "$log" 2>/dev/null; do
-    if ! running_pid >/dev/null; then
-      tail -n 30 "$state/stdout.log" "$log" >&2 2>/dev/null || true
-      die "the broker exited during start-up (logs above, in $state)"
+  echo $! > "$state/kafka.pid"
+}
+
+# waits until node I answers and has logged its start since it was started
+wait_node() {
+  local i="$1" state p deadline=$((SECONDS + 120))
+  state="$(node_state "$i")"; p="$(node_port "$i")"
+  until answers "$p" && grep -q "Kafka Server started" "$state/kafka.log" 2>/dev/null; do
+    if ! running_pid "$i" >/dev/null; then
+      tail -n 30 "$state/stdout.log" "$state/kafka.log" >&2 2>/dev/null || true
+      die "node $i exited during start-up (logs above, in $state)"
     fi
-    [ $SECONDS -lt $deadline ] || die "the broker did not answer within 90 s (log: $log)"
+    [ $SECONDS -lt $deadline ] || die "node $i did not answer within 120 s (log: $state/kafka.log)"
     sleep 0.5
   done
-  say "ready on 127.0.0.1:$port"
+}
+
+up() {
+  fetch
+  local i all_up=1
+  for i in $(seq 1 "$brokers"); do
+    if ! { running_pid "$i" >/dev/null && answers "$(node_port "$i")"; }; then all_up=0; fi
+  done
+  if [ "$all_up" -eq 1 ]; then say "already running on $(bootstrap_servers)"; return; fi
+  # one cluster id for every node, kept beside the first node's data
+  local id_file; id_file="$(node_state 1)/cluster.id"
+  mkdir -p "$(node_state 1)"
+  if [ ! -f "$id_file" ]; then
+    if [ -f "$(node_state 1)/data/meta.properties" ]; then
+      sed -n 's/^cluster.id=//p' "$(node_state 1)/data/meta.properties" > "$id_file"
+    else
+      tool kafka.tools.StorageTool random-uuid | tail -n 1 > "$id_file"
+    fi
+  fi
+  cluster_id="$(cat "$id_file")"
+  for i in $(seq 1 "$brokers"); do prepare_node "$i"; done
+  # a node's log from before this start must not count as started
+  for i in $(seq 1 "$brokers"); do
+    running_pid "$i" >/dev/null || rm -f "$(node_state "$i")/kafka.log"
+    start_node "$i"
+  done
+  for i in $(seq 1 "$brokers"); do wait_node "$i"; done
+  say "ready on $(bootstrap_servers)"
+}
+
+stop_node() {
+  local i="$1" signal="${2:-TERM}" pid
+  if pid="$(running_pid "$i")"; then
+    say "stopping node $i (pid $pid, SIG$signal)"
+    kill -s "$signal" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 60))
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ $SECONDS -ge $deadline ]; then say "node $i did not stop in 60 s; killing it"; kill -9 "$pid" 2>/dev/null || true; fi
+      sleep 0.2
+    done
+  fi
+  rm -f "$(node_state "$i")/kafka.pid"
 }
 
 down() {
-  local pid
-  if pid="$(running_pid)"; then
-    say "stopping broker (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 60))
-    while kill -0 "$pid" 2>/dev/null; do
-      if [ $SECONDS -ge $deadline ]; then say "broker did not stop in 60 s; killing it"; kill -9 "$pid" 2>/dev/null || true; fi
-      sleep 0.5
-    done
-  fi
-  rm -f "$pidfile"
+  # every node at once: stopped one by one, the last ones lose the
+  # controller quorum their controlled shutdown waits for
+  local i pid
+  for i in $(seq 1 "$brokers"); do
+    if pid="$(running_pid "$i")"; then say "stopping node $i (pid $pid)"; kill "$pid" 2>/dev/null || true; fi
+  done
+  for i in $(seq 1 "$brokers"); do stop_node "$i"; done
 }
 
-case "${1:-}" in
+check_node_arg() {
+  case "$node_arg" in ''|*[!0-9]*) die "$command_ takes a node number from 1 to $brokers" ;; esac
+  [ "$node_arg" -ge 1 ] && [ "$node_arg" -le "$brokers" ] || die "$command_ takes a node number from 1 to $brokers, but got $node_arg"
+}
+
+status() {
+  local i ok=0
+  for i in $(seq 1 "$brokers"); do
+    if answers "$(node_port "$i")"; then say "node $i running on 127.0.0.1:$(node_port "$i")"; else say "node $i not running on 127.0.0.1:$(node_port "$i")"; ok=1; fi
+  done
+  return $ok
+}
+
+case "$command_" in
   up) up ;;
   down) down ;;
   restart) down; up ;;
-  reset) down; rm -rf "$data"; say "data deleted" ;;
-  status) if answers; then say "running on 127.0.0.1:$port"; else say "not running on 127.0.0.1:$port"; exit 1; fi ;;
-  logs) exec tail -F "$log" ;;
+  reset)
+    down
+    for i in $(seq 1 "$brokers"); do rm -rf "$(node_state "$i")/data"; done
+    rm -f "$(node_state 1)/cluster.id"
+    say "data deleted" ;;
+  status) status ;;
+  logs) exec tail -F "$(node_state 1)/kafka.log" ;;
+  kill-node) check_node_arg; stop_node "$node_arg" KILL ;;
+  start-node)
+    check_node_arg
+    fetch
+    rm -f "$(node_state "$node_arg")/kafka.log"
+    start_node "$node_arg"; wait_node "$node_arg"; say "node $node_arg ready" ;;
+  bootstrap) bootstrap_servers ;;
   fetch) fetch ;;
-  tool) shift; tool "$@" ;;
-  *) echo "usage: deploy/kafka.sh up|down|restart|reset|status|logs|fetch|tool CLASS ARGS..." >&2; exit 2 ;;
+  tool) tool "$@" ;;
+  *) echo "usage: deploy/kafka.sh up|down|restart|reset|status|logs|kill-node I|start-node I|bootstrap|fetch|tool CLASS ARGS... [--brokers N]" >&2; exit 2 ;;
 esac

@@ -157,8 +157,21 @@ pub struct TopicsConfig {
     pub create: bool,
     /// Partitions of a created topic.
     pub partitions: i32,
-    /// Replication factor of a created topic.
+    /// Replication factor of a created topic (outputs, dead letters and
+    /// checkpoints included).
     pub replication_factor: i32,
+    /// `min.insync.replicas` of a created topic: how many replicas must
+    /// have a write before it counts (with `acks=all`). Unset: one less
+    /// than the replication factor, at least 1 (3 replicas: 2).
+    pub min_insync_replicas: Option<i32>,
+}
+
+impl TopicsConfig {
+    /// The `min.insync.replicas` created topics get.
+    pub fn min_isr(&self) -> i32 {
+        self.min_insync_replicas
+            .unwrap_or((self.replication_factor - 1).max(1))
+    }
 }
 
 impl Default for TopicsConfig {
@@ -167,6 +180,7 @@ impl Default for TopicsConfig {
             create: true,
             partitions: 3,
             replication_factor: 1,
+            min_insync_replicas: None,
         }
     }
 }
@@ -333,6 +347,14 @@ impl Config {
                 "`topics.replication_factor` should be at least 1, but is {}",
                 self.topics.replication_factor
             );
+        }
+        if let Some(m) = self.topics.min_insync_replicas {
+            if m < 1 || m > self.topics.replication_factor {
+                bail!(
+                    "`topics.min_insync_replicas` should be between 1 and `topics.replication_factor` ({}), but is {m}",
+                    self.topics.replication_factor
+                );
+            }
         }
         if self.service.commit_interval_ms == 0 || self.service.commit_interval_ms > 60_000 {
             bail!(

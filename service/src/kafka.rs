@@ -81,12 +81,27 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<()> {
+    ensure_topics_with(props, topics, partitions, replication, 1).await
+}
+
+/// Creates the topics that do not exist yet, with `min.insync.replicas`.
+pub async fn ensure_topics_with(
+    props: &BTreeMap<String, String>,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+    min_isr: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(props)
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
+    let min_isr = min_isr.to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(replication))
+                .set("min.insync.replicas", &min_isr)
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

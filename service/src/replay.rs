@@ -222,17 +222,19 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         rt.block_on(async {
             let mut topics = vec![m.output_topic(), m.dead_letter_topic()];
             topics.dedup();
-            kafka::ensure_topics(
+            kafka::ensure_topics_with(
                 &config.kafka,
                 &topics,
                 config.topics.partitions,
                 config.topics.replication_factor,
+                config.topics.min_isr(),
             )
             .await?;
             checkpoint::ensure_topic(
                 &config.kafka,
                 &config.service.checkpoint_topic,
                 config.topics.replication_factor,
+                config.topics.min_isr(),
             )
             .await
         })?;

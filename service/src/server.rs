@@ -35,11 +35,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         }
         topics.sort();
         topics.dedup();
-        crate::kafka::ensure_topics(
+        crate::kafka::ensure_topics_with(
             &config.kafka,
             &topics,
             config.topics.partitions,
             config.topics.replication_factor,
+            config.topics.min_isr(),
         )
         .await?;
         if config.service.exactly_once {
@@ -47,6 +48,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
                 &config.kafka,
                 &config.service.checkpoint_topic,
                 config.topics.replication_factor,
+                config.topics.min_isr(),
             )
             .await?;
         }
