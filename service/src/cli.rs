@@ -185,10 +185,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(async {
+            let result = rt.block_on(async {
                 let shutdown = crate::server::shutdown_on_signals();
                 crate::server::run(config, shutdown).await
-            })?;
+            });
+            // a worker stuck on the broker must not hold the exit (dropping
+            // the runtime would wait for its blocking join)
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -204,8 +208,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let config = config.load()?;
             let opts = crate::replay::Options {
                 model,
-                from: crate::replay::parse_from(&from)?,
-                to: crate::replay::parse_to(&to)?,
+                from: crate::engine::offsets::parse_from(&from)?,
+                to: crate::engine::offsets::parse_to(&to)?,
                 topic,
                 publish,
                 file,

@@ -472,7 +472,8 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 /// `STREAMFIT_*` variables that are not config overrides: the scripts' and
-/// the log's own settings. `KAFKA_PORT` moves the local broker
+/// the log's own settings (and `STREAMFIT_TEST_*`, the tests' fault
+/// injection). `KAFKA_PORT` moves the local broker
 /// (`deploy/kafka.sh`); it is not the librdkafka property `port`.
 const NOT_OVERRIDES: [&str; 5] = ["CACHE", "KAFKA_PORT", "LOG", "CONFIG", "HOME"];
 
@@ -482,7 +483,7 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
     vars.sort();
     for (name, raw) in vars {
         let rest = &name["STREAMFIT_".len()..];
-        if NOT_OVERRIDES.contains(&rest) {
+        if NOT_OVERRIDES.contains(&rest) || rest.starts_with("TEST_") {
             // the scripts' own settings (the local broker's port, ...)
             continue;
         }

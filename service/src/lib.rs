@@ -6,22 +6,24 @@
 //! - [`pipeline`]: one model's synchronous work, bytes in, predictions out.
 //! - [`eval`]: `streamfit eval`, the prequential protocol over a data set.
 //! - [`kafka`]: client configs, topic creation, consumer/producer contexts.
-//! - [`worker`]: one model's consume, predict, learn, publish loop.
+//! - [`engine`]: one model's consume, predict, learn, publish loop, split
+//!   by job (handle, offsets, partition state, outputs, transactions,
+//!   rebalance, backfill, the loop).
+//! - [`routing`]: which instance owns a key's partition (for `/predict`).
 //! - [`checkpoint`]: per-partition model checkpoints on a compacted topic.
 //! - [`live`]: the per-partition pipelines HTTP reads.
 //! - [`replay`]: `streamfit replay`, training from a topic's history.
 //! - [`predlog`]: prediction logs from an output topic to Arrow IPC.
 //! - [`snapshot`]: model export and import in the versioned snapshot format.
-//! - [`backfill`]: a shadow model trained from history while the service runs.
 //! - [`http`]: the axum API.
 //! - [`stats`]: live counters and their Prometheus rendering.
 //! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
 //! - [`cli`]: the command line.
 
-pub mod backfill;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod eval;
 pub mod http;
 pub mod kafka;
@@ -33,4 +35,3 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod stats;
-pub mod worker;

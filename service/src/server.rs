@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::{self, ModelHandle};
 use crate::http::{app, AppState};
-use crate::worker::{self, ModelHandle};
 
 /// Runs the service until `shutdown` trips or a task fails.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
@@ -71,7 +71,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
                         cancel: cancel.clone(),
                         model: name.clone(),
                     };
-                    let r = worker::run(&config, &h, &cancel);
+                    let r = engine::run(&config, &h, &cancel);
                     if let Err(e) = &r {
                         tracing::error!(model = %name, error = %format!("{e:#}"), "worker failed; stopping the service");
                         cancel.cancel();

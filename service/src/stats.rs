@@ -30,6 +30,9 @@ pub struct ModelStats {
     pub commits: AtomicU64,
     /// Transactions aborted and rolled back.
     pub aborts: AtomicU64,
+    /// Times the loop gave its Kafka clients up (a call stuck in librdkafka)
+    /// and started new ones.
+    pub client_restarts: AtomicU64,
 }
 
 impl ModelStats {
@@ -92,6 +95,11 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             "Transactions aborted and rolled back to the last checkpoint.",
             5,
         ),
+        (
+            "streamfit_client_restarts_total",
+            "Kafka clients given up (a transactional call stuck in librdkafka) and started anew.",
+            6,
+        ),
     ];
     for (name, help, which) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -102,7 +110,8 @@ pub fn render(models: &[Exposed<'_>]) -> String {
                 2 => &m.stats.learned,
                 3 => &m.stats.dead_lettered,
                 4 => &m.stats.commits,
-                _ => &m.stats.aborts,
+                5 => &m.stats.aborts,
+                _ => &m.stats.client_restarts,
             };
             let _ = writeln!(
                 out,

@@ -16,9 +16,9 @@ use axum::http::{header, Request, StatusCode};
 use common::bad::{BadReadings, KINDS};
 use common::*;
 use streamfit::config::Config;
+use streamfit::engine::ModelHandle;
 use streamfit::http::{app, AppState};
 use streamfit::pipeline::{Input, Outcome, Pipeline};
-use streamfit::worker::ModelHandle;
 use tower::ServiceExt;
 
 fn deploy_config() -> Config {

@@ -32,8 +32,12 @@ impl Drop for BrokerGuard {
     }
 }
 
+/// The tests of this file stop the shared broker: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().await;
     let bootstrap = bootstrap();
     let dir = tempfile::tempdir().expect("tempdir");
     let run = setup(dir.path(), &bootstrap, "waits");
@@ -99,6 +103,61 @@ async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
 
     wait_ready(&run.http).await;
     publisher.join().expect("publisher");
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
+    svc.stop();
+    verify(&bootstrap, &run, "waits", n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_down_exits_within_the_shutdown_timeout() {
+    let _serial = SERIAL.lock().await;
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let n = 5_000;
+    let timeout_ms = 3_000;
+    let env = [("STREAMFIT_SERVICE_SHUTDOWN_TIMEOUT_MS", "3000")];
+    let mut svc = Service::start_with(&run.config, &env);
+    wait_ready(&run.http).await;
+    produce(&bootstrap, &run.input, &waits(n));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readings_seen(&run.http, "waits").await == 0 {
+        assert!(Instant::now() < deadline, "no reading learned within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let guard = BrokerGuard;
+    kafka("down");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = svc.child.id().to_string();
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs")
+        .success());
+    // the workers give up on the broker after the shutdown timeout; the
+    // server allows them 5 s more
+    let limit = Duration::from_millis(timeout_ms) + Duration::from_secs(8);
+    let code = loop {
+        if let Some(code) = svc.child.try_wait().expect("wait") {
+            break code;
+        }
+        assert!(
+            sent.elapsed() < limit,
+            "streamfit still running {:.1} s after SIGTERM with the broker down",
+            sent.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "exited {code} {:.1} s after SIGTERM with the broker down",
+        sent.elapsed().as_secs_f64()
+    );
+    drop(guard); // starts the broker again
+
+    // what it could not commit is processed again, once
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);

@@ -78,3 +78,49 @@ async fn sigkill_at_random_points_changes_nothing() {
     svc.stop();
     verify(&bootstrap, &run, "waits", n);
 }
+
+/// A transactional call that never returns (librdkafka #5456/#5511 after a
+/// coordinator moves; injected here): the service gives its Kafka clients
+/// up, starts new ones under the same identity (fencing the stuck
+/// transaction) and resumes from the last checkpoints, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_stuck_in_librdkafka_is_recovered_exactly_once() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let n = 20_000;
+    let env = [
+        ("STREAMFIT_TEST_STALL_COMMIT", "5"),
+        ("STREAMFIT_TEST_STUCK_AFTER_MS", "3000"),
+    ];
+    let svc = Service::start_with(&run.config, &env);
+    wait_ready(&run.http).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_steadily(
+        bootstrap.clone(),
+        run.input.clone(),
+        waits(n),
+        2_000,
+        sent.clone(),
+    );
+    publisher.join().expect("publisher");
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
+    let metrics = reqwest::get(format!("http://{}/metrics", run.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let restarts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamfit_client_restarts_total{model=\"waits\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("client restarts after the stuck commit: {restarts}");
+    assert_eq!(
+        restarts, 1,
+        "the stuck commit was noticed and the clients restarted once"
+    );
+    svc.stop();
+    verify(&bootstrap, &run, "waits", n);
+}

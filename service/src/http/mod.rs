@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::engine::ModelHandle;
 use crate::live::Live;
 use crate::pipeline::Pipeline;
 use crate::stats::{render, Exposed};
-use crate::worker::ModelHandle;
 
 mod predict;
 
@@ -258,7 +258,7 @@ async fn backfill(
             ),
         )
     })?;
-    let from = crate::replay::parse_from_as(&req.from, "from").map_err(|e| ApiError {
+    let from = crate::engine::offsets::parse_from_as(&req.from, "from").map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         message: format!("{e:#}"),
         field: Some("from".into()),
@@ -275,7 +275,7 @@ async fn backfill(
             format!("a backfill of {name} is already running; follow it in GET /v1/models/{name} (field backfill)"),
         ));
     }
-    let status = crate::backfill::Status::requested(&req.from);
+    let status = crate::engine::backfill::Status::requested(&req.from);
     slot.request = Some(from);
     slot.status = Some(status.clone());
     Ok((
@@ -447,7 +447,7 @@ mod tests {
         let h = st.model("waits").expect("model");
         assert!(matches!(
             h.backfill.lock().expect("lock").request,
-            Some(crate::replay::From::Time(_))
+            Some(crate::engine::offsets::From::Time(_))
         ));
     }
 

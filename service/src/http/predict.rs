@@ -23,10 +23,10 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{ApiError, AppState};
+use crate::engine::ModelHandle;
 use crate::live::Live;
 use crate::pipeline::Pipeline;
 use crate::routing::Owner;
-use crate::worker::ModelHandle;
 
 /// Marks a request forwarded by another instance: answered here, never
 /// forwarded again.

@@ -17,10 +17,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::offsets::{self, From, To};
 use crate::config::{Config, ModelConfig};
 use crate::kafka;
 use crate::pipeline::{Input, Pipeline};
-use crate::replay::{self, From, To};
 
 /// Where a backfill stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,7 +139,7 @@ impl Shadow {
             kafka::consumer_config(&config.kafka, &format!("{group}.backfill"))
                 .create()
                 .context("cannot create the backfill consumer")?;
-        let (start, _) = replay::resolve(&consumer, topic, from, &To::Latest)?;
+        let (start, _) = offsets::resolve(&consumer, topic, from, &To::Latest)?;
         let mut tpl = TopicPartitionList::new();
         let mut parts = BTreeMap::new();
         for &p in partitions {

@@ -1,0 +1,108 @@
+//! [`ModelHandle`]: what one model's loop shares with HTTP and the drivers
+//! (the live pipelines, counters, readiness, the backfill slot, replay
+//! progress and the routing directory). A leaf: it knows no Kafka loop.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use super::backfill;
+use crate::config::ModelConfig;
+use crate::kafka::ConsumerCtx;
+use crate::live::Live;
+use crate::pipeline::Pipeline;
+use crate::stats::ModelStats;
+
+/// What the worker shares with the HTTP API.
+pub struct ModelHandle {
+    /// The model's config.
+    pub config: ModelConfig,
+    /// The live pipelines, swapped after every micro-batch.
+    pub live: ArcSwap<Live>,
+    /// Counters.
+    pub stats: ModelStats,
+    /// The consumer's context (assignment, lag), once the worker has started
+    /// (replaced when the loop recreates its Kafka clients).
+    pub consumer: ArcSwapOption<ConsumerCtx>,
+    /// False while a transaction cannot be committed (broker down, say).
+    pub committing: AtomicBool,
+    /// The consumer's assignment count whose partitions are all restored.
+    pub restored: AtomicU64,
+    /// Replay progress per partition.
+    pub progress: std::sync::Mutex<Progress>,
+    /// A live backfill asked for over HTTP, and its status.
+    pub backfill: std::sync::Mutex<backfill::Slot>,
+    /// The consumer group, once the worker has started.
+    pub group: std::sync::OnceLock<String>,
+    /// Which instance owns which input partition (refreshed by the server).
+    pub directory: ArcSwap<crate::routing::Directory>,
+}
+
+impl ModelHandle {
+    /// Shows HTTP readers a copy of partition `p`'s pipeline, which has
+    /// consumed up to `next_offset`.
+    pub(crate) fn publish(&self, p: i32, pipeline: &Pipeline, next_offset: i64) {
+        let live = self.live.load();
+        self.live.store(Arc::new(live.with(
+            p,
+            Arc::new(pipeline.clone()),
+            next_offset,
+        )));
+    }
+
+    /// A handle with a fresh pipeline.
+    pub fn new(config: ModelConfig) -> Result<ModelHandle> {
+        let pipeline = Pipeline::new(&config)?;
+        Ok(ModelHandle {
+            config,
+            live: ArcSwap::from_pointee(Live::new(pipeline)),
+            stats: ModelStats::default(),
+            consumer: ArcSwapOption::empty(),
+            committing: AtomicBool::new(true),
+            restored: AtomicU64::new(u64::MAX),
+            progress: std::sync::Mutex::new(BTreeMap::new()),
+            backfill: std::sync::Mutex::new(backfill::Slot::default()),
+            group: std::sync::OnceLock::new(),
+            directory: ArcSwap::from_pointee(crate::routing::Directory::default()),
+        })
+    }
+
+    /// Why the model is not ready, or `None` when it consumes from at least
+    /// one partition, a broker is up and its commits go through.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        let c = self.consumer.load();
+        let Some(c) = c.as_ref() else {
+            return Some("the worker has not started");
+        };
+        if c.brokers_down.load(Ordering::Relaxed) {
+            Some("no Kafka broker is reachable; retrying")
+        } else if !self.committing.load(Ordering::Relaxed) {
+            Some("commits are failing (is the broker down?); retrying")
+        } else if !c.assigned.load(Ordering::Relaxed) {
+            Some("not consuming yet: no partition assigned")
+        } else if self.restored.load(Ordering::Relaxed) != c.assignments.load(Ordering::Relaxed) {
+            Some("restoring the assigned partitions from their checkpoints")
+        } else {
+            None
+        }
+    }
+
+    /// True once the worker consumes, a broker is up and commits go through.
+    pub fn ready(&self) -> bool {
+        self.not_ready().is_none()
+    }
+
+    /// Consumer lag, or -1 when not known yet.
+    pub fn lag(&self) -> i64 {
+        self.consumer
+            .load()
+            .as_ref()
+            .map_or(-1, |c| c.lag.load(Ordering::Relaxed))
+    }
+}
+
+/// Replay progress per partition: (start, processed up to, end).
+pub type Progress = BTreeMap<i32, (i64, i64, i64)>;

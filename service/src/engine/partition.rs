@@ -1,0 +1,28 @@
+//! One owned input partition's state in the loop: its pipeline, the
+//! micro-batch being collected, where it stands, and what its last
+//! committed checkpoint holds.
+
+use std::time::Instant;
+
+use rdkafka::message::BorrowedMessage;
+
+use crate::pipeline::{Pipeline, PipelineSnapshot};
+
+/// One input partition this instance owns.
+pub(super) struct Part<'c> {
+    pub(super) pipeline: Pipeline,
+    pub(super) batch: Vec<BorrowedMessage<'c>>,
+    pub(super) started: Instant,
+    /// Next offset expected from the consumer (-1: take whatever comes).
+    pub(super) position: i64,
+    /// Offset after the last processed reading.
+    pub(super) processed_to: i64,
+    /// Processed since the last commit.
+    pub(super) dirty: bool,
+}
+
+/// A partition's state as of the last committed transaction.
+pub(super) struct Committed {
+    pub(super) next_offset: i64,
+    pub(super) snapshot: Option<PipelineSnapshot>,
+}

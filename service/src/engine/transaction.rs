@@ -1,0 +1,353 @@
+//! Exactly once: one Kafka transaction per commit interval carries the
+//! outputs, a checkpoint of every partition that moved and the consumed
+//! offsets. Commits run on a committer thread of their own (the loop goes
+//! on meanwhile, its outputs held); a transaction that cannot be saved is
+//! aborted and every partition rolled back to its last checkpoint.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::handle::ModelHandle;
+use super::outputs::send;
+use super::partition::Committed;
+use super::state::{stall_this_call, Busy, CommitRequest, TxnOutcome, Worker, CALL_TIMEOUT};
+use crate::checkpoint::{self, Checkpoint};
+use crate::kafka::ProducerCtx;
+
+/// Calls a transactional API until it succeeds, backing off while it fails
+/// with a retriable error; gives up when cancelled.
+pub(super) fn retry(
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    what: &str,
+    f: impl FnMut() -> KafkaResult<()>,
+) -> Result<()> {
+    match retry_txn(handle, cancel, Duration::ZERO, what, f)? {
+        TxnOutcome::Committed => Ok(()),
+        TxnOutcome::NeedsAbort(why) => bail!("{why}"),
+    }
+}
+
+/// Exactly once: commits transactions on a thread of its own, so that the
+/// model's thread keeps consuming, predicting and learning while the broker
+/// writes the transaction markers (outputs meanwhile are held, see
+/// `Worker::held`). Retries while the broker is away. Owns what it uses:
+/// if librdkafka never returns, the loop can leave this thread behind.
+pub(super) fn committer(
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    handle: Arc<ModelHandle>,
+    cancel: CancellationToken,
+    shutdown_timeout: Duration,
+    requests: mpsc::Receiver<CommitRequest>,
+    results: mpsc::Sender<Result<TxnOutcome>>,
+    busy: Arc<Busy>,
+) {
+    for (tpl, group) in requests {
+        let outcome = retry_txn(
+            &handle,
+            &cancel,
+            shutdown_timeout,
+            "sending offsets to the transaction",
+            || {
+                busy.run("send_offsets_to_transaction", || {
+                    if stall_this_call() {
+                        tracing::warn!(model = %handle.config.name, "STREAMFIT_TEST_STALL_COMMIT: this commit call never returns");
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                    producer.send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
+                })
+            },
+        )
+        .and_then(|o| match o {
+            TxnOutcome::Committed => retry_txn(
+                &handle,
+                &cancel,
+                shutdown_timeout,
+                "committing the transaction",
+                || {
+                    busy.run("commit_transaction", || {
+                        producer.commit_transaction(CALL_TIMEOUT)
+                    })
+                },
+            ),
+            abort => Ok(abort),
+        });
+        if results.send(outcome).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a transactional call: retries while it fails retriably (broker
+/// away), reports when the transaction cannot be saved.
+fn retry_txn(
+    handle: &ModelHandle,
+    cancel: &CancellationToken,
+    shutdown_timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> KafkaResult<()>,
+) -> Result<TxnOutcome> {
+    let mut backoff = Duration::from_millis(100);
+    let mut gave_up_at: Option<Instant> = None;
+    loop {
+        let e = match f() {
+            Ok(()) => {
+                handle.committing.store(true, Ordering::Relaxed);
+                return Ok(TxnOutcome::Committed);
+            }
+            Err(e) => e,
+        };
+        if matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort()) {
+            return Ok(TxnOutcome::NeedsAbort(format!("{what} failed: {e}")));
+        }
+        let retriable = match &e {
+            KafkaError::Transaction(t) => t.is_retriable() && !t.is_fatal(),
+            // commit flushes first: outputs not acknowledged in time
+            KafkaError::Flush(_) => true,
+            _ => false,
+        };
+        if !retriable {
+            return Err(e).with_context(|| format!("{what} failed"));
+        }
+        handle.committing.store(false, Ordering::Relaxed);
+        tracing::warn!(model = %handle.config.name, error = %e, "{what} failed; retrying in {backoff:?}");
+        if cancel.is_cancelled() {
+            let t = *gave_up_at.get_or_insert_with(Instant::now);
+            if t.elapsed() > shutdown_timeout {
+                bail!("{what}: still failing at shutdown; the uncommitted readings will be processed again");
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Aborts the open transaction. The outputs still queued are purged first
+/// and their delivery reports served here: librdkafka's abort waits for
+/// them, and with a `BaseProducer` only a poll serves them (without it an
+/// abort never finishes: "Failed to flush all outstanding messages").
+/// Retries while the broker is away; once `cancel` has tripped, gives up
+/// after `shutdown_timeout_ms`.
+pub(super) fn abort(
+    producer: &BaseProducer<ProducerCtx>,
+    cancel: &CancellationToken,
+    shutdown_timeout_ms: u64,
+    model: &str,
+) -> Result<()> {
+    let shutdown_timeout = Duration::from_millis(shutdown_timeout_ms);
+    let mut backoff = Duration::from_millis(100);
+    let mut cancelled_at: Option<Instant> = None;
+    loop {
+        producer.purge(PurgeConfig::default().queue().inflight());
+        let _ = producer.flush(Duration::from_secs(5));
+        match producer.abort_transaction(Duration::from_secs(5)) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                tracing::warn!(%model, error = %e, "abort failed; retrying in {backoff:?}");
+            }
+            Err(e) => return Err(e).context("cannot abort the transaction"),
+        }
+        if cancel.is_cancelled()
+            && cancelled_at.get_or_insert_with(Instant::now).elapsed() > shutdown_timeout
+        {
+            bail!("cannot abort the transaction before the shutdown timeout; the broker will abort it when the transaction times out");
+        }
+        producer.poll(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl Worker<'_> {
+    /// Exactly once: checkpoints of the partitions that moved, the consumed
+    /// offsets and the outputs since the last commit, in one transaction.
+    pub(super) fn commit_transaction(&mut self) -> Result<()> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let name = self.handle.config.name.clone();
+        let mut tpl = TopicPartitionList::new();
+        let mut done = Vec::new();
+        for (&p, part) in self.parts.iter().filter(|(_, x)| x.dirty) {
+            let ck = Checkpoint {
+                format_version: checkpoint::FORMAT_VERSION,
+                model: name.clone(),
+                group: self.group.clone(),
+                topic: self.input.clone(),
+                partition: p,
+                next_offset: part.processed_to,
+                pipeline: part.pipeline.snapshot(),
+            };
+            self.buf.clear();
+            serde_json::to_writer(&mut self.buf, &ck).context("cannot encode a checkpoint")?;
+            let key = Checkpoint::key(&self.group, &self.input, p);
+            send(
+                self.producer,
+                BaseRecord::with_opaque_to(&self.config.service.checkpoint_topic, 0)
+                    .key(key.as_bytes())
+                    .payload(self.buf.as_slice()),
+            )?;
+            tpl.add_partition_offset(&self.input, p, Offset::Offset(part.processed_to))
+                .context("cannot build the offsets of the transaction")?;
+            done.push((p, ck.next_offset, ck.pipeline));
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .context("the consumer has no group metadata to commit offsets with")?;
+        let Some((requests, _)) = &self.commits else {
+            bail!("exactly once without a committer thread");
+        };
+        requests
+            .send((tpl, group))
+            .map_err(|_| anyhow::anyhow!("the committer thread has stopped"))?;
+        self.in_txn = false;
+        for (p, _, _) in &done {
+            if let Some(part) = self.parts.get_mut(p) {
+                part.dirty = false;
+            }
+        }
+        self.in_flight = Some(done);
+        Ok(())
+    }
+
+    /// Takes the result of the commit in flight, waiting for it if `block`:
+    /// records what it committed and opens the next transaction for the
+    /// held outputs, or aborts and rolls back.
+    pub(super) fn poll_commit(&mut self, block: bool) -> Result<()> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        let Some((_, results)) = &self.commits else {
+            return Ok(());
+        };
+        let result = if block {
+            loop {
+                match results.recv_timeout(Duration::from_millis(500)) {
+                    Ok(r) => break r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => self.check_stuck()?,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        bail!("the committer thread has stopped")
+                    }
+                }
+            }
+        } else {
+            match results.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => return self.check_stuck(),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    bail!("the committer thread has stopped")
+                }
+            }
+        };
+        let done = self.in_flight.take().unwrap_or_default();
+        match result? {
+            TxnOutcome::Committed => {
+                self.handle.stats.commits.fetch_add(1, Ordering::Relaxed);
+                for (p, next_offset, snapshot) in done {
+                    self.committed.insert(
+                        p,
+                        Committed {
+                            next_offset,
+                            snapshot: Some(snapshot),
+                        },
+                    );
+                }
+                if !self.held.is_empty() || self.parts.values().any(|x| x.dirty) {
+                    self.begin()?;
+                    for h in std::mem::take(&mut self.held) {
+                        let topic = if h.dead { &self.dead } else { &self.output };
+                        let mut record = BaseRecord::with_opaque_to(topic.as_str(), h.seq)
+                            .payload(h.payload.as_slice());
+                        if let Some(k) = &h.key {
+                            record = record.key(k.as_slice());
+                        }
+                        if let Some(headers) = h.headers {
+                            record = record.headers(headers);
+                        }
+                        send(self.producer, record)?;
+                    }
+                }
+            }
+            TxnOutcome::NeedsAbort(why) => {
+                tracing::warn!(model = %self.handle.config.name, error = %why, "aborting the transaction and rolling back to the last checkpoint");
+                self.abort_and_roll_back()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An error if the committer's current call is stuck in librdkafka.
+    fn check_stuck(&self) -> Result<()> {
+        match self.commit_busy.as_ref().and_then(|b| b.stuck()) {
+            Some(stuck) => Err(anyhow::Error::new(stuck)),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens a transaction.
+    pub(super) fn begin(&mut self) -> Result<()> {
+        self.producer
+            .begin_transaction()
+            .context("cannot begin a transaction")?;
+        self.in_txn = true;
+        self.txn_started = Instant::now();
+        Ok(())
+    }
+
+    /// Aborts the open transaction and puts every partition back to its last
+    /// checkpoint, the consumer back to its offset.
+    pub(super) fn abort_and_roll_back(&mut self) -> Result<()> {
+        if self.in_flight.is_some() {
+            bail!("internal error: a rollback while a commit is in flight");
+        }
+        self.held.clear();
+        abort(
+            self.producer,
+            self.cancel,
+            self.config.service.shutdown_timeout_ms,
+            &self.handle.config.name,
+        )?;
+        self.in_txn = false;
+        self.handle.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        let owned: Vec<i32> = self.parts.keys().copied().collect();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &owned {
+            if let Some(c) = self.committed.get(&p).filter(|c| c.next_offset >= 0) {
+                tpl.add_partition_offset(&self.input, p, Offset::Offset(c.next_offset))
+                    .context("cannot build the offsets to seek to")?;
+            }
+        }
+        self.parts.clear();
+        // the current assignment's checkpoints are already known
+        self.scanned = self.consumer.context().assignments.load(Ordering::Relaxed);
+        if tpl.count() > 0 {
+            let sought = self
+                .consumer
+                .seek_partitions(tpl, Duration::from_secs(10))
+                .context("cannot seek back to the last committed offsets")?;
+            for e in sought.elements() {
+                if let Err(err) = e.error() {
+                    bail!(
+                        "cannot seek partition {} back to offset {:?} after an abort: {err}; stopping so that a restart resumes from the last commit",
+                        e.partition(),
+                        e.offset()
+                    );
+                }
+            }
+        }
+        for p in owned {
+            self.open(p)?;
+        }
+        Ok(())
+    }
+}
