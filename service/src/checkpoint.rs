@@ -72,9 +72,9 @@ pub async fn ensure_topic(
     props: &BTreeMap<String, String>,
     topic: &str,
     replication: i32,
-    min_isr: i32,
+    min_isr: Option<i32>,
 ) -> Result<()> {
-    let min_isr = min_isr.to_string();
+    let min_isr = min_isr.map(|m| m.to_string());
     let admin: AdminClient<DefaultClientContext> = base_config(props)
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
@@ -85,8 +85,11 @@ pub async fn ensure_topic(
         .set("segment.bytes", "16777216")
         .set("segment.ms", "60000")
         .set("min.cleanable.dirty.ratio", "0.1")
-        .set("max.message.bytes", "16777216")
-        .set("min.insync.replicas", &min_isr);
+        .set("max.message.bytes", "16777216");
+    let t = match &min_isr {
+        Some(m) => t.set("min.insync.replicas", m),
+        None => t,
+    };
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&t], &opts)

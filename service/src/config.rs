@@ -158,19 +158,27 @@ pub struct TopicsConfig {
     /// Partitions of a created topic.
     pub partitions: i32,
     /// Replication factor of a created topic (outputs, dead letters and
-    /// checkpoints included).
-    pub replication_factor: i32,
+    /// checkpoints included). Unset: the cluster's
+    /// `default.replication.factor` (3 on `deploy/kafka.sh up --brokers 3`,
+    /// 1 on the single node).
+    pub replication_factor: Option<i32>,
     /// `min.insync.replicas` of a created topic: how many replicas must
     /// have a write before it counts (with `acks=all`). Unset: one less
-    /// than the replication factor, at least 1 (3 replicas: 2).
+    /// than `replication_factor` if that is set (at least 1; 3 replicas:
+    /// 2), else the cluster's default.
     pub min_insync_replicas: Option<i32>,
 }
 
 impl TopicsConfig {
-    /// The `min.insync.replicas` created topics get.
-    pub fn min_isr(&self) -> i32 {
+    /// The replication factor to create topics with (-1: the cluster's default).
+    pub fn replication(&self) -> i32 {
+        self.replication_factor.unwrap_or(-1)
+    }
+
+    /// The `min.insync.replicas` created topics get (`None`: the cluster's).
+    pub fn min_isr(&self) -> Option<i32> {
         self.min_insync_replicas
-            .unwrap_or((self.replication_factor - 1).max(1))
+            .or(self.replication_factor.map(|r| (r - 1).max(1)))
     }
 }
 
@@ -179,7 +187,7 @@ impl Default for TopicsConfig {
         TopicsConfig {
             create: true,
             partitions: 3,
-            replication_factor: 1,
+            replication_factor: None,
             min_insync_replicas: None,
         }
     }
@@ -342,17 +350,14 @@ impl Config {
                 self.topics.partitions
             );
         }
-        if self.topics.replication_factor < 1 {
-            bail!(
-                "`topics.replication_factor` should be at least 1, but is {}",
-                self.topics.replication_factor
-            );
+        if let Some(r) = self.topics.replication_factor.filter(|&r| r < 1) {
+            bail!("`topics.replication_factor` should be at least 1 (or unset: the cluster's default), but is {r}");
         }
         if let Some(m) = self.topics.min_insync_replicas {
-            if m < 1 || m > self.topics.replication_factor {
+            let most = self.topics.replication_factor.unwrap_or(i32::MAX);
+            if m < 1 || m > most {
                 bail!(
-                    "`topics.min_insync_replicas` should be between 1 and `topics.replication_factor` ({}), but is {m}",
-                    self.topics.replication_factor
+                    "`topics.min_insync_replicas` should be at least 1 and at most `topics.replication_factor`, but is {m}"
                 );
             }
         }

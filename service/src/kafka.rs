@@ -81,26 +81,30 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<()> {
-    ensure_topics_with(props, topics, partitions, replication, 1).await
+    ensure_topics_with(props, topics, partitions, replication, None).await
 }
 
-/// Creates the topics that do not exist yet, with `min.insync.replicas`.
+/// Creates the topics that do not exist yet; `replication` -1 takes the
+/// cluster's default, and so does `min_isr` `None`.
 pub async fn ensure_topics_with(
     props: &BTreeMap<String, String>,
     topics: &[String],
     partitions: i32,
     replication: i32,
-    min_isr: i32,
+    min_isr: Option<i32>,
 ) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(props)
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
-    let min_isr = min_isr.to_string();
+    let min_isr = min_isr.map(|m| m.to_string());
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(t, partitions, TopicReplication::Fixed(replication))
-                .set("min.insync.replicas", &min_isr)
+            let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
+            match &min_isr {
+                Some(m) => topic.set("min.insync.replicas", m),
+                None => topic,
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -176,19 +180,28 @@ impl ClientContext for ConsumerCtx {
 
 impl ConsumerCtx {
     /// Gives the revoked partitions up, once their open work is committed
-    /// or aborted: the group's rebalance goes on from here.
+    /// or aborted: the group's rebalance goes on from here. Called from the
+    /// loop, never from inside a rebalance callback (it asks the consumer
+    /// for its assignment, which waits on the group thread).
     pub fn release(consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) -> Result<()> {
-        let result = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_unassign(revoked),
-            _ => consumer.unassign(),
-        };
-        result.context("cannot release the revoked partitions")?;
+        ConsumerCtx::unassign(consumer, revoked)?;
         let ctx = consumer.context();
         let left = consumer.assignment().map_or(0, |a| a.count());
         ctx.assigned.store(left > 0, Ordering::Relaxed);
         let parts: Vec<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(model = %ctx.model, partitions = ?parts, "revoked partitions released");
         Ok(())
+    }
+}
+
+impl ConsumerCtx {
+    /// Removes `revoked` from the assignment (safe inside a callback).
+    fn unassign(consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) -> Result<()> {
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(revoked),
+            _ => consumer.unassign(),
+        };
+        result.context("cannot release the revoked partitions")
     }
 }
 
@@ -211,14 +224,17 @@ impl ConsumerContext for ConsumerCtx {
                     return;
                 }
                 tracing::info!(model = %self.model, partitions = ?parts, "partitions assigned");
-                let held = consumer.assignment().map_or(0, |a| a.count());
-                self.assigned.store(held > 0, Ordering::Relaxed);
+                if !parts.is_empty() {
+                    self.assigned.store(true, Ordering::Relaxed);
+                }
                 self.assignments.fetch_add(1, Ordering::Relaxed);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
                 if self.closing.load(Ordering::Relaxed) {
-                    let _ = ConsumerCtx::release(consumer, tpl);
+                    // closing: nothing left to finish, nothing to ask
+                    let _ = ConsumerCtx::unassign(consumer, tpl);
+                    self.assigned.store(false, Ordering::Relaxed);
                     return;
                 }
                 tracing::info!(model = %self.model, partitions = ?parts, lost, "partitions revoked; finishing their open work before releasing them");
@@ -239,7 +255,7 @@ impl ConsumerContext for ConsumerCtx {
                         });
                     }
                     Err(_) => {
-                        let _ = ConsumerCtx::release(consumer, tpl);
+                        let _ = ConsumerCtx::unassign(consumer, tpl);
                     }
                 }
             }
@@ -361,7 +377,12 @@ pub fn partition_ids<C: ConsumerContext>(
 /// now, with `isolation.level=read_committed`, handing each message to
 /// `each`. A partition is done once the consumer's position passes the
 /// high watermark taken at the start (transaction markers have offsets too,
-/// and the position moves past them).
+/// and the position moves past them). The high watermark is asked for with
+/// `read_uncommitted`: asked with `read_committed`, Kafka answers the last
+/// stable offset, which another producer's open transaction holds back, and
+/// transactions committed after that point would be missed (a restore then
+/// found an older checkpoint than the group's committed offsets). Reading
+/// waits instead until those transactions end.
 pub fn read_to_end(
     props: &BTreeMap<String, String>,
     topic: &str,
@@ -386,10 +407,15 @@ pub fn read_to_end(
     if partitions.is_empty() {
         return Err(ReadError::NoTopic);
     }
+    let marks: BaseConsumer = base_config(props)
+        .set("group.id", group)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| kafka(e, "cannot create a reader; check the [kafka] properties"))?;
     let mut tpl = TopicPartitionList::new();
     let mut high = HashMap::new();
     for &p in &partitions {
-        let (lo, hi) = consumer
+        let (lo, hi) = marks
             .fetch_watermarks(topic, p, timeout)
             .map_err(|e| kafka(e, "cannot read the topic's offsets"))?;
         if hi > lo {

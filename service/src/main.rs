@@ -1,5 +1,6 @@
 //! The `streamfit` binary: parse, set up logging, run, map to an exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,6 +13,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // colour only for a person at a terminal, never in a log file
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match streamfit::cli::run(cli) {
         Ok(code) => code,

@@ -79,14 +79,14 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
                 &config.kafka,
                 &topics,
                 config.topics.partitions,
-                config.topics.replication_factor,
+                config.topics.replication(),
                 config.topics.min_isr(),
             )
             .await?;
             checkpoint::ensure_topic(
                 &config.kafka,
                 &config.service.checkpoint_topic,
-                config.topics.replication_factor,
+                config.topics.replication(),
                 config.topics.min_isr(),
             )
             .await

@@ -39,7 +39,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
             &config.kafka,
             &topics,
             config.topics.partitions,
-            config.topics.replication_factor,
+            config.topics.replication(),
             config.topics.min_isr(),
         )
         .await?;
@@ -47,7 +47,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
             crate::checkpoint::ensure_topic(
                 &config.kafka,
                 &config.service.checkpoint_topic,
-                config.topics.replication_factor,
+                config.topics.replication(),
                 config.topics.min_isr(),
             )
             .await?;

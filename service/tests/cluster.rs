@@ -80,7 +80,8 @@ async fn a_broker_killed_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut run = setup_with(dir.path(), BOOTSTRAP, "waits", 3, "");
     let text = std::fs::read_to_string(&run.config).expect("config");
-    let text = text.replace("replication_factor = 1", "replication_factor = 3");
+    // unset: created topics take the cluster's defaults (3 replicas, 2 in sync)
+    let text = text.replace("replication_factor = 1\n", "");
     let checkpoints = unique("cluster.checkpoints");
     let text = text.replace(
         "[service]\n",

@@ -33,13 +33,13 @@ async fn sigkill_at_random_points_changes_nothing() {
 
     let mut svc = Service::start(&run.config);
     wait_ready(&run.http).await;
-    // a steady stream (10 s): every kill lands while readings still arrive
+    // a steady stream (15 s): every kill lands while readings still arrive
     let sent = Arc::new(AtomicUsize::new(0));
     let publisher = publish_steadily(
         bootstrap.clone(),
         run.input.clone(),
         readings,
-        3_000,
+        2_000,
         sent.clone(),
     );
     let started = Instant::now();
