@@ -43,21 +43,6 @@ fn start(config: &Path, http: &str) -> Service {
     Service::start_with(config, &[("STREAMFIT_SERVICE_HTTP_ADDR", http)])
 }
 
-/// `streamfit_readings_predicted_total` of `model` on one instance.
-async fn predicted(http: &str, model: &str) -> u64 {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("text");
-    let prefix = format!("streamfit_readings_predicted_total{{model=\"{model}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The input partitions an instance owns for `model`.
 async fn owned(http: &str, model: &str) -> BTreeSet<i64> {
     model_detail(http, model).await["partitions"]
@@ -204,7 +189,7 @@ async fn three_instances_scale_out_fail_over_and_restart_exactly_once() {
     // SIGKILL the second instance mid-stream, then replace it (same
     // address, so the same identity: it fences its zombie's transaction)
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mine = predicted(&https[1], "waits").await;
+    let mine = metric(&https[1], "streamfit_readings_predicted_total", "waits").await;
     let published = sent.load(Ordering::Relaxed);
     eprintln!("SIGKILL instance 1: it predicted {mine}, {published} of {n} published");
     assert!(

@@ -525,6 +525,21 @@ pub fn wait_for_outputs(bootstrap: &str, run: &Run, n: usize, within: Duration) 
     );
 }
 
+/// A counter of `model` from `GET /metrics` (0 if absent).
+pub async fn metric(http: &str, name: &str, model: &str) -> u64 {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("text");
+    let prefix = format!("{name}{{model=\"{model}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `GET /v1/models/{model}`.
 pub async fn model_detail(http: &str, model: &str) -> serde_json::Value {
     reqwest::get(format!("http://{http}/v1/models/{model}"))
