@@ -46,6 +46,17 @@ pub enum ModelError {
         /// The non-finite value.
         value: f64,
     },
+    /// New hyper-parameters cannot take over a model's state: the loss,
+    /// the optimiser's kind or how features are scaled changed.
+    #[error("`{name}` should stay {kept} to keep the model's state, but is {new}")]
+    Retune {
+        /// What changed.
+        name: &'static str,
+        /// The model's value.
+        kept: String,
+        /// The new value.
+        new: String,
+    },
     /// A snapshot has a format this build does not read.
     #[error("snapshot format version should be {expected}, but is {actual}")]
     SnapshotVersion {

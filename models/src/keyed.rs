@@ -27,6 +27,18 @@ impl KeyedModel {
         }
     }
 
+    /// Takes new hyper-parameters in the shared and every per-key model,
+    /// keeping what they learned (see [`LinearModel::retune`]).
+    pub fn retune(&mut self, params: ValidLinearParams) -> Result<(), ModelError> {
+        self.shared.retune(params)?;
+        if let Some(models) = &mut self.per_key {
+            for m in models.values_mut() {
+                m.retune(params)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The shared model.
     pub fn shared(&self) -> &LinearModel {
         &self.shared

@@ -219,6 +219,48 @@ impl LinearModel {
         self.params.get()
     }
 
+    /// Takes new hyper-parameters (learning rate, penalties, ...) and keeps
+    /// what the model has learned; refuses a change that the learned state
+    /// does not carry over: another loss, optimiser kind, batch mode,
+    /// target standardisation or feature scaling.
+    pub fn retune(&mut self, params: ValidLinearParams) -> Result<(), ModelError> {
+        let (old, new) = (self.params.get(), params.get());
+        // the variant's name: "Adagrad" of "Adagrad { learning_rate: .. }"
+        let kind = |o: &OptimizerParams| {
+            let d = format!("{o:?}");
+            d.split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_lowercase()
+        };
+        let checks: [(&'static str, String, String); 5] = [
+            ("loss", format!("{:?}", old.loss), format!("{:?}", new.loss)),
+            ("optimizer.kind", kind(&old.optimizer), kind(&new.optimizer)),
+            (
+                "batch_mode",
+                format!("{:?}", old.batch_mode),
+                format!("{:?}", new.batch_mode),
+            ),
+            (
+                "standardize_target",
+                old.standardize_target.to_string(),
+                new.standardize_target.to_string(),
+            ),
+            (
+                "scaling",
+                format!("{:?}", old.scaling),
+                format!("{:?}", new.scaling),
+            ),
+        ];
+        for (name, kept, new) in checks {
+            if kept != new {
+                return Err(ModelError::Retune { name, kept, new });
+            }
+        }
+        self.params = params;
+        Ok(())
+    }
+
     /// Number of features the model expects.
     pub fn n_features(&self) -> usize {
         self.scaler.len()

@@ -120,6 +120,11 @@ pub struct PipelineSnapshot {
     pub features: FeatureState,
     /// Live metrics.
     pub metrics: Prequential,
+    /// The feature columns the weights stand for, in order; a restore
+    /// checks them against the config (empty in checkpoints written before
+    /// they were recorded: then only the width is checked).
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 /// A model with its feature extractor and live metrics.
@@ -382,10 +387,18 @@ impl Pipeline {
             model: ModelSnapshot::of(&self.model),
             features: self.extractor.state().clone(),
             metrics: self.metrics.clone(),
+            columns: self.extractor.resolved_names(),
         }
     }
 
-    /// Restores a snapshot taken of a pipeline with the same config.
+    /// Restores a snapshot taken of a pipeline with the same config. The
+    /// config wins over the snapshot where that is well defined: new
+    /// learner hyper-parameters of the same kind (a learning rate, a
+    /// penalty) are taken over, keeping what the model learned, and the log
+    /// says so. A snapshot whose feature columns differ from the config's
+    /// (another order, a category added or removed) or whose learner is of
+    /// another kind is refused with an error that names the difference: its
+    /// weights would stand for other features.
     pub fn restore(&mut self, snap: PipelineSnapshot) -> anyhow::Result<()> {
         if snap.name != self.name {
             anyhow::bail!(
@@ -402,13 +415,59 @@ impl Pipeline {
                 self.extractor.width()
             );
         }
+        let mut model = model;
+        let fresh = self.extractor.clone();
         self.extractor.set_state(snap.features)?;
+        if !snap.columns.is_empty() {
+            let now = self.extractor.resolved_names();
+            if now != snap.columns {
+                self.extractor = fresh;
+                anyhow::bail!("{}", describe_column_change(&snap.columns, &now));
+            }
+        }
+        let want = *self.model.shared().params();
+        let had = *model.shared().params();
+        if want != had {
+            let valid = want.validate()?;
+            if let Err(e) = model.retune(valid) {
+                self.extractor = fresh;
+                anyhow::bail!(
+                    "the checkpoint was learned with another learner than the config's: {e}; keep the checkpoint's learner ({had:?}), or start this model afresh (another `service.group_id`, or `streamfit replay`)"
+                );
+            }
+            tracing::warn!(model = %self.name, checkpoint = ?had, config = ?want, "learner settings changed since the checkpoint: the restored model goes on learning with the config's (migrated)");
+        }
         self.model = model;
         self.metrics = snap.metrics;
         self.version = snap.version;
         self.seen = snap.seen;
         Ok(())
     }
+}
+
+/// What changed between a checkpoint's feature columns and the config's,
+/// in words that say what to do.
+fn describe_column_change(was: &[String], now: &[String]) -> String {
+    let mut a = was.to_vec();
+    let mut b = now.to_vec();
+    a.sort();
+    b.sort();
+    if a == b {
+        let (i, (x, y)) = was
+            .iter()
+            .zip(now)
+            .enumerate()
+            .find(|(_, (x, y))| x != y)
+            .unwrap_or((0, (&was[0], &now[0])));
+        return format!(
+            "the config lists the features in another order than the checkpoint (column {i} was `{x}`, is now `{y}`): the learned weights would go to the wrong features; put the config's lists back in the checkpoint's order, or start this model afresh (another `service.group_id`, or `streamfit replay`)"
+        );
+    }
+    let added: Vec<&String> = now.iter().filter(|c| !was.contains(c)).collect();
+    let dropped: Vec<&String> = was.iter().filter(|c| !now.contains(c)).collect();
+    format!(
+        "the config's features differ from the checkpoint's: the config adds {added:?} and drops {dropped:?}; restore with the checkpoint's feature spec, or start this model afresh (another `service.group_id`, or `streamfit replay`)"
+    )
 }
 
 #[cfg(test)]
@@ -440,5 +499,81 @@ mod tests {
             assert_eq!(input.key, expected.key);
             assert_eq!(input.bytes, expected.bytes);
         }
+    }
+
+    fn shipped_with(env: &[(&str, &str)]) -> ModelConfig {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let text = std::fs::read_to_string(path).expect("shipped config");
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let c = crate::config::Config::parse(&text, env).expect("valid");
+        c.model("waits-v1").expect("model").clone()
+    }
+
+    fn learned(m: &ModelConfig) -> Pipeline {
+        let mut p = Pipeline::new(m).expect("pipeline");
+        let readings: Vec<String> = (0..50)
+            .map(|i| {
+                format!(
+                    r#"{{"ride":"soarin","ts":"2018-01-01T{:02}:{:02}:00","posted_wait":{}}}"#,
+                    9 + i / 12,
+                    (i % 12) * 5,
+                    20 + i
+                )
+            })
+            .collect();
+        let inputs: Vec<Input<'_>> = readings
+            .iter()
+            .map(|r| Input {
+                key: Some("soarin"),
+                bytes: r.as_bytes(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        p.process(&inputs, &mut out);
+        assert!(p.learned() > 0);
+        p
+    }
+
+    #[test]
+    fn a_restore_refuses_features_in_another_order_naming_the_column() {
+        let m = shipped_with(&[]);
+        let snap = learned(&m).snapshot();
+        let mut reordered = m.clone();
+        reordered.features.swap(1, 2);
+        let mut p = Pipeline::new(&reordered).expect("pipeline");
+        let e = format!("{:#}", p.restore(snap).expect_err("refused"));
+        assert!(e.contains("another order") && e.contains("column"), "{e}");
+    }
+
+    #[test]
+    fn a_restore_takes_a_new_learning_rate_and_keeps_what_was_learned() {
+        let m = shipped_with(&[]);
+        let before = learned(&m);
+        let faster = shipped_with(&[(
+            "STREAMFIT_MODEL_WAITS_V1__LEARNER",
+            r#"{ optimizer = { kind = "adagrad", learning_rate = 0.3 } }"#,
+        )]);
+        let mut p = Pipeline::new(&faster).expect("pipeline");
+        p.restore(before.snapshot()).expect("migrated");
+        assert_eq!(p.model().shared().params(), &faster.learner);
+        assert_eq!(p.learned(), before.learned());
+        assert_eq!(
+            p.model().shared().weights(),
+            before.model().shared().weights()
+        );
+    }
+
+    #[test]
+    fn a_restore_refuses_another_optimiser_kind() {
+        let m = shipped_with(&[]);
+        let snap = learned(&m).snapshot();
+        let sgd = shipped_with(&[(
+            "STREAMFIT_MODEL_WAITS_V1__LEARNER",
+            r#"{ optimizer = { kind = "sgd" } }"#,
+        )]);
+        let mut p = Pipeline::new(&sgd).expect("pipeline");
+        let e = format!("{:#}", p.restore(snap).expect_err("refused"));
+        assert!(e.contains("optimizer.kind") && e.contains("adagrad"), "{e}");
     }
 }

@@ -60,6 +60,8 @@ pub(super) struct Outputs<'a> {
     pub(super) partition: i32,
     pub(super) version: u64,
     pub(super) seq: usize,
+    /// The largest key plus payload a dead letter may have.
+    pub(super) dead_limit: usize,
 }
 
 impl Outputs<'_> {
@@ -135,7 +137,10 @@ impl Outputs<'_> {
                 let offset = msg.offset().to_string();
                 let part = self.partition.to_string();
                 let reason = e.to_string();
-                let headers = OwnedHeaders::new()
+                let fit = fit_dead_letter(msg.key(), input.bytes, self.dead_limit);
+                let original = input.bytes.len().to_string();
+                let original_key = msg.key().map_or(0, <[u8]>::len).to_string();
+                let mut headers = OwnedHeaders::new()
                     .insert(Header {
                         key: "streamfit.error",
                         value: Some(reason.as_str()),
@@ -160,11 +165,79 @@ impl Outputs<'_> {
                         key: "streamfit.source.offset",
                         value: Some(offset.as_str()),
                     });
-                self.emit(held, true, msg.key(), input.bytes, Some(headers))?;
+                if fit.truncated {
+                    headers = headers
+                        .insert(Header {
+                            key: "streamfit.truncated",
+                            value: Some("true"),
+                        })
+                        .insert(Header {
+                            key: "streamfit.original.bytes",
+                            value: Some(original.as_str()),
+                        })
+                        .insert(Header {
+                            key: "streamfit.original.key.bytes",
+                            value: Some(original_key.as_str()),
+                        });
+                    tracing::warn!(model = %self.name, partition = self.partition, offset = msg.offset(), bytes = input.bytes.len(), kept = fit.payload.len(), "dead letter truncated to fit the producer's message.max.bytes");
+                }
+                self.emit(held, true, fit.key, fit.payload, Some(headers))?;
                 tracing::debug!(model = %self.name, partition = self.partition, offset = msg.offset(), error = %e, "dead-lettered");
                 Ok(())
             }
         }
+    }
+}
+
+/// Room left in a produced message for the dead letter's headers and the
+/// record's framing.
+const DEAD_LETTER_SLACK: usize = 16 * 1024;
+
+/// The broker's default `max.message.bytes` of a topic (1 MiB + batch overhead).
+const TOPIC_DEFAULT_MAX: usize = 1_048_588;
+
+/// The largest key plus payload of a dead letter: what the producer
+/// (`message.max.bytes`, librdkafka's default 1,000,000) and a topic with
+/// the broker's default limit accept, less room for the headers.
+pub(super) fn dead_letter_limit(kafka: &std::collections::BTreeMap<String, String>) -> usize {
+    let producer_max = kafka
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1_000_000);
+    producer_max
+        .min(TOPIC_DEFAULT_MAX)
+        .saturating_sub(DEAD_LETTER_SLACK)
+}
+
+/// A dead letter's key and payload, cut to fit `limit` bytes together.
+#[derive(Debug, PartialEq)]
+pub(super) struct Fit<'a> {
+    pub(super) key: Option<&'a [u8]>,
+    pub(super) payload: &'a [u8],
+    pub(super) truncated: bool,
+}
+
+/// Keeps the original bytes when they fit; else the payload's first bytes
+/// (and the key only if it leaves room for some payload).
+pub(super) fn fit_dead_letter<'a>(
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+    limit: usize,
+) -> Fit<'a> {
+    let key_len = key.map_or(0, <[u8]>::len);
+    if key_len + payload.len() <= limit {
+        return Fit {
+            key,
+            payload,
+            truncated: false,
+        };
+    }
+    let key = key.filter(|k| k.len() <= limit / 2);
+    let room = limit - key.map_or(0, <[u8]>::len);
+    Fit {
+        key,
+        payload: &payload[..payload.len().min(room)],
+        truncated: true,
     }
 }
 
@@ -181,5 +254,49 @@ pub(super) fn send<'r>(
             }
             Err((e, _)) => return Err(e).context("cannot queue an output message"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_fit_the_limit_and_say_when_cut() {
+        let big = vec![b'x'; 2_000_000];
+        let f = fit_dead_letter(Some(b"ride"), &big, 1_000);
+        assert!(f.truncated);
+        assert_eq!(f.key, Some(&b"ride"[..]));
+        assert_eq!(f.payload.len(), 996);
+        let f = fit_dead_letter(Some(b"ok"), b"{}", 1_000);
+        assert_eq!(
+            f,
+            Fit {
+                key: Some(&b"ok"[..]),
+                payload: &b"{}"[..],
+                truncated: false
+            }
+        );
+        // a key too large to keep is dropped, the payload keeps the room
+        let key = vec![b'k'; 800];
+        let f = fit_dead_letter(Some(&key), &big, 1_000);
+        assert!(f.truncated && f.key.is_none() && f.payload.len() == 1_000);
+        for limit in [0, 1, 7, 1_000] {
+            let f = fit_dead_letter(Some(&key), &big, limit);
+            assert!(f.key.map_or(0, <[u8]>::len) + f.payload.len() <= limit);
+        }
+    }
+
+    #[test]
+    fn the_limit_follows_the_producer_and_the_topic_default() {
+        let mut kafka = std::collections::BTreeMap::new();
+        assert_eq!(dead_letter_limit(&kafka), 1_000_000 - DEAD_LETTER_SLACK);
+        kafka.insert("message.max.bytes".to_owned(), "4000000".to_owned());
+        assert_eq!(
+            dead_letter_limit(&kafka),
+            TOPIC_DEFAULT_MAX - DEAD_LETTER_SLACK
+        );
+        kafka.insert("message.max.bytes".to_owned(), "500000".to_owned());
+        assert_eq!(dead_letter_limit(&kafka), 500_000 - DEAD_LETTER_SLACK);
     }
 }

@@ -179,4 +179,6 @@ pub(super) struct Worker<'c> {
     pub(super) held: Vec<Held>,
     /// Exactly once: what the committer thread is doing (a stuck call).
     pub(super) commit_busy: Option<std::sync::Arc<Busy>>,
+    /// The largest key plus payload of a dead letter (see `outputs`).
+    pub(super) dead_limit: usize,
 }

@@ -20,7 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::handle::ModelHandle;
-use super::outputs::{Outputs, MAX_HELD};
+use super::outputs::{dead_letter_limit, Outputs, MAX_HELD};
 use super::state::{Busy, CommitStuck, ReplayPlan, Worker};
 use super::transaction::{abort, committer, retry};
 use crate::config::Config;
@@ -173,6 +173,7 @@ fn run_with(
         in_flight: None,
         held: Vec::new(),
         commit_busy: None,
+        dead_limit: dead_letter_limit(&config.kafka),
     };
     if let Some(plan) = w.replay.clone() {
         if let Ok(mut progress) = handle.progress.lock() {
@@ -498,6 +499,7 @@ impl<'c> Worker<'c> {
             partition,
             version,
             seq: this,
+            dead_limit: self.dead_limit,
         };
         let publish = self.replay.as_ref().is_none_or(|r| r.publish);
         if publish {
