@@ -19,6 +19,10 @@ pub struct Live {
     offsets: BTreeMap<i32, i64>,
     /// When each partition's pipeline was swapped in (ms since the epoch).
     updated_ms: BTreeMap<i32, u64>,
+    /// Readings each partition has processed, kept current after every
+    /// micro-batch even when the batch learned nothing and its pipeline was
+    /// not copied again (unlabelled readings).
+    seen: BTreeMap<i32, u64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -36,6 +40,7 @@ impl Live {
             partitions: BTreeMap::new(),
             offsets: BTreeMap::new(),
             updated_ms: BTreeMap::new(),
+            seen: BTreeMap::new(),
         }
     }
 
@@ -43,10 +48,27 @@ impl Live {
     /// every reading before `next_offset`.
     pub fn with(&self, partition: i32, pipeline: Arc<Pipeline>, next_offset: i64) -> Live {
         let mut next = self.clone();
+        next.seen.insert(partition, pipeline.seen());
         next.partitions.insert(partition, pipeline);
         next.offsets.insert(partition, next_offset);
         next.updated_ms.insert(partition, now_ms());
         next
+    }
+
+    /// A copy in which `partition` has processed `seen` readings, up to
+    /// `next_offset`, its model unchanged (a batch that learned nothing).
+    pub fn with_progress(&self, partition: i32, seen: u64, next_offset: i64) -> Live {
+        let mut next = self.clone();
+        if next.partitions.contains_key(&partition) {
+            next.seen.insert(partition, seen);
+            next.offsets.insert(partition, next_offset);
+        }
+        next
+    }
+
+    /// Readings `partition` has processed (0 if not owned).
+    pub fn seen_of(&self, partition: i32) -> u64 {
+        self.seen.get(&partition).copied().unwrap_or(0)
     }
 
     /// The next offset `partition`'s pipeline learns (-1: not known).
@@ -61,6 +83,7 @@ impl Live {
             next.partitions.remove(p);
             next.offsets.remove(p);
             next.updated_ms.remove(p);
+            next.seen.remove(p);
         }
         next
     }
@@ -109,7 +132,7 @@ impl Live {
 
     /// Readings processed, over all partitions.
     pub fn seen(&self) -> u64 {
-        self.partitions.values().map(|m| m.seen()).sum()
+        self.seen.values().sum()
     }
 
     /// Readings learned, over all partitions.
@@ -132,5 +155,28 @@ impl Live {
             }
         }
         all.map_or_else(|| self.fresh.metrics(), |a| (a.cumulative(), a.rolling()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let config = crate::config::Config::load(&path).expect("config");
+        Pipeline::new(config.model("waits-v1").expect("model")).expect("pipeline")
+    }
+
+    #[test]
+    fn readings_seen_follow_every_batch_without_copying_the_model() {
+        let live = Live::new(pipeline()).with(0, Arc::new(pipeline()), 10);
+        assert_eq!(live.seen(), 0);
+        let live = live.with_progress(0, 7, 17).with_progress(3, 5, 5);
+        assert_eq!(live.seen(), 7, "a partition not owned is not counted");
+        assert_eq!(live.seen_of(0), 7);
+        assert_eq!(live.next_offset(0), 17);
+        assert_eq!(live.without(&[0]).seen(), 0);
     }
 }

@@ -37,6 +37,13 @@ async fn a_changed_config_at_restart_is_migrated_or_refused_by_name() {
     produce(&bootstrap, &run.input, &waits(n));
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(120));
     let seen = readings_seen(&run.http, "waits-v1").await;
+    // the live count follows every batch, learned from or not (it lagged
+    // behind the predicted counter after a tail of unlabelled readings)
+    let predicted = metric(&run.http, "streamfit_readings_predicted_total", "waits-v1").await;
+    assert_eq!(
+        seen, predicted,
+        "readings_seen equals the readings predicted"
+    );
     svc.stop();
 
     // a new learning rate: the restored model goes on with it

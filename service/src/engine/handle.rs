@@ -53,6 +53,14 @@ impl ModelHandle {
         )));
     }
 
+    /// Shows HTTP readers that partition `p` has processed `seen` readings
+    /// up to `next_offset`, without copying its unchanged model.
+    pub(crate) fn publish_progress(&self, p: i32, seen: u64, next_offset: i64) {
+        let live = self.live.load();
+        self.live
+            .store(Arc::new(live.with_progress(p, seen, next_offset)));
+    }
+
     /// A handle with a fresh pipeline.
     pub fn new(config: ModelConfig) -> Result<ModelHandle> {
         let pipeline = Pipeline::new(&config)?;

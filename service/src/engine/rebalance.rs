@@ -144,39 +144,13 @@ impl Worker<'_> {
             .map(|e| e.partition())
             .collect();
         let started = Instant::now();
-        if self.eos {
-            // settle the commit in flight: what it saved stays saved
-            self.poll_commit(true)?;
-            let open_work =
-                self.in_txn || self.parts.values().any(|x| x.dirty || !x.batch.is_empty());
-            if revocation.lost {
-                if open_work {
-                    tracing::warn!(model = %self.handle.config.name, partitions = ?revoked, "partitions lost (session timed out?): aborting their open work");
-                    self.abort_and_roll_back()?;
-                }
-            } else if open_work {
-                for &p in &revoked {
-                    self.process(p)?;
-                }
-                if !self.in_txn && self.parts.values().any(|x| x.dirty) {
-                    self.begin()?;
-                }
-                self.commit_transaction()?;
-                self.poll_commit(true)?;
+        if let Err(e) = self.finish_partitions(&revoked, revocation.lost) {
+            // the loop stops: leave the revocation for its exit to release
+            // (librdkafka's close waits for it)
+            if let Ok(mut r) = self.consumer.context().revoking.lock() {
+                *r = Some(revocation);
             }
-        } else {
-            for &p in &revoked {
-                self.process(p)?;
-            }
-            let timeout = Duration::from_millis(self.config.service.shutdown_timeout_ms);
-            if let Err(e) = self.producer.flush(timeout) {
-                tracing::warn!(model = %self.handle.config.name, error = %e, "outputs of revoked partitions not all acknowledged; their new owner processes them again");
-            }
-            self.to_commit
-                .extend(self.producer.context().drain_acked()?);
-            if !revocation.lost {
-                self.commit_offsets(CommitMode::Sync)?;
-            }
+            return Err(e);
         }
         for p in &revoked {
             self.parts.remove(p);
@@ -187,6 +161,45 @@ impl Worker<'_> {
         self.handle.live.store(Arc::new(live.without(&revoked)));
         ConsumerCtx::release(self.consumer, &revocation.partitions)?;
         tracing::info!(model = %self.handle.config.name, partitions = ?revoked, ms = started.elapsed().as_millis() as u64, "revoked partitions committed and handed over");
+        Ok(())
+    }
+
+    /// Commits (or, when `lost`, aborts) the open work before a revocation.
+    fn finish_partitions(&mut self, revoked: &[i32], lost: bool) -> Result<()> {
+        if self.eos {
+            // settle the commit in flight: what it saved stays saved
+            self.poll_commit(true)?;
+            let open_work =
+                self.in_txn || self.parts.values().any(|x| x.dirty || !x.batch.is_empty());
+            if lost {
+                if open_work {
+                    tracing::warn!(model = %self.handle.config.name, partitions = ?revoked, "partitions lost (session timed out?): aborting their open work");
+                    self.abort_and_roll_back()?;
+                }
+            } else if open_work {
+                for &p in revoked {
+                    self.process(p)?;
+                }
+                if !self.in_txn && self.parts.values().any(|x| x.dirty) {
+                    self.begin()?;
+                }
+                self.commit_transaction()?;
+                self.poll_commit(true)?;
+            }
+        } else {
+            for &p in revoked {
+                self.process(p)?;
+            }
+            let timeout = Duration::from_millis(self.config.service.shutdown_timeout_ms);
+            if let Err(e) = self.producer.flush(timeout) {
+                tracing::warn!(model = %self.handle.config.name, error = %e, "outputs of revoked partitions not all acknowledged; their new owner processes them again");
+            }
+            self.to_commit
+                .extend(self.producer.context().drain_acked()?);
+            if !lost {
+                self.commit_offsets(CommitMode::Sync)?;
+            }
+        }
         Ok(())
     }
 }

@@ -533,6 +533,10 @@ impl<'c> Worker<'c> {
             if learned {
                 self.handle
                     .publish(partition, &part.pipeline, part.processed_to);
+            } else {
+                // nothing learned: the model is unchanged, the counts move
+                self.handle
+                    .publish_progress(partition, part.pipeline.seen(), part.processed_to);
             }
         }
         Ok(())

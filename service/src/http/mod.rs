@@ -170,7 +170,7 @@ async fn get_model(
             json!({
                 "partition": partition,
                 "version": m.version(),
-                "readings_seen": m.seen(),
+                "readings_seen": live.seen_of(partition),
                 "readings_learned": m.learned(),
                 "metrics": { "cumulative": c, "rolling": r },
                 "per_key_models": m.model().per_key().map(|(k, _)| k).collect::<Vec<_>>(),
