@@ -7,6 +7,14 @@
 //! state can move to whichever instance of the group owns it.
 //! Reading them back uses `isolation.level=read_committed`: a checkpoint of
 //! an aborted transaction is never seen.
+//!
+//! A checkpoint larger than a message may be ([`CHUNK_BYTES`], under the
+//! producer's default `message.max.bytes`) is written in chunks, keyed
+//! `<key>#<i>` and marked with the checkpoint's generation, followed by a
+//! small [`Manifest`] under the partition's key, all in the same
+//! transaction. A reader takes the newest manifest and the chunks of its
+//! generation; compaction keeps the newest record of every key, so the
+//! newest manifest always finds its chunks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -15,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +32,119 @@ use crate::pipeline::PipelineSnapshot;
 
 /// The format version written by this build.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The largest checkpoint record: the producer's default `message.max.bytes`
+/// (1,000,000) less room for the key, headers and framing.
+pub const CHUNK_BYTES: usize = 900_000;
+
+/// The header naming a chunk's generation.
+const GENERATION: &str = "streamfit.generation";
+
+/// Stands under a partition's key when its checkpoint is written in chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format of this record.
+    pub format_version: u32,
+    /// Chunks, keyed `<key>#0` .. `<key>#<chunks - 1>`.
+    pub chunks: u32,
+    /// Bytes of the whole checkpoint.
+    pub bytes: u64,
+    /// Names this checkpoint's chunks apart from an older one's.
+    pub generation: String,
+    /// The next input offset (as the checkpoint says), for people reading
+    /// the topic.
+    pub next_offset: i64,
+}
+
+/// One record to write for a checkpoint: key, value, and the generation
+/// header of a chunk.
+pub struct Record<'a> {
+    /// The record key.
+    pub key: String,
+    /// The record value.
+    pub value: std::borrow::Cow<'a, [u8]>,
+    /// A chunk's generation (its header).
+    pub generation: Option<String>,
+}
+
+/// The records of one encoded checkpoint: itself when it fits in
+/// [`CHUNK_BYTES`], else its chunks and then a manifest. `generation` must
+/// differ from the partition's earlier checkpoints' (offset and time do).
+pub fn records<'a>(
+    key: &str,
+    encoded: &'a [u8],
+    next_offset: i64,
+    generation: &str,
+) -> Vec<Record<'a>> {
+    if encoded.len() <= CHUNK_BYTES {
+        return vec![Record {
+            key: key.to_owned(),
+            value: std::borrow::Cow::Borrowed(encoded),
+            generation: None,
+        }];
+    }
+    let mut out: Vec<Record<'a>> = encoded
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, c)| Record {
+            key: format!("{key}#{i}"),
+            value: std::borrow::Cow::Borrowed(c),
+            generation: Some(generation.to_owned()),
+        })
+        .collect();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        chunks: out.len() as u32,
+        bytes: encoded.len() as u64,
+        generation: generation.to_owned(),
+        next_offset,
+    };
+    out.push(Record {
+        key: key.to_owned(),
+        value: std::borrow::Cow::Owned(serde_json::to_vec(&manifest).unwrap_or_default()),
+        generation: None,
+    });
+    out
+}
+
+/// The chunks read for one partition: index -> (generation, bytes).
+type Chunks = HashMap<u32, (String, Vec<u8>)>;
+
+/// A partition's checkpoint from its newest record and the chunks read.
+fn assemble(value: &[u8], chunks: Option<&Chunks>) -> Result<Checkpoint> {
+    #[derive(Deserialize)]
+    struct Probe {
+        generation: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(value).context("checkpoint record is not JSON")?;
+    if probe.generation.is_none() {
+        return Checkpoint::decode(value);
+    }
+    let m: Manifest =
+        serde_json::from_slice(value).context("checkpoint manifest does not decode")?;
+    let mut whole = Vec::with_capacity(m.bytes as usize);
+    for i in 0..m.chunks {
+        match chunks.and_then(|c| c.get(&i)) {
+            Some((g, bytes)) if *g == m.generation => whole.extend_from_slice(bytes),
+            Some((g, _)) => bail!(
+                "chunk {i} of the checkpoint is of generation {g}, its manifest says {}; the checkpoint topic lost records (is it compacted with a short retention?)",
+                m.generation
+            ),
+            None => bail!(
+                "chunk {i} of {} of the checkpoint is missing; the checkpoint topic lost records",
+                m.chunks
+            ),
+        }
+    }
+    if whole.len() as u64 != m.bytes {
+        bail!(
+            "the checkpoint's chunks hold {} bytes, its manifest says {}",
+            whole.len(),
+            m.bytes
+        );
+    }
+    Checkpoint::decode(&whole)
+}
 
 /// One partition's model state and the input offset it is valid at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +238,7 @@ pub fn read_latest(
     timeout: Duration,
 ) -> Result<HashMap<i32, Checkpoint>> {
     let mut latest: HashMap<i32, Vec<u8>> = HashMap::new();
+    let mut chunks: HashMap<i32, Chunks> = HashMap::new();
     let prefix = format!("{group}/{input}/");
     let read = crate::kafka::read_to_end(
         props,
@@ -123,12 +246,31 @@ pub fn read_latest(
         &format!("{group}.checkpoint-reader"),
         timeout,
         |m| {
-            if let Some(p) = m
+            let rest = m
                 .key()
                 .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(|k| k.strip_prefix(&prefix))
-                .and_then(|k| k.parse::<i32>().ok())
-            {
+                .and_then(|k| k.strip_prefix(&prefix));
+            let chunk = rest
+                .and_then(|k| k.split_once('#'))
+                .and_then(|(p, i)| Some((p.parse::<i32>().ok()?, i.parse::<u32>().ok()?)));
+            if let Some((p, i)) = chunk {
+                let generation = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == GENERATION)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                match (m.payload(), generation) {
+                    (Some(v), Some(g)) => {
+                        chunks.entry(p).or_default().insert(i, (g, v.to_vec()));
+                    }
+                    _ => {
+                        if let Some(c) = chunks.get_mut(&p) {
+                            c.remove(&i);
+                        }
+                    }
+                }
+            } else if let Some(p) = rest.and_then(|k| k.parse::<i32>().ok()) {
                 match m.payload() {
                     Some(v) => {
                         latest.insert(p, v.to_vec());
@@ -155,9 +297,83 @@ pub fn read_latest(
     latest
         .into_iter()
         .map(|(p, bytes)| {
-            let ck = Checkpoint::decode(&bytes)
+            let ck = assemble(&bytes, chunks.get(&p))
                 .with_context(|| format!("checkpoint of {group} on {input} partition {p}"))?;
             Ok((p, ck))
         })
         .collect()
+}
+
+/// Writes `records` with `send` (each record with its generation header).
+pub fn send_records<'a, D: rdkafka::util::IntoOpaque + Default>(
+    topic: &'a str,
+    records: &'a [Record<'a>],
+    mut send: impl FnMut(rdkafka::producer::BaseRecord<'a, [u8], [u8], D>) -> Result<()>,
+) -> Result<()> {
+    for r in records {
+        let mut record = rdkafka::producer::BaseRecord::with_opaque_to(topic, D::default())
+            .key(r.key.as_bytes())
+            .payload(r.value.as_ref());
+        if let Some(g) = &r.generation {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: GENERATION,
+                    value: Some(g.as_str()),
+                },
+            ));
+        }
+        send(record)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_checkpoint_goes_in_chunks_and_comes_back_whole() {
+        let big = format!(
+            r#"{{"format_version":1,"pad":"{}"}}"#,
+            "x".repeat(2_500_000)
+        );
+        let rs = records("g/t/0", big.as_bytes(), 42, "42-1");
+        assert_eq!(rs.len(), 4, "three chunks and a manifest");
+        assert!(rs.iter().all(|r| r.value.len() <= CHUNK_BYTES));
+        let mut chunks: Chunks = HashMap::new();
+        for (i, r) in rs[..3].iter().enumerate() {
+            assert_eq!(r.key, format!("g/t/0#{i}"));
+            chunks.insert(
+                i as u32,
+                (r.generation.clone().expect("gen"), r.value.to_vec()),
+            );
+        }
+        let manifest = &rs[3];
+        assert_eq!(manifest.key, "g/t/0");
+        // the whole does not decode as a checkpoint (it has no pipeline):
+        // the error comes from decoding the assembled bytes, not from a chunk
+        let e = format!(
+            "{:#}",
+            assemble(&manifest.value, Some(&chunks)).expect_err("not a checkpoint")
+        );
+        assert!(e.contains("does not decode"), "{e}");
+        // a chunk of another generation, or a missing one, is refused by name
+        let mut stale = chunks.clone();
+        stale.insert(1, ("41-1".into(), vec![b'x'; 10]));
+        let e = format!(
+            "{:#}",
+            assemble(&manifest.value, Some(&stale)).expect_err("stale")
+        );
+        assert!(e.contains("generation 41-1"), "{e}");
+        chunks.remove(&2);
+        let e = format!(
+            "{:#}",
+            assemble(&manifest.value, Some(&chunks)).expect_err("missing")
+        );
+        assert!(e.contains("chunk 2 of 3"), "{e}");
+        // a small checkpoint is one record, as before
+        let small = records("g/t/0", b"{}", 1, "1-1");
+        assert_eq!(small.len(), 1);
+        assert!(small[0].generation.is_none());
+    }
 }

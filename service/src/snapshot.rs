@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -168,14 +168,15 @@ pub fn write_state(
         ck.topic = input.to_owned();
         let bytes = serde_json::to_vec(&ck).context("cannot encode a checkpoint")?;
         let key = Checkpoint::key(group, input, ck.partition);
-        producer
-            .send(
-                BaseRecord::to(&config.service.checkpoint_topic)
-                    .key(key.as_bytes())
-                    .payload(&bytes),
-            )
-            .map_err(|(e, _)| e)
-            .context("cannot queue a checkpoint")?;
+        // in chunks when larger than a message may be
+        let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
+        let records = checkpoint::records(&key, &bytes, ck.next_offset, &generation);
+        checkpoint::send_records(&config.service.checkpoint_topic, &records, |r| {
+            producer
+                .send::<[u8], [u8]>(r)
+                .map_err(|(e, _)| e)
+                .context("cannot queue a checkpoint")
+        })?;
         tpl.add_partition_offset(input, ck.partition, Offset::Offset(ck.next_offset))
             .context("cannot build the offsets")?;
     }

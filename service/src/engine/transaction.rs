@@ -190,12 +190,12 @@ impl Worker<'_> {
             self.buf.clear();
             serde_json::to_writer(&mut self.buf, &ck).context("cannot encode a checkpoint")?;
             let key = Checkpoint::key(&self.group, &self.input, p);
-            send(
-                self.producer,
-                BaseRecord::with_opaque_to(&self.config.service.checkpoint_topic, 0)
-                    .key(key.as_bytes())
-                    .payload(self.buf.as_slice()),
-            )?;
+            // in chunks when larger than a message may be
+            let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
+            let records = checkpoint::records(&key, &self.buf, ck.next_offset, &generation);
+            checkpoint::send_records(&self.config.service.checkpoint_topic, &records, |r| {
+                send(self.producer, r)
+            })?;
             tpl.add_partition_offset(&self.input, p, Offset::Offset(part.processed_to))
                 .context("cannot build the offsets of the transaction")?;
             done.push((p, ck.next_offset, ck.pipeline));
