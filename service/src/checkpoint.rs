@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Headers;
@@ -223,6 +223,34 @@ pub async fn ensure_topic(
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => bail!("cannot create checkpoint topic {topic}: {code}"),
         }
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint topic that is not compacted: retention would delete
+/// a partition's newest checkpoint while the group's offsets stay, and a
+/// restore would start past it.
+pub async fn check_compacted(props: &BTreeMap<String, String>, topic: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(props)
+        .create()
+        .context("cannot create a Kafka admin client; check the [kafka] properties")?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .with_context(|| format!("cannot read the configuration of checkpoint topic {topic}"))?;
+    let policy = configs
+        .into_iter()
+        .next()
+        .and_then(|r| r.ok())
+        .and_then(|c| c.get("cleanup.policy").and_then(|e| e.value.clone()))
+        .with_context(|| {
+            format!("cannot read `cleanup.policy` of checkpoint topic {topic}; does it exist (`topics.create`, `service.checkpoint_topic`)?")
+        })?;
+    if policy.trim() != "compact" {
+        bail!(
+            "checkpoint topic {topic} has cleanup.policy={policy}; it must be compact (cleanup.policy=compact), or retention deletes checkpoints that the group's offsets rely on: set it (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact) or name a new topic in `service.checkpoint_topic`"
+        );
     }
     Ok(())
 }

@@ -89,7 +89,8 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
                 config.topics.replication(),
                 config.topics.min_isr(),
             )
-            .await
+            .await?;
+            checkpoint::check_compacted(&config.kafka, &config.service.checkpoint_topic).await
         })?;
     }
     // a running service in the group would race the handover

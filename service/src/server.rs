@@ -53,6 +53,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
             .await?;
         }
     }
+    if config.service.exactly_once {
+        crate::checkpoint::check_compacted(&config.kafka, &config.service.checkpoint_topic).await?;
+    }
     let handles: Vec<Arc<ModelHandle>> = config
         .models
         .iter()
