@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use super::{ApiError, AppState};
 use crate::engine::ModelHandle;
 use crate::live::Live;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Prediction};
 use crate::routing::Owner;
 
 /// Marks a request forwarded by another instance: answered here, never
@@ -93,11 +93,14 @@ pub(super) async fn predict(
     };
 
     let live = h.live.load_full();
-    let routes = readings
+    let (routes, mut firsts): (Vec<Route>, Vec<Option<Prediction<'_>>>) = readings
         .iter()
         .enumerate()
         .map(|(i, bytes)| route(&state, &h, &live, bytes, forwarded, many.then_some(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(r, p)| (r, Some(p)))
+        .unzip();
 
     // forward each remote owner's readings as one array
     let mut remote: BTreeMap<String, (Owner, Vec<usize>)> = BTreeMap::new();
@@ -148,15 +151,12 @@ pub(super) async fn predict(
             Route::Local { partition, how } => (*partition, *how),
             Route::Remote(_) => (None, "fallback"),
         };
-        out.push(local(
-            &state,
-            &h,
-            &live,
-            bytes,
+        let answer = Answer {
             partition,
             how,
-            many.then_some(i),
-        )?);
+            first: firsts[i].take(),
+        };
+        out.push(local(&state, &h, &live, bytes, answer, many.then_some(i))?);
     }
     let mut answer = if many {
         json!({ "predictions": out })
@@ -170,56 +170,80 @@ pub(super) async fn predict(
     Ok(Json(answer))
 }
 
-/// Decides where one reading is answered.
-fn route(
+/// Decides where one reading is answered; also gives the prediction of the
+/// busiest partition's model, which decoded the reading to find its key
+/// (reused when that partition answers).
+fn route<'a>(
     state: &AppState,
     h: &ModelHandle,
-    live: &Live,
-    bytes: &[u8],
+    live: &'a Live,
+    bytes: &'a [u8],
     forwarded: bool,
     index: Option<usize>,
-) -> Result<Route, ApiError> {
+) -> Result<(Route, Prediction<'a>), ApiError> {
     let (_, primary) = live.primary();
     let reading = primary
         .predict_one(bytes, None)
         .map_err(|e| bad(e, index))?;
-    let Some(key) = reading.key.as_deref() else {
-        return Ok(Route::Local {
+    let route = decide(state, h, live, reading.key.as_deref(), forwarded);
+    Ok((route, reading))
+}
+
+/// Where a reading with `key` is answered.
+fn decide(
+    state: &AppState,
+    h: &ModelHandle,
+    live: &Live,
+    key: Option<&str>,
+    forwarded: bool,
+) -> Route {
+    let Some(key) = key else {
+        return Route::Local {
             partition: None,
             how: "local",
-        });
+        };
     };
     if let (Some(p), _) = live.route(Some(key)) {
         if live.partition(p).is_some_and(|m| m.knows_key(key)) {
-            return Ok(Route::Local {
+            return Route::Local {
                 partition: Some(p),
                 how: "owner",
-            });
+            };
         }
     }
     let dir = h.directory.load();
     if dir.partitions <= 0 {
-        return Ok(Route::Local {
+        return Route::Local {
             partition: None,
             how: "fallback",
-        });
+        };
     }
     let p = state.partitioner.partition(key.as_bytes(), dir.partitions);
     if live.partition(p).is_some() {
-        return Ok(Route::Local {
+        return Route::Local {
             partition: Some(p),
             how: "owner",
-        });
+        };
     }
     match dir.owners.get(&p) {
         Some(owner) if !forwarded && owner.instance != state.instance => {
-            Ok(Route::Remote(owner.clone()))
+            Route::Remote(owner.clone())
         }
-        _ => Ok(Route::Local {
+        _ => Route::Local {
             partition: None,
             how: "fallback",
-        }),
+        },
     }
+}
+
+/// How one reading is answered here.
+struct Answer<'a> {
+    /// The partition whose model answers (`None`: the busiest).
+    partition: Option<i32>,
+    /// `owner`, `local` or `fallback`.
+    how: &'static str,
+    /// The busiest partition's prediction, made while routing.
+    first: Option<Prediction<'a>>,
 }
 
 /// Answers one reading with a local model.
@@ -228,16 +252,25 @@ fn local(
     h: &ModelHandle,
     live: &Live,
     bytes: &[u8],
-    partition: Option<i32>,
-    how: &str,
+    answer: Answer<'_>,
     index: Option<usize>,
 ) -> Result<serde_json::Value, ApiError> {
+    let Answer {
+        partition,
+        how,
+        first,
+    } = answer;
+    let busiest = live.primary().0;
     let (partition, p): (Option<i32>, &Pipeline) =
         match partition.and_then(|q| live.partition(q).map(|m| (q, m))) {
             Some((q, m)) => (Some(q), m),
             None => live.primary(),
         };
-    let r = p.predict_one(bytes, None).map_err(|e| bad(e, index))?;
+    let r = match first {
+        // the busiest partition answers: its prediction is made already
+        Some(first) if partition == busiest => first,
+        _ => p.predict_one(bytes, None).map_err(|e| bad(e, index))?,
+    };
     let mut v = if p.task() == models::Task::Classification {
         json!({ "key": r.key, "prediction": if r.prediction >= 0.5 { 1 } else { 0 }, "probability": r.prediction })
     } else {
