@@ -109,12 +109,17 @@ impl Live {
     /// the key (its readings arrive there), else the one that has seen the
     /// most readings, else a fresh one.
     pub fn route(&self, key: Option<&str>) -> (Option<i32>, &Pipeline) {
-        if let Some(k) = key {
-            if let Some((p, m)) = self.partitions.iter().find(|(_, m)| m.knows_key(k)) {
-                return (Some(*p), m);
-            }
-        }
-        self.primary()
+        key.and_then(|k| self.holder(k))
+            .and_then(|p| self.partitions.get(&p).map(|m| (Some(p), m.as_ref())))
+            .unwrap_or_else(|| self.primary())
+    }
+
+    /// The partition whose state holds `key` (its readings arrive there).
+    pub fn holder(&self, key: &str) -> Option<i32> {
+        self.partitions
+            .iter()
+            .find(|(_, m)| m.knows_key(key))
+            .map(|(p, _)| *p)
     }
 
     /// The partition pipeline that has seen the most readings, or the fresh one.

@@ -9,7 +9,7 @@
 //! Kafka and forwards a reading whose partition another instance owns.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -172,8 +172,6 @@ pub struct Directory {
     pub partitions: i32,
     /// Owner by partition.
     pub owners: BTreeMap<i32, Owner>,
-    /// When this was read from Kafka.
-    pub read_at: Option<Instant>,
 }
 
 impl Directory {
@@ -214,11 +212,7 @@ impl Directory {
                 }
             }
         }
-        Ok(Directory {
-            partitions,
-            owners,
-            read_at: Some(Instant::now()),
-        })
+        Ok(Directory { partitions, owners })
     }
 }
 

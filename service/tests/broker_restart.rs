@@ -8,8 +8,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -46,14 +44,7 @@ async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     wait_ready(&run.http).await;
     // a steady stream (30 s) that goes on through the outage: the
     // publisher's client buffers while the broker is away
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_steadily(
-        bootstrap.clone(),
-        run.input.clone(),
-        waits(n),
-        1_000,
-        sent.clone(),
-    );
+    let publisher = publish_steadily(&bootstrap, &run.input, waits(n), 1_000);
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let before = readings_seen(&run.http, "waits").await;
     eprintln!("stopping the broker after {before} of {n} readings");
@@ -96,13 +87,13 @@ async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     eprintln!(
         "broker down for {:.1} s; the model has seen {during} of {n}, {} handed to the publisher",
         down_at.elapsed().as_secs_f64(),
-        sent.load(Ordering::Relaxed)
+        publisher.sent()
     );
     assert!(down_at.elapsed() >= outage);
     drop(guard); // starts the broker again
 
     wait_ready(&run.http).await;
-    publisher.join().expect("publisher");
+    publisher.join();
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);

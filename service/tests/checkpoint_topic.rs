@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -18,25 +17,12 @@ async fn a_checkpoint_topic_that_is_not_compacted_is_refused_at_start() {
     let topic = unique("not-compacted");
     create_topic(&bootstrap, &topic, 1).await;
     let log = dir.path().join("refused.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamfit"))
-        .args(["run", "--config"])
-        .arg(&run.config)
-        .env("STREAMFIT_SERVICE_CHECKPOINT_TOPIC", &topic)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the service still runs 60 s after being given a checkpoint topic that is not compacted");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut svc = Service::start_logged(
+        &run.config,
+        &[("STREAMFIT_SERVICE_CHECKPOINT_TOPIC", &topic)],
+        &log,
+    );
+    let status = svc.exited(Duration::from_secs(60)).await;
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(!status.success(), "refused with a non-zero exit");
     assert!(

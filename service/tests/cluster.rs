@@ -9,8 +9,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -98,19 +96,12 @@ async fn a_broker_killed_mid_stream_loses_and_duplicates_nothing() {
         assert_eq!(replicas, 3, "{topic}: replication factor");
         assert_eq!(min_isr, "2", "{topic}: min.insync.replicas");
     }
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_steadily(
-        BOOTSTRAP.to_owned(),
-        run.input.clone(),
-        waits(n),
-        1_000,
-        sent.clone(),
-    );
+    let publisher = publish_steadily(BOOTSTRAP, &run.input, waits(n), 1_000);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = readings_seen(&run.http, "waits").await;
     eprintln!(
         "SIGKILL broker node 2 after {before} of {n} readings ({} published)",
-        sent.load(Ordering::Relaxed)
+        publisher.sent()
     );
     assert!(
         before > 0 && before < n as u64,
@@ -123,7 +114,7 @@ async fn a_broker_killed_mid_stream_loses_and_duplicates_nothing() {
     eprintln!("with node 2 down for 8 s the model went from {before} to {during}");
     cluster(&["start-node", "2"]);
     eprintln!("node 2 back after {:.1} s", down_at.elapsed().as_secs_f64());
-    publisher.join().expect("publisher");
+    publisher.join();
     wait_for_outputs(BOOTSTRAP, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(BOOTSTRAP, &run, "waits", n);

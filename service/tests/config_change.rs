@@ -6,25 +6,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-/// Starts the binary with its log in a file.
-fn start_logged(config: &std::path::Path, env: &[(&str, &str)], log: &std::path::Path) -> Service {
-    let file = std::fs::File::create(log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_streamfit"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("STREAMFIT_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("the streamfit binary starts");
-    Service { child }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_at_restart_is_migrated_or_refused_by_name() {
@@ -52,7 +36,7 @@ async fn a_changed_config_at_restart_is_migrated_or_refused_by_name() {
         "STREAMFIT_MODEL_WAITS_V1__LEARNER",
         r#"{ optimizer = { kind = "adagrad", learning_rate = 0.3 } }"#,
     )];
-    let svc = start_logged(&run.config, &faster, &log);
+    let svc = Service::start_logged(&run.config, &faster, &log);
     wait_ready(&run.http).await;
     assert_eq!(
         readings_seen(&run.http, "waits-v1").await,
@@ -80,18 +64,8 @@ async fn a_changed_config_at_restart_is_migrated_or_refused_by_name() {
     let reordered = dir.path().join("reordered.toml");
     std::fs::write(&reordered, swapped).expect("config");
     let log = dir.path().join("refused.log");
-    let mut svc = start_logged(&reordered, &[], &log);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = svc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service still runs 60 s after being started against a checkpoint it cannot restore"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let mut svc = Service::start_logged(&reordered, &[], &log);
+    let status = svc.exited(Duration::from_secs(60)).await;
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(!status.success(), "a refused restore exits non-zero");
     assert!(

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,14 +32,7 @@ async fn sigkill_at_random_points_changes_nothing() {
     let mut svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     // a steady stream (15 s): every kill lands while readings still arrive
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_steadily(
-        bootstrap.clone(),
-        run.input.clone(),
-        readings,
-        2_000,
-        sent.clone(),
-    );
+    let publisher = publish_steadily(&bootstrap, &run.input, readings, 2_000);
     let started = Instant::now();
     let mut before = 0;
     for kill in 1..=4 {
@@ -62,7 +53,7 @@ async fn sigkill_at_random_points_changes_nothing() {
         eprintln!(
             "kill {kill} after {:.1} s: the model has seen {seen} of {n} readings, {} published",
             started.elapsed().as_secs_f64(),
-            sent.load(Ordering::Relaxed),
+            publisher.sent(),
         );
         assert!(
             seen > before && seen < n as u64,
@@ -73,7 +64,7 @@ async fn sigkill_at_random_points_changes_nothing() {
         svc = Service::start(&run.config);
         wait_ready(&run.http).await;
     }
-    publisher.join().expect("publisher");
+    publisher.join();
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);
@@ -95,24 +86,28 @@ async fn a_commit_stuck_in_librdkafka_is_recovered_exactly_once() {
     ];
     let svc = Service::start_with(&run.config, &env);
     wait_ready(&run.http).await;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_steadily(
-        bootstrap.clone(),
-        run.input.clone(),
-        waits(n),
-        2_000,
-        sent.clone(),
+    let publisher = publish_steadily(&bootstrap, &run.input, waits(n), 2_000);
+    // the stall and the recovery land while readings still arrive (10 s)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&run.http, "streamfit_client_restarts_total", "waits").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck commit was not noticed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = publisher.sent();
+    eprintln!("clients restarted after the stuck commit with {published} of {n} published");
+    assert!(
+        published > 0 && published < n,
+        "the stuck commit must land mid-stream: {published} of {n} published"
     );
-    publisher.join().expect("publisher");
+    publisher.join();
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
-    let restarts = metric(&run.http, "streamfit_client_restarts_total", "waits").await;
-    eprintln!("client restarts after the stuck commit: {restarts}");
     // a commit slower than the shortened 3 s (a loaded machine) may restart
     // the clients once more: harmless, and exactly once all the same
-    assert!(
-        restarts >= 1,
-        "the stuck commit was noticed and the clients restarted"
-    );
+    let restarts = metric(&run.http, "streamfit_client_restarts_total", "waits").await;
+    assert!(restarts >= 1, "the clients restarted");
     svc.stop();
     verify(&bootstrap, &run, "waits", n);
 }

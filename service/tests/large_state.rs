@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,14 +31,7 @@ async fn two_thousand_keys_checkpoint_in_chunks_and_restore_exactly_once() {
 
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_steadily(
-        bootstrap.clone(),
-        run.input.clone(),
-        readings,
-        1_000,
-        sent.clone(),
-    );
+    let publisher = publish_steadily(&bootstrap, &run.input, readings, 1_000);
     // the checkpoints pass the size of a message before the kill
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -67,7 +58,7 @@ async fn two_thousand_keys_checkpoint_in_chunks_and_restore_exactly_once() {
     let seen = readings_seen(&run.http, "waits").await;
     eprintln!(
         "SIGKILL after {seen} of {n} readings ({} published)",
-        sent.load(Ordering::Relaxed)
+        publisher.sent()
     );
     assert!(
         seen > 0 && seen < n as u64,
@@ -90,7 +81,7 @@ async fn two_thousand_keys_checkpoint_in_chunks_and_restore_exactly_once() {
         "a checkpoint larger than a message was written (in chunks) and read back"
     );
 
-    publisher.join().expect("publisher");
+    publisher.join();
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);

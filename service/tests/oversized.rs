@@ -11,7 +11,6 @@ use common::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// A reading of about `bytes` bytes: a valid wait-time reading with a long
 /// extra field.
@@ -21,22 +20,14 @@ fn huge(bytes: usize) -> Vec<u8> {
     format!("{head}{}\"}}", "x".repeat(pad)).into_bytes()
 }
 
+/// Publishes readings of up to 3 MB.
 fn publish(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("message.max.bytes", "3000000")
-        .create()
-        .expect("producer");
-    for (key, value) in readings {
-        let mut rec = BaseRecord::to(topic).payload(value.as_slice());
-        if let Some(k) = key {
-            rec = rec.key(k.as_str());
-        }
-        p.send(rec).map_err(|(e, _)| e).expect("queued");
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(30)).expect("flushed");
+    produce_with(
+        bootstrap,
+        topic,
+        readings,
+        &[("message.max.bytes", "3000000")],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,13 +203,11 @@ fn decide(
             how: "local",
         };
     };
-    if let (Some(p), _) = live.route(Some(key)) {
-        if live.partition(p).is_some_and(|m| m.knows_key(key)) {
-            return Route::Local {
-                partition: Some(p),
-                how: "owner",
-            };
-        }
+    if let Some(p) = live.holder(key) {
+        return Route::Local {
+            partition: Some(p),
+            how: "owner",
+        };
     }
     let dir = h.directory.load();
     if dir.partitions <= 0 {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -68,6 +70,36 @@ impl Service {
         Service { child }
     }
 
+    /// Starts the binary with its log in `log` instead of the test's output.
+    pub fn start_logged(config: &Path, env: &[(&str, &str)], log: &Path) -> Service {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_streamfit"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("STREAMFIT_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("the streamfit binary starts");
+        Service { child }
+    }
+
+    /// Waits for the process to exit by itself (a refused start, say).
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamfit still runs {within:?} after a start that should have been refused"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: no chance to finish, flush or commit anything.
     pub fn crash(mut self) {
         self.child.kill().expect("SIGKILL");
@@ -123,54 +155,93 @@ pub async fn wait_ready(http: &str) {
 }
 
 pub fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    for (key, value) in readings {
+    produce_with(bootstrap, topic, readings, &[]);
+}
+
+/// `produce` with more producer properties (`message.max.bytes`, say).
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    readings: &[(Option<String>, Vec<u8>)],
+    props: &[(&str, &str)],
+) {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true");
+    for (k, v) in props {
+        c.set(*k, *v);
+    }
+    let p: BaseProducer = c.create().expect("producer");
+    send_all(&p, topic, readings, None);
+    p.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+/// Sends `readings` in order; paced at `per_second` (reading i goes out at
+/// i / per_second seconds), counting what is sent in `sent`, when given.
+fn send_all(
+    p: &BaseProducer,
+    topic: &str,
+    readings: &[(Option<String>, Vec<u8>)],
+    paced: Option<(usize, &AtomicUsize)>,
+) {
+    let started = Instant::now();
+    for (i, (key, value)) in readings.iter().enumerate() {
+        if let Some((per_second, _)) = paced {
+            let due = Duration::from_secs_f64(i as f64 / per_second as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         let mut rec = BaseRecord::to(topic).payload(value.as_slice());
         if let Some(k) = key {
             rec = rec.key(k.as_str());
         }
         p.send(rec).map_err(|(e, _)| e).expect("queued");
         p.poll(Duration::ZERO);
+        if let Some((_, sent)) = paced {
+            sent.store(i + 1, Ordering::Relaxed);
+        }
     }
-    p.flush(Duration::from_secs(30)).expect("flushed");
 }
 
-/// Publishes `readings` at `per_second`, counting what has been sent.
+/// Readings published at a steady rate on a thread of their own.
+pub struct Paced {
+    sent: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Paced {
+    /// Readings handed to the producer so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every reading is published.
+    pub fn join(self) {
+        self.thread.join().expect("publisher");
+    }
+}
+
+/// Publishes `readings` to `topic` at `per_second`.
 pub fn publish_steadily(
-    bootstrap: String,
-    topic: String,
+    bootstrap: &str,
+    topic: &str,
     readings: Vec<(Option<String>, Vec<u8>)>,
     per_second: usize,
-    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+) -> Paced {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (bootstrap, topic, count) = (bootstrap.to_owned(), topic.to_owned(), sent.clone());
+    let thread = std::thread::spawn(move || {
         let p: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()
             .expect("producer");
-        let started = Instant::now();
-        for (i, (key, value)) in readings.iter().enumerate() {
-            // paced: reading i goes out at i / per_second seconds
-            let due = Duration::from_secs_f64(i as f64 / per_second as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-            let mut rec = BaseRecord::to(&topic).payload(value.as_slice());
-            if let Some(k) = key {
-                rec = rec.key(k.as_str());
-            }
-            p.send(rec).map_err(|(e, _)| e).expect("queued");
-            p.poll(Duration::ZERO);
-            sent.store(i + 1, std::sync::atomic::Ordering::Relaxed);
-        }
+        send_all(&p, &topic, &readings, Some((per_second, &count)));
         p.flush(Duration::from_secs(30)).expect("flushed");
-    })
+    });
+    Paced { sent, thread }
 }
 
 pub type Received = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
