@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::f64::consts::TAU;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -87,16 +88,57 @@ pub struct Extracted<'a> {
 /// scalers, and no real measurement is that large.
 pub const MAX_ABS: f64 = 1e15;
 
+/// Keyed state by key: a persistent map of shared pointers, so that a clone
+/// of the state copies no key's history and an update afterwards copies
+/// only the keys it touches.
+pub type KeyMap = imbl::GenericHashMap<
+    String,
+    Arc<KeyState>,
+    BuildHasherDefault<FxHasher>,
+    imbl::shared_ptr::ArcK,
+>;
+
 /// The keyed and learned state of an extractor: what a checkpoint carries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureState {
-    keys: FastMap<String, KeyState>,
+    keys: KeyMap,
     /// Learned vocabularies, one per `max_values` categorical, in spec order.
     vocab: Vec<Vec<String>>,
 }
 
+impl FeatureState {
+    /// Number of keys with state.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The state of `key`.
+    pub fn key(&self, key: &str) -> Option<&KeyState> {
+        self.keys.get(key).map(Arc::as_ref)
+    }
+
+    /// Sets (restoring a checkpoint) or removes `key`'s state.
+    pub fn set_key(&mut self, key: &str, state: Option<KeyState>) {
+        match state {
+            Some(s) => {
+                self.keys.insert(key.to_owned(), Arc::new(s));
+            }
+            None => {
+                self.keys.remove(key);
+            }
+        }
+    }
+
+    /// Takes every key's state out (a checkpoint writes them apart from
+    /// the rest), leaving none.
+    pub fn take_keys(&mut self) -> KeyMap {
+        std::mem::take(&mut self.keys)
+    }
+}
+
+/// One key's state: the history of each lag and running-mean feature.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct KeyState {
+pub struct KeyState {
     /// Per lag or running-mean feature: the history.
     hist: Vec<History>,
 }
@@ -539,7 +581,7 @@ impl FeatureExtractor {
             starts,
             learns_vocab,
             state: FeatureState {
-                keys: FastMap::default(),
+                keys: KeyMap::default(),
                 vocab: vec![Vec::new(); vocab_count],
             },
             spec,
@@ -613,6 +655,21 @@ impl FeatureExtractor {
     /// The extractor's state (for checkpoints).
     pub fn state(&self) -> &FeatureState {
         &self.state
+    }
+
+    /// True if readings leave state under their key (lags, running means).
+    pub fn keeps_key_state(&self) -> bool {
+        !self.hists.is_empty()
+    }
+
+    /// Number of keys with keyed state.
+    pub fn key_count(&self) -> usize {
+        self.state.keys.len()
+    }
+
+    /// Forgets `key`'s state (evicting it); its next reading starts afresh.
+    pub fn forget_key(&mut self, key: &str) {
+        self.state.keys.remove(key);
     }
 
     /// Replaces the state (restoring a checkpoint).
@@ -846,10 +903,10 @@ impl FeatureExtractor {
         let mut keys = keys;
         let (shared, found) = match (&mut keys, key.as_deref()) {
             (_, None) => (None, None),
-            (Keys::Read(map), Some(k)) => (map.get(k), None),
+            (Keys::Read(map), Some(k)) => (map.get(k).map(Arc::as_ref), None),
             (Keys::Update(map), Some(k)) => (None, map.get_mut(k)),
         };
-        let key_state: Option<&KeyState> = shared.or(found.as_deref());
+        let key_state: Option<&KeyState> = shared.or(found.as_deref().map(Arc::as_ref));
         let day = ts.map(|t| t.days);
         if let Some(m) = memo.as_deref_mut().filter(|_| !memo_hit) {
             // refilled below and valid again once the reading succeeds
@@ -980,13 +1037,16 @@ impl FeatureExtractor {
         if !self.hists.is_empty() {
             let day = day.unwrap_or(0);
             match found {
-                Some(state) => self.advance(state, reading, day),
+                // copies the key's state only if a reader still holds it
+                Some(state) => self.advance(Arc::make_mut(state), reading, day),
                 None => {
                     if let (Keys::Update(map), Some(k)) = (&mut keys, key.as_deref()) {
-                        let state = map.entry(k.to_owned()).or_insert_with(|| KeyState {
-                            hist: vec![History::default(); self.hists.len()],
+                        let state = map.entry(k.to_owned()).or_insert_with(|| {
+                            Arc::new(KeyState {
+                                hist: vec![History::default(); self.hists.len()],
+                            })
                         });
-                        self.advance(state, reading, day);
+                        self.advance(Arc::make_mut(state), reading, day);
                     }
                 }
             }
@@ -1050,8 +1110,8 @@ impl FeatureExtractor {
 /// How [`FeatureExtractor::fill`] reaches the keyed state: to read it
 /// (ad-hoc scoring), or to read it for the row and then advance it.
 enum Keys<'s> {
-    Read(&'s FastMap<String, KeyState>),
-    Update(&'s mut FastMap<String, KeyState>),
+    Read(&'s KeyMap),
+    Update(&'s mut KeyMap),
 }
 
 #[cfg(test)]

@@ -26,5 +26,5 @@ pub mod spec;
 pub mod time;
 
 pub use error::{DatasetError, FeatureError};
-pub use extract::{Extracted, FeatureExtractor, FeatureState};
+pub use extract::{Extracted, FeatureExtractor, FeatureState, KeyMap, KeyState};
 pub use spec::FeatureSpec;
