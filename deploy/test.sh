@@ -10,4 +10,4 @@ deploy/setup.sh
 deploy/kafka.sh up
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo test --workspace --no-fail-fast

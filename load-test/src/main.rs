@@ -53,6 +53,10 @@ enum Cmd {
         /// Publish at most this many readings.
         #[arg(long)]
         limit: Option<usize>,
+        /// Fan the readings out to N keys: reading i gets the key `k<i mod N>`
+        /// (keyed-state benchmarks).
+        #[arg(long)]
+        keys: Option<usize>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -182,8 +186,19 @@ fn run(cmd: Cmd) -> Result<()> {
             kafka,
             rate,
             limit,
+            keys,
             quiet,
-        } => publish::publish(data, topic, kafka.bootstrap, rate, limit, quiet),
+        } => publish::publish(
+            data,
+            topic,
+            kafka.bootstrap,
+            publish::Options {
+                rate,
+                limit,
+                keys,
+                quiet,
+            },
+        ),
         Cmd::Predict {
             url,
             model,

@@ -39,19 +39,39 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// How to publish.
+pub struct Options {
+    /// Readings per second (0 = flat out).
+    pub rate: u64,
+    /// Publish at most this many readings.
+    pub limit: Option<usize>,
+    /// Key reading i `k<i mod keys>` instead of its own key.
+    pub keys: Option<usize>,
+    /// Hide the progress bar.
+    pub quiet: bool,
+}
+
 /// Publishes the readings of `data` to `topic`.
-pub fn publish(
-    data: PathBuf,
-    topic: String,
-    bootstrap: String,
-    rate: u64,
-    limit: Option<usize>,
-    quiet: bool,
-) -> Result<()> {
+pub fn publish(data: PathBuf, topic: String, bootstrap: String, opts: Options) -> Result<()> {
+    let Options {
+        rate,
+        limit,
+        keys,
+        quiet,
+    } = opts;
     let mut readings = features::datasets::load_readings(&data)
         .with_context(|| format!("cannot load {}", data.display()))?;
     if let Some(n) = limit {
         readings.truncate(n);
+    }
+    match keys {
+        Some(0) => anyhow::bail!("--keys should be at least 1"),
+        Some(k) => {
+            for (i, r) in readings.iter_mut().enumerate() {
+                r.key = Some(format!("k{}", i % k));
+            }
+        }
+        None => {}
     }
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)

@@ -56,6 +56,11 @@ pub struct ServiceConfig {
     pub commit_interval_ms: u64,
     /// The compacted topic model checkpoints go to (exactly once only).
     pub checkpoint_topic: String,
+    /// Partitions of the checkpoint topic when streamfit creates it; each
+    /// input partition's checkpoint lives in one of them, so a restore reads
+    /// only those of the partitions it restores. Do not add partitions to
+    /// an existing checkpoint topic (a restore then reads all of them).
+    pub checkpoint_partitions: i32,
     /// Names this instance within its group: its producers'
     /// `transactional.id` and its consumers' `group.instance.id` are
     /// `<group_id>.<model>.<instance_id>`, so two deployments (groups) never
@@ -87,6 +92,7 @@ impl Default for ServiceConfig {
             exactly_once: true,
             commit_interval_ms: 100,
             checkpoint_topic: "streamfit.checkpoints".into(),
+            checkpoint_partitions: 6,
             instance_id: None,
             advertised_url: None,
             key_partitioner: crate::routing::KeyPartitioner::ConsistentRandom,
@@ -253,6 +259,11 @@ pub struct ModelConfig {
     /// One model per key (falling back to a shared model for unseen keys).
     #[serde(default)]
     pub per_key: bool,
+    /// The most keys a partition keeps state for (its own model, lags);
+    /// past it the least recently used key is evicted and falls back to
+    /// the shared model. No cap when absent.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
     /// Loss, optimiser and penalties.
     #[serde(default)]
     pub learner: LinearParams,
@@ -367,6 +378,12 @@ impl Config {
                 self.service.commit_interval_ms
             );
         }
+        if !(1..=1000).contains(&self.service.checkpoint_partitions) {
+            bail!(
+                "`service.checkpoint_partitions` should be between 1 and 1000, but is {}",
+                self.service.checkpoint_partitions
+            );
+        }
         if self.service.exactly_once && self.service.checkpoint_topic.is_empty() {
             bail!("`service.checkpoint_topic` should name a topic when `service.exactly_once` is true");
         }
@@ -448,6 +465,14 @@ impl Config {
             }
             if m.metrics_window == 0 {
                 bail!("{at}: `metrics_window` should be at least 1");
+            }
+            if let Some(k) = m.max_keys {
+                let keyed = m.per_key
+                    || features::FeatureExtractor::new(m.feature_spec(), classification)
+                        .is_ok_and(|x| x.keeps_key_state());
+                if k == 0 || !keyed {
+                    bail!("{at}: `max_keys` should be at least 1, on a model that keeps state per key (`per_key = true`, or lag and running-mean features), but is {k}");
+                }
             }
         }
         Ok(())

@@ -373,7 +373,21 @@ pub fn partition_ids<C: ConsumerContext>(
         .collect())
 }
 
-/// Reads every partition of `topic` from the beginning up to its end as of
+/// The number of partitions of `topic`, `None` if it does not exist.
+pub fn partition_count(
+    props: &BTreeMap<String, String>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<i32>> {
+    let client: BaseConsumer = base_config(props)
+        .create()
+        .context("cannot create a Kafka client; check the [kafka] properties")?;
+    let ids = partition_ids(&client, topic, timeout)
+        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+    Ok((!ids.is_empty()).then_some(ids.len() as i32))
+}
+
+/// Reads every partition of `topic` (or the partitions `only`) from the beginning up to its end as of
 /// now, with `isolation.level=read_committed`, handing each message to
 /// `each`. A partition is done once the consumer's position passes the
 /// high watermark taken at the start (transaction markers have offsets too,
@@ -386,6 +400,7 @@ pub fn partition_ids<C: ConsumerContext>(
 pub fn read_to_end(
     props: &BTreeMap<String, String>,
     topic: &str,
+    only: Option<&[i32]>,
     group: &str,
     timeout: Duration,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
@@ -402,10 +417,13 @@ pub fn read_to_end(
         .create()
         .map_err(|e| kafka(e, "cannot create a reader; check the [kafka] properties"))?;
     let deadline = std::time::Instant::now() + timeout;
-    let partitions = partition_ids(&consumer, topic, timeout)
+    let mut partitions = partition_ids(&consumer, topic, timeout)
         .map_err(|e| kafka(e, "cannot read the topic's metadata"))?;
     if partitions.is_empty() {
         return Err(ReadError::NoTopic);
+    }
+    if let Some(only) = only {
+        partitions.retain(|p| only.contains(p));
     }
     let marks: BaseConsumer = base_config(props)
         .set("group.id", group)

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod eval;
 pub mod http;
 pub mod kafka;
+pub mod keys;
 pub mod live;
 pub mod pipeline;
 pub mod predlog;

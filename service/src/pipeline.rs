@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use features::{FeatureError, FeatureExtractor, FeatureState};
 use models::metrics::{MetricSet, Prequential, Task};
 use models::{KeyedModel, ModelError, ModelSnapshot};
+
+use crate::keys::{Changed, Recency};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
@@ -125,6 +127,9 @@ pub struct PipelineSnapshot {
     /// they were recorded: then only the width is checked).
     #[serde(default)]
     pub columns: Vec<String>,
+    /// When keys are capped (`max_keys`): when each key was last used.
+    #[serde(default)]
+    pub recency: Recency,
 }
 
 /// A model with its feature extractor and live metrics.
@@ -141,6 +146,13 @@ pub struct Pipeline {
     learn_errors: u64,
     rows: Vec<f64>,
     pending: Vec<Pending>,
+    /// Keys whose state a checkpoint must write (when any state is keyed).
+    changed: Option<Changed>,
+    /// The cap on keys (`max_keys`), and when each was last used.
+    max_keys: Option<usize>,
+    recency: Recency,
+    /// This batch's evictions: the reading that caused each, and the key.
+    evicted: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +177,11 @@ impl Clone for Pipeline {
             learn_errors: self.learn_errors,
             rows: Vec::new(),
             pending: Vec::new(),
+            // readers need neither the checkpoint's bookkeeping nor the cap's
+            changed: None,
+            max_keys: None,
+            recency: Recency::default(),
+            evicted: Vec::new(),
         }
     }
 }
@@ -178,6 +195,8 @@ pub struct BatchStats {
     pub learned: usize,
     /// Readings rejected.
     pub invalid: usize,
+    /// Keys evicted to keep within `max_keys`.
+    pub evicted: usize,
 }
 
 impl Pipeline {
@@ -192,6 +211,7 @@ impl Pipeline {
         } else {
             Task::Regression
         };
+        let keyed = extractor.keeps_key_state() || config.per_key;
         Ok(Pipeline {
             name: config.name.clone(),
             task,
@@ -204,7 +224,45 @@ impl Pipeline {
             learn_errors: 0,
             rows: Vec::new(),
             pending: Vec::new(),
+            changed: keyed.then(Changed::default),
+            max_keys: config.max_keys.filter(|_| keyed),
+            recency: Recency::default(),
+            evicted: Vec::new(),
         })
+    }
+
+    /// The keys whose state changed since the last call (none when no
+    /// state is keyed): what an incremental checkpoint writes.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        self.changed.as_mut().map(Changed::take).unwrap_or_default()
+    }
+
+    /// Keys with state of their own (lags or a model).
+    pub fn key_count(&self) -> usize {
+        // each set holds the others' keys or is empty (learning a key
+        // extracts it first; the cap tracks every keyed reading), so the
+        // largest is their union
+        self.extractor
+            .key_count()
+            .max(self.model.key_count())
+            .max(self.recency.len())
+    }
+
+    /// Notes a keyed reading: its key changed, and under a cap the least
+    /// recently used key goes (its lags now, its model before the learning
+    /// step of reading `i`, so learning sees evictions in reading order).
+    fn note_key(&mut self, i: usize, key: &str) {
+        if let Some(c) = &mut self.changed {
+            c.note(key);
+        }
+        let Some(max) = self.max_keys else { return };
+        if let Some(victim) = self.recency.touch(key, max) {
+            self.extractor.forget_key(&victim);
+            if let Some(c) = &mut self.changed {
+                c.note(&victim);
+            }
+            self.evicted.push((i, victim));
+        }
     }
 
     /// The model's name.
@@ -297,6 +355,11 @@ impl Pipeline {
                     continue;
                 }
             };
+            if let Some(k) = extracted.key.as_deref() {
+                if self.changed.is_some() {
+                    self.note_key(i, k);
+                }
+            }
             let key = extracted.key.as_deref();
             let prediction = match self.output(key, row, extracted.baseline) {
                 Ok(p) => p,
@@ -326,7 +389,12 @@ impl Pipeline {
         // 2. learn the labelled readings, in order
         let mut row_index = 0;
         let mut pending = std::mem::take(&mut self.pending);
+        let evicted = std::mem::take(&mut self.evicted);
+        let mut evictions = evicted.iter().peekable();
         for (i, outcome) in out.iter().enumerate() {
+            while let Some((_, victim)) = evictions.next_if(|(at, _)| *at <= i) {
+                self.model.set_key_model(victim, None);
+            }
             let Outcome::Predicted(prediction) = outcome else {
                 continue;
             };
@@ -349,6 +417,13 @@ impl Pipeline {
                 }
             }
         }
+        for (_, victim) in evictions {
+            self.model.set_key_model(victim, None);
+        }
+        stats.evicted = evicted.len();
+        let mut evicted = evicted;
+        evicted.clear();
+        self.evicted = evicted;
         pending.clear();
         self.pending = pending;
         self.rows = rows;
@@ -388,6 +463,7 @@ impl Pipeline {
             features: self.extractor.state().clone(),
             metrics: self.metrics.clone(),
             columns: self.extractor.resolved_names(),
+            recency: self.recency.clone(),
         }
     }
 
@@ -438,6 +514,8 @@ impl Pipeline {
             tracing::warn!(model = %self.name, checkpoint = ?had, config = ?want, "learner settings changed since the checkpoint: the restored model goes on learning with the config's (migrated)");
         }
         self.model = model;
+        self.recency = snap.recency;
+        self.recency.reindex();
         self.metrics = snap.metrics;
         self.version = snap.version;
         self.seen = snap.seen;

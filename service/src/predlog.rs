@@ -49,6 +49,7 @@ pub fn export(config: &Config, model: &str, out: &Path) -> Result<Exported> {
     let read = kafka::read_to_end(
         &config.kafka,
         &topic,
+        None,
         &format!("{}.{model}.export", config.service.group_id),
         Duration::from_secs(600),
         |msg| {

@@ -86,6 +86,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
             checkpoint::ensure_topic(
                 &config.kafka,
                 &config.service.checkpoint_topic,
+                config.service.checkpoint_partitions,
                 config.topics.replication(),
                 config.topics.min_isr(),
             )
@@ -213,6 +214,7 @@ fn hand_over(config: &Config, group: &str, from_topic: &str, input: &str) -> Res
         &config.service.checkpoint_topic,
         group,
         from_topic,
+        &[],
         timeout,
     )?;
     let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, group)

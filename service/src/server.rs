@@ -47,6 +47,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
             crate::checkpoint::ensure_topic(
                 &config.kafka,
                 &config.service.checkpoint_topic,
+                config.service.checkpoint_partitions,
                 config.topics.replication(),
                 config.topics.min_isr(),
             )

@@ -83,6 +83,7 @@ pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
         &config.service.checkpoint_topic,
         &group,
         &input,
+        &[],
         Duration::from_secs(60),
     )?;
     if found.is_empty() {
@@ -93,7 +94,14 @@ pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
         model: model.to_owned(),
         group,
         topic: input,
-        partitions: found.into_values().collect(),
+        // whole: the keyed state inline, as the live snapshot has it
+        partitions: found
+            .into_values()
+            .map(|mut ck| {
+                ck.epoch = 0;
+                ck
+            })
+            .collect(),
     })
 }
 
@@ -162,16 +170,28 @@ pub fn write_state(
     producer
         .begin_transaction()
         .context("cannot begin a transaction")?;
+    let placed = kafka::partition_count(&config.kafka, &config.service.checkpoint_topic, timeout)?
+        .with_context(|| {
+            format!(
+                "checkpoint topic {} does not exist (`service.checkpoint_topic`)",
+                config.service.checkpoint_topic
+            )
+        })?;
     let mut tpl = TopicPartitionList::new();
     for mut ck in checkpoints {
         ck.group = group.to_owned();
         ck.topic = input.to_owned();
+        // whole, with the keyed state inline: the group's next commit
+        // writes it as key records of a new epoch
+        ck.epoch = 0;
+        ck.keys = 0;
         let bytes = serde_json::to_vec(&ck).context("cannot encode a checkpoint")?;
         let key = Checkpoint::key(group, input, ck.partition);
         // in chunks when larger than a message may be
         let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
         let records = checkpoint::records(&key, &bytes, ck.next_offset, &generation);
-        checkpoint::send_records(&config.service.checkpoint_topic, &records, |r| {
+        let at = checkpoint::placement(&key, placed);
+        checkpoint::send_records(&config.service.checkpoint_topic, at, &records, |r| {
             producer
                 .send::<[u8], [u8]>(r)
                 .map_err(|(e, _)| e)

@@ -33,6 +33,12 @@ pub struct ModelStats {
     /// Times the loop gave its Kafka clients up (a call stuck in librdkafka)
     /// and started new ones.
     pub client_restarts: AtomicU64,
+    /// Keys evicted to keep within `max_keys`.
+    pub key_evictions: AtomicU64,
+    /// Bytes of checkpoint records written (base and key records).
+    pub checkpoint_bytes: AtomicU64,
+    /// Key records written (changed keys, or every key of a new epoch).
+    pub checkpoint_keys: AtomicU64,
 }
 
 impl ModelStats {
@@ -100,6 +106,21 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             "Kafka clients given up (a transactional call stuck in librdkafka) and started anew.",
             6,
         ),
+        (
+            "streamfit_key_evictions_total",
+            "Keys evicted (least recently used) to keep within max_keys; they fall back to the shared model.",
+            7,
+        ),
+        (
+            "streamfit_checkpoint_bytes_total",
+            "Bytes of checkpoint records written in committed and aborted transactions.",
+            8,
+        ),
+        (
+            "streamfit_checkpoint_key_records_total",
+            "Per-key checkpoint records written (keys that changed, or every key of a new epoch).",
+            9,
+        ),
     ];
     for (name, help, which) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -111,7 +132,10 @@ pub fn render(models: &[Exposed<'_>]) -> String {
                 3 => &m.stats.dead_lettered,
                 4 => &m.stats.commits,
                 5 => &m.stats.aborts,
-                _ => &m.stats.client_restarts,
+                6 => &m.stats.client_restarts,
+                7 => &m.stats.key_evictions,
+                8 => &m.stats.checkpoint_bytes,
+                _ => &m.stats.checkpoint_keys,
             };
             let _ = writeln!(
                 out,

@@ -54,7 +54,7 @@ async fn a_read_to_the_end_waits_for_open_transactions_and_misses_no_commit() {
     let started = Instant::now();
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
-        let r = streamfit::kafka::read_to_end(&props, &t, &g, Duration::from_secs(60), |m| {
+        let r = streamfit::kafka::read_to_end(&props, &t, None, &g, Duration::from_secs(60), |m| {
             seen.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned())
         });
         (r.is_ok(), seen)

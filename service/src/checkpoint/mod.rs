@@ -15,6 +15,14 @@
 //! transaction. A reader takes the newest manifest and the chunks of its
 //! generation; compaction keeps the newest record of every key, so the
 //! newest manifest always finds its chunks.
+//!
+//! Keyed state (per-key models, lags) is written one record per key, and
+//! only for the keys that changed since the last commit ([`keyed`]).
+//! A partition's records all go to one partition of the checkpoint topic,
+//! chosen by hashing its key ([`placement`]), so a restore reads only the
+//! checkpoint partitions of the input partitions it restores (and the
+//! others only for an input partition not found where it is placed: a
+//! checkpoint topic whose partitions were added later).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,6 +36,8 @@ use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::base_config;
+
+pub mod keyed;
 use crate::pipeline::PipelineSnapshot;
 
 /// The format version written by this build.
@@ -39,6 +49,10 @@ pub const CHUNK_BYTES: usize = 900_000;
 
 /// The header naming a chunk's generation.
 const GENERATION: &str = "streamfit.generation";
+
+/// The header of a key record naming the checkpoint it was written with
+/// (that checkpoint's `next_offset`).
+pub const SEQ: &str = "streamfit.seq";
 
 /// Stands under a partition's key when its checkpoint is written in chunks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,8 +75,8 @@ pub struct Manifest {
 pub struct Record<'a> {
     /// The record key.
     pub key: String,
-    /// The record value.
-    pub value: std::borrow::Cow<'a, [u8]>,
+    /// The record value (`None`: a tombstone).
+    pub value: Option<std::borrow::Cow<'a, [u8]>>,
     /// A chunk's generation (its header).
     pub generation: Option<String>,
 }
@@ -79,7 +93,7 @@ pub fn records<'a>(
     if encoded.len() <= CHUNK_BYTES {
         return vec![Record {
             key: key.to_owned(),
-            value: std::borrow::Cow::Borrowed(encoded),
+            value: Some(std::borrow::Cow::Borrowed(encoded)),
             generation: None,
         }];
     }
@@ -88,7 +102,7 @@ pub fn records<'a>(
         .enumerate()
         .map(|(i, c)| Record {
             key: format!("{key}#{i}"),
-            value: std::borrow::Cow::Borrowed(c),
+            value: Some(std::borrow::Cow::Borrowed(c)),
             generation: Some(generation.to_owned()),
         })
         .collect();
@@ -101,7 +115,9 @@ pub fn records<'a>(
     };
     out.push(Record {
         key: key.to_owned(),
-        value: std::borrow::Cow::Owned(serde_json::to_vec(&manifest).unwrap_or_default()),
+        value: Some(std::borrow::Cow::Owned(
+            serde_json::to_vec(&manifest).unwrap_or_default(),
+        )),
         generation: None,
     });
     out
@@ -110,8 +126,40 @@ pub fn records<'a>(
 /// The chunks read for one partition: index -> (generation, bytes).
 type Chunks = HashMap<u32, (String, Vec<u8>)>;
 
-/// A partition's checkpoint from its newest record and the chunks read.
-fn assemble(value: &[u8], chunks: Option<&Chunks>) -> Result<Checkpoint> {
+/// A partition's checkpoint from its newest base record, the chunks and the
+/// key records read: the key records of the base's epoch go back in.
+fn assemble(
+    value: &[u8],
+    chunks: Option<&Chunks>,
+    keys: HashMap<String, Versions>,
+) -> Result<Checkpoint> {
+    let mut ck = assemble_base(value, chunks)?;
+    if ck.epoch == 0 {
+        return Ok(ck);
+    }
+    let mut restored = 0u64;
+    for (key, versions) in keys {
+        let Some(bytes) = versions.as_of(ck.next_offset) else {
+            continue;
+        };
+        let record = keyed::KeyRecord::decode(bytes).with_context(|| format!("key {key:?}"))?;
+        if record.epoch == ck.epoch {
+            keyed::rebuild(&mut ck.pipeline, &key, record);
+            restored += 1;
+        }
+    }
+    ck.pipeline.recency.reindex();
+    if restored < ck.keys {
+        bail!(
+            "the checkpoint names {} keys but only {restored} key records of its epoch were found; the checkpoint topic lost records (is it compacted with a short retention?)",
+            ck.keys
+        );
+    }
+    Ok(ck)
+}
+
+/// A partition's base checkpoint from its newest record and the chunks read.
+fn assemble_base(value: &[u8], chunks: Option<&Chunks>) -> Result<Checkpoint> {
     #[derive(Deserialize)]
     struct Probe {
         generation: Option<String>,
@@ -161,8 +209,16 @@ pub struct Checkpoint {
     pub partition: i32,
     /// The next input offset to process: every reading before it is learned.
     pub next_offset: i64,
-    /// The pipeline's state (model, features, metrics).
+    /// The pipeline's state (model, features, metrics); its keyed state is
+    /// in key records when `epoch` is not 0.
     pub pipeline: PipelineSnapshot,
+    /// The epoch of the key records that belong to this checkpoint (0: the
+    /// keyed state is in `pipeline`, as written before key records).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Keys with state, for people reading the topic.
+    #[serde(default)]
+    pub keys: u64,
 }
 
 impl Checkpoint {
@@ -189,10 +245,21 @@ impl Checkpoint {
     }
 }
 
-/// Creates the compacted checkpoint topic if it does not exist.
+/// The checkpoint topic partition that holds the records of the input
+/// partition whose base record is keyed `key`, of `partitions`.
+pub fn placement(key: &str, partitions: i32) -> i32 {
+    if partitions <= 1 {
+        return 0;
+    }
+    (crate::routing::murmur2(key.as_bytes()) & 0x7fff_ffff) as i32 % partitions
+}
+
+/// Creates the compacted checkpoint topic, with `partitions` partitions, if
+/// it does not exist.
 pub async fn ensure_topic(
     props: &BTreeMap<String, String>,
     topic: &str,
+    partitions: i32,
     replication: i32,
     min_isr: Option<i32>,
 ) -> Result<()> {
@@ -202,7 +269,7 @@ pub async fn ensure_topic(
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
     // compaction keeps the newest checkpoint per partition; small segments
     // let the cleaner keep the topic short, so a restore reads little
-    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
+    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact")
         .set("segment.bytes", "16777216")
         .set("segment.ms", "60000")
@@ -235,18 +302,31 @@ pub async fn check_compacted(props: &BTreeMap<String, String>, topic: &str) -> R
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let configs = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
-        .await
-        .with_context(|| format!("cannot read the configuration of checkpoint topic {topic}"))?;
-    let policy = configs
-        .into_iter()
-        .next()
-        .and_then(|r| r.ok())
-        .and_then(|c| c.get("cleanup.policy").and_then(|e| e.value.clone()))
-        .with_context(|| {
-            format!("cannot read `cleanup.policy` of checkpoint topic {topic}; does it exist (`topics.create`, `service.checkpoint_topic`)?")
-        })?;
+    // a topic created a moment ago may not be known yet to the broker
+    // asked (on a cluster, another than the one that created it)
+    let started = std::time::Instant::now();
+    let policy = loop {
+        let configs = admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+            .await
+            .with_context(|| {
+                format!("cannot read the configuration of checkpoint topic {topic}")
+            })?;
+        let policy = configs
+            .into_iter()
+            .next()
+            .and_then(|r| r.ok())
+            .and_then(|c| c.get("cleanup.policy").and_then(|e| e.value.clone()));
+        match policy {
+            Some(p) => break p,
+            None if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None => bail!(
+                "cannot read `cleanup.policy` of checkpoint topic {topic}; does it exist (`topics.create`, `service.checkpoint_topic`)?"
+            ),
+        }
+    };
     if policy.trim() != "compact" {
         bail!(
             "checkpoint topic {topic} has cleanup.policy={policy}; it must be compact (cleanup.policy=compact), or retention deletes checkpoints that the group's offsets rely on: set it (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact) or name a new topic in `service.checkpoint_topic`"
@@ -255,33 +335,160 @@ pub async fn check_compacted(props: &BTreeMap<String, String>, topic: &str) -> R
     Ok(())
 }
 
-/// Reads every committed checkpoint of consumer group `group` over `input`,
-/// newest per partition. Reads to the high watermark as it was when called, so a
+/// What was read of one input partition's checkpoint records.
+#[derive(Default)]
+struct Found {
+    /// The newest base record (or manifest).
+    base: Option<Vec<u8>>,
+    chunks: Chunks,
+    /// The newest records of each key.
+    keys: HashMap<String, Versions>,
+}
+
+/// A key's two newest records: its sequence (the `next_offset` of the
+/// checkpoint written with it) and value (`None`: a tombstone). A reader
+/// that stops inside a transaction still being written sees some of its
+/// key records but not its base: the key's record before it is the one
+/// that goes with the newest base read. A partition's transactions are
+/// written one after another by its owner, so one record back is enough.
+#[derive(Default)]
+struct Versions {
+    newest: Option<(i64, Option<Vec<u8>>)>,
+    previous: Option<(i64, Option<Vec<u8>>)>,
+}
+
+impl Versions {
+    fn push(&mut self, seq: i64, value: Option<Vec<u8>>) {
+        self.previous = self.newest.replace((seq, value));
+    }
+
+    /// The value as of the checkpoint whose `next_offset` is `seq`.
+    fn as_of(&self, seq: i64) -> Option<&[u8]> {
+        [&self.newest, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|(s, _)| *s <= seq)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Reads the committed checkpoints of consumer group `group` over `input`
+/// for the input partitions `wanted` (all when empty), newest per
+/// partition. Reads to the high watermark as it was when called, so a
 /// checkpoint committed before the call is never missed.
 pub fn read_latest(
     props: &BTreeMap<String, String>,
     checkpoint_topic: &str,
     group: &str,
     input: &str,
+    wanted: &[i32],
     timeout: Duration,
 ) -> Result<HashMap<i32, Checkpoint>> {
-    let mut latest: HashMap<i32, Vec<u8>> = HashMap::new();
-    let mut chunks: HashMap<i32, Chunks> = HashMap::new();
+    let started = std::time::Instant::now();
+    let count =
+        crate::kafka::partition_count(props, checkpoint_topic, timeout).with_context(|| {
+            format!("cannot read the partitions of checkpoint topic {checkpoint_topic}")
+        })?;
+    let Some(count) = count else {
+        bail!("checkpoint topic {checkpoint_topic} does not exist (`service.checkpoint_topic`)")
+    };
+    let placed: Vec<i32> = {
+        let mut v: Vec<i32> = wanted
+            .iter()
+            .map(|&p| placement(&Checkpoint::key(group, input, p), count))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let mut found: HashMap<i32, Found> = HashMap::new();
+    let first = if wanted.is_empty() {
+        None
+    } else {
+        Some(placed.as_slice())
+    };
+    read_partitions(
+        props,
+        checkpoint_topic,
+        group,
+        input,
+        first,
+        timeout,
+        &mut found,
+    )?;
+    let missing = wanted
+        .iter()
+        .any(|p| found.get(p).is_none_or(|f| f.base.is_none()));
+    if first.is_some() && missing && count > 1 {
+        // placed elsewhere: the topic had other partitions when it was written
+        let rest: Vec<i32> = (0..count).filter(|q| !placed.contains(q)).collect();
+        let left = timeout.saturating_sub(started.elapsed());
+        read_partitions(
+            props,
+            checkpoint_topic,
+            group,
+            input,
+            Some(&rest),
+            left,
+            &mut found,
+        )?;
+    }
+    let mut out = HashMap::new();
+    for (p, f) in found {
+        if !wanted.is_empty() && !wanted.contains(&p) {
+            continue;
+        }
+        let Some(base) = f.base else { continue };
+        let ck = assemble(&base, Some(&f.chunks), f.keys)
+            .with_context(|| format!("checkpoint of {group} on {input} partition {p}"))?;
+        out.insert(p, ck);
+    }
+    Ok(out)
+}
+
+/// Reads the records of `group` over `input` from `partitions` of the
+/// checkpoint topic (all when `None`) into `found`.
+fn read_partitions(
+    props: &BTreeMap<String, String>,
+    checkpoint_topic: &str,
+    group: &str,
+    input: &str,
+    partitions: Option<&[i32]>,
+    timeout: Duration,
+    found: &mut HashMap<i32, Found>,
+) -> Result<()> {
     let prefix = format!("{group}/{input}/");
     let read = crate::kafka::read_to_end(
         props,
         checkpoint_topic,
+        partitions,
         &format!("{group}.checkpoint-reader"),
         timeout,
         |m| {
-            let rest = m
+            let Some(rest) = m
                 .key()
                 .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(|k| k.strip_prefix(&prefix));
-            let chunk = rest
-                .and_then(|k| k.split_once('#'))
-                .and_then(|(p, i)| Some((p.parse::<i32>().ok()?, i.parse::<u32>().ok()?)));
-            if let Some((p, i)) = chunk {
+                .and_then(|k| k.strip_prefix(&prefix))
+            else {
+                return;
+            };
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let Ok(p) = rest[..digits].parse::<i32>() else {
+                return;
+            };
+            let f = found.entry(p).or_default();
+            let tail = &rest[digits..];
+            if let Some(key) = tail.strip_prefix("/k/") {
+                let seq = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|x| x.key == SEQ).and_then(|x| x.value))
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                    .unwrap_or(i64::MIN);
+                f.keys
+                    .entry(key.to_owned())
+                    .or_default()
+                    .push(seq, m.payload().map(<[u8]>::to_vec));
+            } else if let Some(i) = tail.strip_prefix('#').and_then(|i| i.parse::<u32>().ok()) {
                 let generation = m.headers().and_then(|h| {
                     h.iter()
                         .find(|x| x.key == GENERATION)
@@ -290,28 +497,19 @@ pub fn read_latest(
                 });
                 match (m.payload(), generation) {
                     (Some(v), Some(g)) => {
-                        chunks.entry(p).or_default().insert(i, (g, v.to_vec()));
+                        f.chunks.insert(i, (g, v.to_vec()));
                     }
                     _ => {
-                        if let Some(c) = chunks.get_mut(&p) {
-                            c.remove(&i);
-                        }
+                        f.chunks.remove(&i);
                     }
                 }
-            } else if let Some(p) = rest.and_then(|k| k.parse::<i32>().ok()) {
-                match m.payload() {
-                    Some(v) => {
-                        latest.insert(p, v.to_vec());
-                    }
-                    None => {
-                        latest.remove(&p);
-                    }
-                }
+            } else if tail.is_empty() {
+                f.base = m.payload().map(<[u8]>::to_vec);
             }
         },
     );
     match read {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         Err(crate::kafka::ReadError::NoTopic) => {
             bail!("checkpoint topic {checkpoint_topic} does not exist (`service.checkpoint_topic`)")
         }
@@ -319,29 +517,25 @@ pub fn read_latest(
             "reading checkpoints of {group} from {checkpoint_topic} took longer than {timeout:?}; is a transaction of another producer stuck open?"
         ),
         Err(crate::kafka::ReadError::Kafka(e)) => {
-            return Err(e.context(format!("cannot read {checkpoint_topic}")))
+            Err(e.context(format!("cannot read {checkpoint_topic}")))
         }
     }
-    latest
-        .into_iter()
-        .map(|(p, bytes)| {
-            let ck = assemble(&bytes, chunks.get(&p))
-                .with_context(|| format!("checkpoint of {group} on {input} partition {p}"))?;
-            Ok((p, ck))
-        })
-        .collect()
 }
 
 /// Writes `records` with `send` (each record with its generation header).
 pub fn send_records<'a, D: rdkafka::util::IntoOpaque + Default>(
     topic: &'a str,
+    partition: i32,
     records: &'a [Record<'a>],
     mut send: impl FnMut(rdkafka::producer::BaseRecord<'a, [u8], [u8], D>) -> Result<()>,
 ) -> Result<()> {
     for r in records {
         let mut record = rdkafka::producer::BaseRecord::with_opaque_to(topic, D::default())
-            .key(r.key.as_bytes())
-            .payload(r.value.as_ref());
+            .partition(partition)
+            .key(r.key.as_bytes());
+        if let Some(v) = &r.value {
+            record = record.payload(v.as_ref());
+        }
         if let Some(g) = &r.generation {
             record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
                 rdkafka::message::Header {
@@ -360,6 +554,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_key_is_read_as_of_the_newest_base_not_a_half_read_transaction() {
+        let mut v = Versions::default();
+        v.push(10, Some(b"a".to_vec()));
+        v.push(20, Some(b"b".to_vec()));
+        assert_eq!(v.as_of(20), Some(&b"b"[..]));
+        // the base of the transaction at 30 was not read: the base at 20 is
+        // the newest, and the key's record of 30 does not go with it
+        v.push(30, Some(b"c".to_vec()));
+        assert_eq!(v.as_of(20), Some(&b"b"[..]));
+        assert_eq!(v.as_of(30), Some(&b"c"[..]));
+        // an eviction (tombstone) is the key's absence
+        v.push(40, None);
+        assert_eq!(v.as_of(40), None);
+        assert_eq!(v.as_of(35), Some(&b"c"[..]));
+        assert_eq!(placement("g/t/0", 1), 0);
+        assert!((0..6).contains(&placement("g/t/0", 6)));
+    }
+
+    #[test]
     fn a_large_checkpoint_goes_in_chunks_and_comes_back_whole() {
         let big = format!(
             r#"{{"format_version":1,"pad":"{}"}}"#,
@@ -367,13 +580,18 @@ mod tests {
         );
         let rs = records("g/t/0", big.as_bytes(), 42, "42-1");
         assert_eq!(rs.len(), 4, "three chunks and a manifest");
-        assert!(rs.iter().all(|r| r.value.len() <= CHUNK_BYTES));
+        assert!(rs
+            .iter()
+            .all(|r| r.value.as_ref().is_some_and(|v| v.len() <= CHUNK_BYTES)));
         let mut chunks: Chunks = HashMap::new();
         for (i, r) in rs[..3].iter().enumerate() {
             assert_eq!(r.key, format!("g/t/0#{i}"));
             chunks.insert(
                 i as u32,
-                (r.generation.clone().expect("gen"), r.value.to_vec()),
+                (
+                    r.generation.clone().expect("gen"),
+                    r.value.as_deref().expect("value").to_vec(),
+                ),
             );
         }
         let manifest = &rs[3];
@@ -382,7 +600,8 @@ mod tests {
         // the error comes from decoding the assembled bytes, not from a chunk
         let e = format!(
             "{:#}",
-            assemble(&manifest.value, Some(&chunks)).expect_err("not a checkpoint")
+            assemble_base(manifest.value.as_deref().expect("manifest"), Some(&chunks))
+                .expect_err("not a checkpoint")
         );
         assert!(e.contains("does not decode"), "{e}");
         // a chunk of another generation, or a missing one, is refused by name
@@ -390,13 +609,15 @@ mod tests {
         stale.insert(1, ("41-1".into(), vec![b'x'; 10]));
         let e = format!(
             "{:#}",
-            assemble(&manifest.value, Some(&stale)).expect_err("stale")
+            assemble_base(manifest.value.as_deref().expect("manifest"), Some(&stale))
+                .expect_err("stale")
         );
         assert!(e.contains("generation 41-1"), "{e}");
         chunks.remove(&2);
         let e = format!(
             "{:#}",
-            assemble(&manifest.value, Some(&chunks)).expect_err("missing")
+            assemble_base(manifest.value.as_deref().expect("manifest"), Some(&chunks))
+                .expect_err("missing")
         );
         assert!(e.contains("chunk 2 of 3"), "{e}");
         // a small checkpoint is one record, as before

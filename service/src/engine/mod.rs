@@ -10,6 +10,7 @@
 //! - `partition`: one owned partition's batch, pipeline and committed state.
 //! - `outputs`: prediction and dead-letter messages.
 //! - `transaction`: exactly once (transactions, checkpoints, rollback).
+//! - `checkpointing`: one partition's checkpoint records in a transaction.
 //! - `at_least_once`: offsets committed after the outputs are acknowledged.
 //! - `rebalance`: restore on assignment, finish before release on revocation.
 //! - [`backfill`]: the shadow model a live backfill trains between batches;
@@ -20,6 +21,7 @@
 
 mod at_least_once;
 pub mod backfill;
+mod checkpointing;
 pub mod handle;
 pub mod offsets;
 mod outputs;

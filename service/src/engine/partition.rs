@@ -19,10 +19,24 @@ pub(super) struct Part<'c> {
     pub(super) processed_to: i64,
     /// Processed since the last commit.
     pub(super) dirty: bool,
+    /// The epoch of the key records the pipeline's keyed state follows
+    /// from (0: none; its next checkpoint writes every key, see
+    /// `checkpoint::keyed`).
+    pub(super) epoch: u64,
 }
 
 /// A partition's state as of the last committed transaction.
 pub(super) struct Committed {
     pub(super) next_offset: i64,
     pub(super) snapshot: Option<PipelineSnapshot>,
+    /// The epoch of its key records (0: none).
+    pub(super) epoch: u64,
+}
+
+/// A partition's checkpoint in the commit in flight.
+pub(super) struct Written {
+    pub(super) partition: i32,
+    pub(super) next_offset: i64,
+    pub(super) snapshot: PipelineSnapshot,
+    pub(super) epoch: u64,
 }

@@ -60,17 +60,34 @@ impl Worker<'_> {
                 Committed {
                     next_offset: position,
                     snapshot: None,
+                    epoch: 0,
                 },
             );
         } else if self.eos {
             let assignments = self.consumer.context().assignments.load(Ordering::Relaxed);
-            if assignments != self.scanned {
+            if assignments != self.scanned || !self.scanned_parts.contains(&p) {
                 let started = Instant::now();
+                // the checkpoints of the partitions assigned now (this one
+                // and those opened next), read in one pass
+                let mut wanted: Vec<i32> = self
+                    .consumer
+                    .assignment()
+                    .map(|a| {
+                        a.elements_for_topic(&self.input)
+                            .iter()
+                            .map(|e| e.partition())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !wanted.contains(&p) {
+                    wanted.push(p);
+                }
                 let found = checkpoint::read_latest(
                     &self.config.kafka,
                     &self.config.service.checkpoint_topic,
                     &self.group,
                     &self.input,
+                    &wanted,
                     Duration::from_secs(120),
                 )?;
                 tracing::info!(model = %m.name, partitions = ?found.keys().collect::<Vec<_>>(), seconds = started.elapsed().as_secs_f64(), "checkpoints read");
@@ -80,10 +97,12 @@ impl Worker<'_> {
                         Committed {
                             next_offset: ck.next_offset,
                             snapshot: Some(ck.pipeline),
+                            epoch: ck.epoch,
                         },
                     );
                 }
                 self.scanned = assignments;
+                self.scanned_parts = wanted;
             }
             match self.committed.get(&p) {
                 Some(c) => {
@@ -101,11 +120,13 @@ impl Worker<'_> {
                         Committed {
                             next_offset: -1,
                             snapshot: None,
+                            epoch: 0,
                         },
                     );
                 }
             }
         }
+        let epoch = self.committed.get(&p).map_or(0, |c| c.epoch);
         self.handle.publish(p, &pipeline, position);
         self.parts.insert(
             p,
@@ -117,6 +138,7 @@ impl Worker<'_> {
                 processed_to: position,
                 // a seeded partition has news even without a reading
                 dirty: seeded,
+                epoch,
             },
         );
         Ok(())

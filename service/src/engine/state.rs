@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::backfill::Shadow;
 use super::handle::ModelHandle;
 use super::outputs::Held;
-use super::partition::{Committed, Part};
+use super::partition::{Committed, Part, Written};
 use crate::config::Config;
 use crate::kafka::{ConsumerCtx, ProducerCtx};
 use crate::pipeline::PipelineSnapshot;
@@ -157,6 +157,8 @@ pub(super) struct Worker<'c> {
     pub(super) committed: HashMap<i32, Committed>,
     /// The assignment count when the checkpoints were last read.
     pub(super) scanned: u64,
+    /// The input partitions whose checkpoints that read covered.
+    pub(super) scanned_parts: Vec<i32>,
     pub(super) in_txn: bool,
     pub(super) txn_started: Instant,
     /// At least once: the sequence number of the last produced batch.
@@ -174,11 +176,13 @@ pub(super) struct Worker<'c> {
         mpsc::Receiver<Result<TxnOutcome>>,
     )>,
     /// The commit in flight: what each partition's checkpoint in it holds.
-    pub(super) in_flight: Option<Vec<(i32, i64, PipelineSnapshot)>>,
+    pub(super) in_flight: Option<Vec<Written>>,
     /// Outputs of batches processed while a commit was in flight.
     pub(super) held: Vec<Held>,
     /// Exactly once: what the committer thread is doing (a stuck call).
     pub(super) commit_busy: Option<std::sync::Arc<Busy>>,
     /// The largest key plus payload of a dead letter (see `outputs`).
     pub(super) dead_limit: usize,
+    /// Partitions of the checkpoint topic (exactly once).
+    pub(super) ck_partitions: i32,
 }

@@ -116,6 +116,9 @@ impl<'c> Worker<'c> {
             pipeline.raise_version_past(part.pipeline.version());
             part.pipeline = pipeline;
             part.dirty = true;
+            // its keyed state does not follow from the last checkpoint's:
+            // the next one writes every key under a new epoch
+            part.epoch = 0;
             next = next.with(p, Arc::new(part.pipeline.clone()), part.processed_to);
         }
         // one store: HTTP sees every partition's new model at once

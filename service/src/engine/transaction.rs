@@ -19,7 +19,6 @@ use super::handle::ModelHandle;
 use super::outputs::send;
 use super::partition::Committed;
 use super::state::{stall_this_call, Busy, CommitRequest, TxnOutcome, Worker, CALL_TIMEOUT};
-use crate::checkpoint::{self, Checkpoint};
 use crate::kafka::ProducerCtx;
 
 /// Calls a transactional API until it succeeds, backing off while it fails
@@ -174,31 +173,30 @@ impl Worker<'_> {
         if !self.in_txn {
             return Ok(());
         }
-        let name = self.handle.config.name.clone();
+        let target = super::checkpointing::Target {
+            producer: self.producer,
+            topic: &self.config.service.checkpoint_topic,
+            partitions: self.ck_partitions,
+            model: &self.handle.config.name,
+            group: &self.group,
+            input: &self.input,
+        };
         let mut tpl = TopicPartitionList::new();
         let mut done = Vec::new();
-        for (&p, part) in self.parts.iter().filter(|(_, x)| x.dirty) {
-            let ck = Checkpoint {
-                format_version: checkpoint::FORMAT_VERSION,
-                model: name.clone(),
-                group: self.group.clone(),
-                topic: self.input.clone(),
-                partition: p,
-                next_offset: part.processed_to,
-                pipeline: part.pipeline.snapshot(),
-            };
-            self.buf.clear();
-            serde_json::to_writer(&mut self.buf, &ck).context("cannot encode a checkpoint")?;
-            let key = Checkpoint::key(&self.group, &self.input, p);
-            // in chunks when larger than a message may be
-            let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
-            let records = checkpoint::records(&key, &self.buf, ck.next_offset, &generation);
-            checkpoint::send_records(&self.config.service.checkpoint_topic, &records, |r| {
-                send(self.producer, r)
-            })?;
-            tpl.add_partition_offset(&self.input, p, Offset::Offset(part.processed_to))
+        for (&p, part) in self.parts.iter_mut().filter(|(_, x)| x.dirty) {
+            let previous = self.committed.get(&p).map_or(0, |c| c.epoch);
+            let (written, wrote) =
+                super::checkpointing::write(&target, p, part, previous, &mut self.buf)?;
+            let stats = &self.handle.stats;
+            stats
+                .checkpoint_bytes
+                .fetch_add(wrote.bytes, Ordering::Relaxed);
+            stats
+                .checkpoint_keys
+                .fetch_add(wrote.keys, Ordering::Relaxed);
+            tpl.add_partition_offset(&self.input, p, Offset::Offset(written.next_offset))
                 .context("cannot build the offsets of the transaction")?;
-            done.push((p, ck.next_offset, ck.pipeline));
+            done.push(written);
         }
         let group = self
             .consumer
@@ -211,8 +209,8 @@ impl Worker<'_> {
             .send((tpl, group))
             .map_err(|_| anyhow::anyhow!("the committer thread has stopped"))?;
         self.in_txn = false;
-        for (p, _, _) in &done {
-            if let Some(part) = self.parts.get_mut(p) {
+        for w in &done {
+            if let Some(part) = self.parts.get_mut(&w.partition) {
                 part.dirty = false;
             }
         }
@@ -253,12 +251,13 @@ impl Worker<'_> {
         match result? {
             TxnOutcome::Committed => {
                 self.handle.stats.commits.fetch_add(1, Ordering::Relaxed);
-                for (p, next_offset, snapshot) in done {
+                for w in done {
                     self.committed.insert(
-                        p,
+                        w.partition,
                         Committed {
-                            next_offset,
-                            snapshot: Some(snapshot),
+                            next_offset: w.next_offset,
+                            snapshot: Some(w.snapshot),
+                            epoch: w.epoch,
                         },
                     );
                 }
@@ -330,6 +329,7 @@ impl Worker<'_> {
         self.parts.clear();
         // the current assignment's checkpoints are already known
         self.scanned = self.consumer.context().assignments.load(Ordering::Relaxed);
+        self.scanned_parts = owned.clone();
         if tpl.count() > 0 {
             let sought = self
                 .consumer

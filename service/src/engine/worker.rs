@@ -145,6 +145,14 @@ fn run_with(
             init()?;
         }
     }
+    let ck_partitions = if eos {
+        let topic = &config.service.checkpoint_topic;
+        crate::kafka::partition_count(&config.kafka, topic, Duration::from_secs(30))?.with_context(
+            || format!("checkpoint topic {topic} does not exist (`service.checkpoint_topic`)"),
+        )?
+    } else {
+        1
+    };
     tracing::info!(model = %m.name, %input, output = %m.output_topic(), dead = %m.dead_letter_topic(), %group, exactly_once = eos, "consuming");
 
     let mut w = Worker {
@@ -161,6 +169,7 @@ fn run_with(
         parts: HashMap::new(),
         committed: HashMap::new(),
         scanned: u64::MAX,
+        scanned_parts: Vec::new(),
         in_txn: false,
         txn_started: Instant::now(),
         seq: 0,
@@ -174,6 +183,7 @@ fn run_with(
         held: Vec::new(),
         commit_busy: None,
         dead_limit: dead_letter_limit(&config.kafka),
+        ck_partitions,
     };
     if let Some(plan) = w.replay.clone() {
         if let Ok(mut progress) = handle.progress.lock() {
@@ -519,6 +529,8 @@ impl<'c> Worker<'c> {
         s.predicted
             .fetch_add(stats.predicted as u64, Ordering::Relaxed);
         s.learned.fetch_add(stats.learned as u64, Ordering::Relaxed);
+        s.key_evictions
+            .fetch_add(stats.evicted as u64, Ordering::Relaxed);
         s.dead_lettered
             .fetch_add(stats.invalid as u64, Ordering::Relaxed);
         s.observe_batch(started.elapsed().as_secs_f64());

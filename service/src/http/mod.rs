@@ -173,7 +173,9 @@ async fn get_model(
                 "readings_seen": live.seen_of(partition),
                 "readings_learned": m.learned(),
                 "metrics": { "cumulative": c, "rolling": r },
-                "per_key_models": m.model().per_key().map(|(k, _)| k).collect::<Vec<_>>(),
+                "per_key_models": m.model().key_count(),
+                "per_key_models_first": m.model().per_key().take(KEYS_LISTED).map(|(k, _)| k).collect::<Vec<_>>(),
+                "keys": m.key_count(),
             })
         })
         .collect();
@@ -197,6 +199,9 @@ async fn get_model(
     })))
 }
 
+/// How many per-key model names `GET /v1/models/{name}` lists per partition.
+const KEYS_LISTED: usize = 100;
+
 /// The live model in the versioned snapshot format: each partition's
 /// pipeline with the offset it is valid at (`streamfit model import` reads it).
 async fn snapshot(
@@ -218,6 +223,8 @@ async fn snapshot(
             partition: p,
             next_offset: live.next_offset(p),
             pipeline: m.snapshot(),
+            epoch: 0,
+            keys: m.key_count() as u64,
         })
         .collect();
     if partitions.is_empty() {

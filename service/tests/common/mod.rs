@@ -499,12 +499,32 @@ pub fn setup(dir: &Path, bootstrap: &str, model: &str) -> Run {
 /// A run's config over `partitions` partitions; `service` lines are added
 /// to `[service]` (the instance id is left to its default).
 pub fn setup_with(dir: &Path, bootstrap: &str, model: &str, partitions: i32, service: &str) -> Run {
+    setup_table(
+        dir,
+        bootstrap,
+        model,
+        partitions,
+        service,
+        |input, output, dead| model_table(model, input, output, dead, 500),
+    )
+}
+
+/// Like [`setup_with`], with the `[[model]]` table that `table` writes for
+/// the run's input, output and dead-letter topics.
+pub fn setup_table(
+    dir: &Path,
+    bootstrap: &str,
+    model: &str,
+    partitions: i32,
+    service: &str,
+    table: impl FnOnce(&str, &str, &str) -> String,
+) -> Run {
     let (input, output, dead) = (unique("eos.in"), unique("eos.out"), unique("eos.dead"));
     let group_id = unique("eos-group");
     let http = format!("127.0.0.1:{}", free_port());
     let text = format!(
         "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n[service]\ngroup_id = \"{group_id}\"\nhttp_addr = \"{http}\"\n{service}\n[topics]\npartitions = {partitions}\nreplication_factor = 1\n{}",
-        model_table(model, &input, &output, &dead, 500)
+        table(&input, &output, &dead)
     );
     let config = dir.join("streamfit.toml");
     std::fs::write(&config, text).expect("write config");
@@ -683,6 +703,7 @@ pub fn checkpoints(run: &Run) -> std::collections::HashMap<i32, streamfit::check
         &config.service.checkpoint_topic,
         &run.group,
         &run.input,
+        &[],
         Duration::from_secs(60),
     )
     .expect("checkpoints read")
