@@ -55,7 +55,10 @@ pub struct ServiceConfig {
     /// How often outputs, offsets and checkpoints are committed, in ms.
     pub commit_interval_ms: u64,
     /// The compacted topic model checkpoints go to (exactly once only).
-    pub checkpoint_topic: String,
+    /// Unset (the default): one per model, `<group_id>.<model>.checkpoints`,
+    /// so a restore reads only its model's records. Set: one topic shared
+    /// by every model (each partition's records in one of its partitions).
+    pub checkpoint_topic: Option<String>,
     /// Partitions of the checkpoint topic when streamfit creates it; each
     /// input partition's checkpoint lives in one of them, so a restore reads
     /// only those of the partitions it restores. Do not add partitions to
@@ -91,7 +94,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 1 << 20,
             exactly_once: true,
             commit_interval_ms: 100,
-            checkpoint_topic: "streamfit.checkpoints".into(),
+            checkpoint_topic: None,
             checkpoint_partitions: 6,
             instance_id: None,
             advertised_url: None,
@@ -101,6 +104,15 @@ impl Default for ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// The checkpoint topic of `model`: `checkpoint_topic`, or
+    /// `<group_id>.<model>.checkpoints`.
+    pub fn checkpoint_topic(&self, model: &str) -> String {
+        match &self.checkpoint_topic {
+            Some(t) => t.clone(),
+            None => format!("{}.{model}.checkpoints", self.group_id),
+        }
+    }
+
     /// This instance's name within its group: `instance_id`, or
     /// `<host name>-<HTTP port>`.
     pub fn instance(&self) -> String {
@@ -384,8 +396,13 @@ impl Config {
                 self.service.checkpoint_partitions
             );
         }
-        if self.service.exactly_once && self.service.checkpoint_topic.is_empty() {
-            bail!("`service.checkpoint_topic` should name a topic when `service.exactly_once` is true");
+        if self
+            .service
+            .checkpoint_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            bail!("`service.checkpoint_topic` should name a topic, or be left out (one topic per model, `<group_id>.<model>.checkpoints`)");
         }
         if let Some(id) = &self.service.instance_id {
             let id_ok = !id.is_empty()

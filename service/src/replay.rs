@@ -85,13 +85,14 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
             .await?;
             checkpoint::ensure_topic(
                 &config.kafka,
-                &config.service.checkpoint_topic,
+                &config.service.checkpoint_topic(&m.name),
                 config.service.checkpoint_partitions,
                 config.topics.replication(),
                 config.topics.min_isr(),
             )
             .await?;
-            checkpoint::check_compacted(&config.kafka, &config.service.checkpoint_topic).await
+            checkpoint::check_compacted(&config.kafka, &config.service.checkpoint_topic(&m.name))
+                .await
         })?;
     }
     // a running service in the group would race the handover
@@ -151,7 +152,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     result?;
     let seconds = started.elapsed().as_secs_f64();
     if topic != input {
-        hand_over(config, &group, &topic, &input)?;
+        hand_over(config, &m.name, &group, &topic, &input)?;
     }
     Ok(Summary {
         readings_per_second: total as f64 / seconds.max(1e-9),
@@ -207,11 +208,17 @@ fn learn_file(
 /// A replay of another topic: its partitions' models become the input
 /// partitions' checkpoints, valid from the input's current end, and the
 /// group's offsets move there, in one transaction.
-fn hand_over(config: &Config, group: &str, from_topic: &str, input: &str) -> Result<()> {
+fn hand_over(
+    config: &Config,
+    model: &str,
+    group: &str,
+    from_topic: &str,
+    input: &str,
+) -> Result<()> {
     let timeout = Duration::from_secs(30);
     let found = checkpoint::read_latest(
         &config.kafka,
-        &config.service.checkpoint_topic,
+        &config.service.checkpoint_topic(model),
         group,
         from_topic,
         &[],
@@ -233,7 +240,7 @@ fn hand_over(config: &Config, group: &str, from_topic: &str, input: &str) -> Res
             ck
         })
         .collect();
-    crate::snapshot::write_state(config, group, input, checkpoints)?;
+    crate::snapshot::write_state(config, model, group, input, checkpoints)?;
     tracing::info!(%group, %from_topic, %input, "models handed over to the input topic");
     Ok(())
 }

@@ -44,18 +44,22 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         )
         .await?;
         if config.service.exactly_once {
-            crate::checkpoint::ensure_topic(
-                &config.kafka,
-                &config.service.checkpoint_topic,
-                config.service.checkpoint_partitions,
-                config.topics.replication(),
-                config.topics.min_isr(),
-            )
-            .await?;
+            for topic in checkpoint_topics(&config) {
+                crate::checkpoint::ensure_topic(
+                    &config.kafka,
+                    &topic,
+                    config.service.checkpoint_partitions,
+                    config.topics.replication(),
+                    config.topics.min_isr(),
+                )
+                .await?;
+            }
         }
     }
     if config.service.exactly_once {
-        crate::checkpoint::check_compacted(&config.kafka, &config.service.checkpoint_topic).await?;
+        for topic in checkpoint_topics(&config) {
+            crate::checkpoint::check_compacted(&config.kafka, &topic).await?;
+        }
     }
     let handles: Vec<Arc<ModelHandle>> = config
         .models
@@ -222,4 +226,13 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Every model's checkpoint topic, each once.
+fn checkpoint_topics(config: &Config) -> std::collections::BTreeSet<String> {
+    config
+        .models
+        .iter()
+        .map(|m| config.service.checkpoint_topic(&m.name))
+        .collect()
 }

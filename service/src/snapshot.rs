@@ -80,14 +80,14 @@ pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
     let input = m.input_topic()?.to_owned();
     let found = checkpoint::read_latest(
         &config.kafka,
-        &config.service.checkpoint_topic,
+        &config.service.checkpoint_topic(model),
         &group,
         &input,
         &[],
         Duration::from_secs(60),
     )?;
     if found.is_empty() {
-        bail!("model {model} has no committed checkpoint in {} for group {group}: has the service (with exactly_once = true) or a replay run?", config.service.checkpoint_topic);
+        bail!("model {model} has no committed checkpoint in {} for group {group}: has the service (with exactly_once = true) or a replay run?", config.service.checkpoint_topic(model));
     }
     Ok(ModelSnapshot {
         format_version: FORMAT_VERSION,
@@ -141,7 +141,26 @@ pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<B
         .iter()
         .map(|c| (c.partition, c.next_offset))
         .collect();
-    write_state(config, &group, &input, snapshot.partitions)?;
+    if config.topics.create {
+        // the model's own checkpoint topic may not exist yet in this group
+        let topic = config.service.checkpoint_topic(model);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(async {
+                checkpoint::ensure_topic(
+                    &config.kafka,
+                    &topic,
+                    config.service.checkpoint_partitions,
+                    config.topics.replication(),
+                    config.topics.min_isr(),
+                )
+                .await?;
+                checkpoint::check_compacted(&config.kafka, &topic).await
+            })?;
+    }
+    write_state(config, model, &group, &input, snapshot.partitions)?;
     Ok(written)
 }
 
@@ -149,6 +168,7 @@ pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<B
 /// group's offsets to them, in one transaction.
 pub fn write_state(
     config: &Config,
+    model: &str,
     group: &str,
     input: &str,
     checkpoints: Vec<Checkpoint>,
@@ -170,13 +190,10 @@ pub fn write_state(
     producer
         .begin_transaction()
         .context("cannot begin a transaction")?;
-    let placed = kafka::partition_count(&config.kafka, &config.service.checkpoint_topic, timeout)?
-        .with_context(|| {
-            format!(
-                "checkpoint topic {} does not exist (`service.checkpoint_topic`)",
-                config.service.checkpoint_topic
-            )
-        })?;
+    let ck_topic = config.service.checkpoint_topic(model);
+    let placed = kafka::partition_count(&config.kafka, &ck_topic, timeout)?.with_context(|| {
+        format!("checkpoint topic {ck_topic} does not exist (`service.checkpoint_topic`)")
+    })?;
     let mut tpl = TopicPartitionList::new();
     for mut ck in checkpoints {
         ck.group = group.to_owned();
@@ -191,7 +208,7 @@ pub fn write_state(
         let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
         let records = checkpoint::records(&key, &bytes, ck.next_offset, &generation);
         let at = checkpoint::placement(&key, placed);
-        checkpoint::send_records(&config.service.checkpoint_topic, at, &records, |r| {
+        checkpoint::send_records(&ck_topic, at, &records, |r| {
             producer
                 .send::<[u8], [u8]>(r)
                 .map_err(|(e, _)| e)

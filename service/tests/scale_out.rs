@@ -302,6 +302,7 @@ async fn two_instances_from_the_shipped_config_share_the_partitions() {
         output: "waits-v1.predictions".replace("waits-v1", &format!("{prefix}.waits-v1")),
         dead: format!("{prefix}.waits.dead-letter"),
         group: format!("{prefix}.waits-v1"),
+        model: "waits-v1".into(),
     };
     let parsed = streamfit::config::Config::load(&config).expect("config");
     let m = parsed.model("waits-v1").expect("model");

@@ -82,6 +82,7 @@ async fn an_exported_model_continues_in_another_group() {
         config: config_b.clone(),
         partitions: run.partitions,
         group: format!("{group_b}.waits"),
+        model: "waits".into(),
         http: run.http.clone(),
         input: run.input.clone(),
         output: run.output.clone(),

@@ -84,7 +84,7 @@ impl Worker<'_> {
                 }
                 let found = checkpoint::read_latest(
                     &self.config.kafka,
-                    &self.config.service.checkpoint_topic,
+                    &self.ck_topic,
                     &self.group,
                     &self.input,
                     &wanted,

@@ -183,6 +183,7 @@ pub(super) struct Worker<'c> {
     pub(super) commit_busy: Option<std::sync::Arc<Busy>>,
     /// The largest key plus payload of a dead letter (see `outputs`).
     pub(super) dead_limit: usize,
-    /// Partitions of the checkpoint topic (exactly once).
+    /// The model's checkpoint topic and its partitions (exactly once).
+    pub(super) ck_topic: String,
     pub(super) ck_partitions: i32,
 }

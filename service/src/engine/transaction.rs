@@ -175,7 +175,7 @@ impl Worker<'_> {
         }
         let target = super::checkpointing::Target {
             producer: self.producer,
-            topic: &self.config.service.checkpoint_topic,
+            topic: &self.ck_topic,
             partitions: self.ck_partitions,
             model: &self.handle.config.name,
             group: &self.group,

@@ -145,8 +145,9 @@ fn run_with(
             init()?;
         }
     }
+    let ck_topic = config.service.checkpoint_topic(&m.name);
     let ck_partitions = if eos {
-        let topic = &config.service.checkpoint_topic;
+        let topic = &ck_topic;
         crate::kafka::partition_count(&config.kafka, topic, Duration::from_secs(30))?.with_context(
             || format!("checkpoint topic {topic} does not exist (`service.checkpoint_topic`)"),
         )?
@@ -183,6 +184,7 @@ fn run_with(
         held: Vec::new(),
         commit_busy: None,
         dead_limit: dead_letter_limit(&config.kafka),
+        ck_topic,
         ck_partitions,
     };
     if let Some(plan) = w.replay.clone() {

@@ -483,6 +483,8 @@ pub fn model_table(name: &str, input: &str, output: &str, dead: &str, batch: usi
 }
 
 pub struct Run {
+    /// The model's name.
+    pub model: String,
     pub config: PathBuf,
     pub partitions: i32,
     pub http: String,
@@ -536,6 +538,7 @@ pub fn setup_table(
         output,
         dead,
         group: format!("{group_id}.{model}"),
+        model: model.to_owned(),
     }
 }
 
@@ -700,7 +703,7 @@ pub fn checkpoints(run: &Run) -> std::collections::HashMap<i32, streamfit::check
     let config = Config::load(&run.config).expect("config");
     streamfit::checkpoint::read_latest(
         &config.kafka,
-        &config.service.checkpoint_topic,
+        &config.service.checkpoint_topic(&run.model),
         &run.group,
         &run.input,
         &[],
