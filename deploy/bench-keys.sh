@@ -14,9 +14,7 @@
 #   checkpoints of all 3 partitions read and assembled), and the keys the
 #   restored model holds.
 #
-# Then, once per run of the script, the RSS of one instance running the four
-# shipped models (deploy/streamfit.toml) after all the real readings (the
-# wait times and the heart records).
+# The shipped models' memory: deploy/bench-memory.sh.
 #
 #   deploy/bench-keys.sh            ROUNDS=3 KEYS="1000 10000 100000" by default
 set -euo pipefail
@@ -136,37 +134,3 @@ for r in $(seq 1 "$rounds"); do
     python3 -c "print(f'| $r | {$k:,} | {$rate:,} | {$bpc:,} | {$rpc:,} | $rss | $restore | {$held:,} |')"
   done
 done
-
-# the four shipped models after all the real readings
-topic_w="bench.keys.$run_id.shipped.waits"
-topic_h="bench.keys.$run_id.shipped.heart"
-for t in "$topic_w" "$topic_h"; do
-  deploy/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
-    --create --topic "$t" --partitions 3 --replication-factor 1 >/dev/null
-done
-http=$(bench_http)
-conf="$cache/bench-shipped-$run_id.toml"
-python3 - "$topic_w" "$topic_h" "$http" "$port" "$run_id" > "$conf" <<'PY'
-import re, sys
-tw, th, http, port, run = sys.argv[1:]
-text = open("deploy/streamfit.toml").read()
-text = text.replace('"waits.readings"', f'"{tw}"').replace('"clinical.readings"', f'"{th}"')
-text = re.sub(r'^output_topic = "(.*)"$', lambda m: f'output_topic = "{run}.{m.group(1)}"', text, flags=re.M)
-text = re.sub(r'^dead_letter_topic = "(.*)"$', lambda m: f'dead_letter_topic = "{run}.{m.group(1)}"', text, flags=re.M)
-text = re.sub(r'^group_id = .*$', f'group_id = "bench-shipped-{run}"', text, flags=re.M)
-text = re.sub(r'^http_addr = .*$', f'http_addr = "{http}"', text, flags=re.M)
-text = re.sub(r'^"bootstrap.servers" = .*$', f'"bootstrap.servers" = "127.0.0.1:{port}"', text, flags=re.M)
-print(text)
-PY
-STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" &
-pid=$!
-bench_wait_ready "$http" "$pid"
-"$bin/load-test" publish --data "$data/wdw-waits-2018" --topic "$topic_w" --bootstrap "127.0.0.1:$port" --quiet >/dev/null
-"$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic "$topic_h" --bootstrap "127.0.0.1:$port" --quiet >/dev/null
-heart_n=$(python3 -c "print(sum(1 for _ in open('$data/heart-failure/heart.csv')) - 1)")
-for m in waits-v1 waits; do wait_predicted "$http" "$m" "$n" "$pid" streamfit_readings_consumed_total >/dev/null; done
-for m in heart-v1 heart; do wait_predicted "$http" "$m" "$heart_n" "$pid" streamfit_readings_consumed_total >/dev/null; done
-sleep 2
-echo
-echo "four shipped models after all the real readings ($n wait times, $heart_n heart records): RSS $(rss_mb "$pid") MB"
-kill -TERM "$pid"; wait "$pid" || true

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Memory of one instance running the four shipped models (deploy/streamfit.toml,
+# exactly once) on fresh topics: RSS once ready (no readings yet), then after
+# all the real readings (637,768 wait times and 918 heart records, published
+# flat out) are consumed. Each variant runs on its own fresh topics:
+#
+# - default: streamfit's defaults;
+# - prefetch 8 MB: the consumers' queued.max.messages.kbytes = 8192
+#   (librdkafka's default lets each consumer prefetch 64 MB);
+# - 2 arenas: MALLOC_ARENA_MAX=2 (glibc's default allows 8 per core);
+# - both.
+#
+#   deploy/bench-memory.sh            ROUNDS=1 by default
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+data="${STREAMFIT_DATA:-$root/../shared/data}"
+port="${STREAMFIT_KAFKA_PORT:-9092}"
+rounds="${ROUNDS:-1}"
+source deploy/bench-lib.sh
+run_id="$(date +%s)"
+log="$cache/bench-memory.log"
+deploy/kafka.sh up
+echo "bench-memory: building the release binaries (a cold build takes 25-40 minutes on 2 cores)" >&2
+cargo build --release -p streamfit -p streamfit-load-test
+bin="$CARGO_TARGET_DIR/release"
+n=637768
+heart_n=$(python3 -c "print(sum(1 for _ in open('$data/heart-failure/heart.csv')) - 1)")
+
+# consumed HTTP MODEL: the model's consumed counter (0 if not answering)
+consumed() {
+  local c
+  c=$(curl -sf "http://$1/metrics" 2>/dev/null | awk -v m="streamfit_readings_consumed_total{model=\"$2\"}" '$1 == m {print $2}')
+  echo "${c:-0}"
+}
+
+# rss_mb PID: resident set size in MB
+rss_mb() {
+  awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# one_run NAME KAFKA_LINES ARENAS: prints "idle_rss rss_after"
+one_run() {
+  local name="$1" extra="$2" arenas="$3" tag="$run_id-$1-$4"
+  local tw="bench.memory.$tag.waits" th="bench.memory.$tag.heart" http conf pid
+  for t in "$tw" "$th"; do
+    deploy/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
+      --create --topic "$t" --partitions 3 --replication-factor 1 >/dev/null
+  done
+  http=$(bench_http)
+  conf="$cache/bench-memory-$tag.toml"
+  python3 - "$tw" "$th" "$http" "$port" "$tag" "$extra" > "$conf" <<'PY'
+import re, sys
+tw, th, http, port, run, extra = sys.argv[1:]
+text = open("deploy/streamfit.toml").read()
+text = text.replace('"waits.readings"', f'"{tw}"').replace('"clinical.readings"', f'"{th}"')
+text = re.sub(r'^output_topic = "(.*)"$', lambda m: f'output_topic = "{run}.{m.group(1)}"', text, flags=re.M)
+text = re.sub(r'^dead_letter_topic = "(.*)"$', lambda m: f'dead_letter_topic = "{run}.{m.group(1)}"', text, flags=re.M)
+text = re.sub(r'^group_id = .*$', f'group_id = "bench-memory-{run}"', text, flags=re.M)
+text = re.sub(r'^http_addr = .*$', f'http_addr = "{http}"', text, flags=re.M)
+text = re.sub(r'^"bootstrap.servers" = .*$', f'"bootstrap.servers" = "127.0.0.1:{port}"' + ("\n" + extra if extra else ""), text, flags=re.M)
+print(text)
+PY
+  if [ -n "$arenas" ]; then
+    MALLOC_ARENA_MAX="$arenas" STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" </dev/null &
+  else
+    STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" </dev/null &
+  fi
+  pid=$!
+  bench_wait_ready "$http" "$pid"
+  sleep 2
+  local idle
+  idle=$(rss_mb "$pid")
+  "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic "$tw" --bootstrap "127.0.0.1:$port" --quiet >/dev/null </dev/null
+  "$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic "$th" --bootstrap "127.0.0.1:$port" --quiet >/dev/null </dev/null
+  local m want done=0
+  for _ in $(seq 1 6000); do
+    done=1
+    for m in waits-v1 waits heart-v1 heart; do
+      want=$n; [[ "$m" == heart* ]] && want=$heart_n
+      [ "$(consumed "$http" "$m")" -ge "$want" ] || { done=0; break; }
+    done
+    [ "$done" -eq 1 ] && break
+    kill -0 "$pid" 2>/dev/null || { echo "bench-memory: error: the service exited (log: $log)" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ "$done" -eq 1 ] || { echo "bench-memory: error: not every reading was consumed within 10 minutes (log: $log)" >&2; kill "$pid"; exit 1; }
+  sleep 2
+  echo "$idle $(rss_mb "$pid")"
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+printf '| round | variant | RSS MB when ready | RSS MB after all readings |\n| --- | --- | --- | --- |\n'
+for r in $(seq 1 "$rounds"); do
+  while IFS='|' read -r name extra arenas; do
+    read -r idle after < <(one_run "$name" "$extra" "$arenas" "$r")
+    [ -n "${after:-}" ] || { echo "bench-memory: error: the $name run failed (log: $log)" >&2; exit 1; }
+    echo "| $r | $name | $idle | $after |"
+  done <<'VARIANTS'
+default||
+prefetch-8MB|"queued.max.messages.kbytes" = "8192"|
+2-arenas||2
+both|"queued.max.messages.kbytes" = "8192"|2
+VARIANTS
+done
