@@ -8,9 +8,16 @@
 # - prefetch 8 MB: the consumers' queued.max.messages.kbytes = 8192
 #   (librdkafka's default lets each consumer prefetch 64 MB);
 # - 2 arenas: MALLOC_ARENA_MAX=2 (glibc's default allows 8 per core);
-# - both.
+# - producer 32 MB: queue.buffering.max.kbytes = 32768 (outputs waiting in
+#   librdkafka for their transaction; streamfit's default lets 1,000,000
+#   messages or 1 GB wait);
+# - fetch 8 MB: fetch.max.bytes = 8388608 with the 8 MB prefetch (a fetch
+#   response, 50 MB by default, is one allocation kept until its last
+#   message is done with);
+# - fetch 8 MB + 2 arenas.
 #
-#   deploy/bench-memory.sh            ROUNDS=1 by default
+#   deploy/bench-memory.sh            ROUNDS=1 by default; ONLY=default runs
+#                                     only the variants whose name starts so
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -47,13 +54,14 @@ one_run() {
   local tw="bench.memory.$tag.waits" th="bench.memory.$tag.heart" http conf pid
   for t in "$tw" "$th"; do
     deploy/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
-      --create --topic "$t" --partitions 3 --replication-factor 1 >/dev/null
+      --create --topic "$t" --partitions 3 --replication-factor 1 >/dev/null </dev/null
   done
   http=$(bench_http)
   conf="$cache/bench-memory-$tag.toml"
   python3 - "$tw" "$th" "$http" "$port" "$tag" "$extra" > "$conf" <<'PY'
 import re, sys
 tw, th, http, port, run, extra = sys.argv[1:]
+extra = extra.replace("\\n", "\n")
 text = open("deploy/streamfit.toml").read()
 text = text.replace('"waits.readings"', f'"{tw}"').replace('"clinical.readings"', f'"{th}"')
 text = re.sub(r'^output_topic = "(.*)"$', lambda m: f'output_topic = "{run}.{m.group(1)}"', text, flags=re.M)
@@ -93,15 +101,20 @@ PY
 }
 
 printf '| round | variant | RSS MB when ready | RSS MB after all readings |\n| --- | --- | --- | --- |\n'
+variants=(
+  'default||'
+  'prefetch-8MB|"queued.max.messages.kbytes" = "8192"|'
+  '2-arenas||2'
+  'producer-32MB|"queue.buffering.max.kbytes" = "32768"|'
+  'fetch-8MB|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|'
+  'fetch-8MB+2-arenas|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|2'
+)
 for r in $(seq 1 "$rounds"); do
-  while IFS='|' read -r name extra arenas; do
+  for v in "${variants[@]}"; do
+    IFS='|' read -r name extra arenas <<< "$v"
+    [[ "$name" == "${ONLY:-}"* ]] || continue
     read -r idle after < <(one_run "$name" "$extra" "$arenas" "$r")
     [ -n "${after:-}" ] || { echo "bench-memory: error: the $name run failed (log: $log)" >&2; exit 1; }
     echo "| $r | $name | $idle | $after |"
-  done <<'VARIANTS'
-default||
-prefetch-8MB|"queued.max.messages.kbytes" = "8192"|
-2-arenas||2
-both|"queued.max.messages.kbytes" = "8192"|2
-VARIANTS
+  done
 done
