@@ -40,15 +40,41 @@ for _ in $(seq 1 120); do
 done
 curl -sf "http://$http/readyz" >/dev/null || { echo "quickstart: error: streamfit not ready after 60 s (log: $cache/streamfit.log)" >&2; exit 1; }
 
+# consumed MODEL: the model's consumed counter (0 if not answering)
+consumed() {
+  local c
+  c=$(curl -sf "http://$http/metrics" 2>/dev/null | awk -v m="streamfit_readings_consumed_total{model=\"$1\"}" '$1 == m {print $2}')
+  echo "${c:-0}"
+}
+models=(waits-v1 waits heart-v1 heart)
+declare -A before
+for m in "${models[@]}"; do before[$m]=$(consumed "$m"); done
+
 "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic waits.readings
 "$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic clinical.readings
+waits_n=637768
+heart_n=$(( $(wc -l < "$data/heart-failure/heart.csv") - 1 ))
 
+# every model has consumed every reading just published (counted from its
+# consumed counter before publishing, so a service already running counts too)
 echo "quickstart: waiting for the models to catch up"
-for _ in $(seq 1 600); do
-  lag=$(curl -sf "http://$http/metrics" | awk '/^streamfit_consumer_lag/ {s += ($2 < 0 ? 1 : $2)} END {print s + 0}')
-  [ "$lag" = "0" ] && break
-  sleep 1
+caught_up=0
+for i in $(seq 1 1200); do
+  caught_up=1
+  progress=()
+  for m in "${models[@]}"; do
+    want=$waits_n; [[ "$m" == heart* ]] && want=$heart_n
+    got=$(( $(consumed "$m") - ${before[$m]} ))
+    progress+=("$m $got/$want")
+    [ "$got" -ge "$want" ] || caught_up=0
+  done
+  [ "$caught_up" -eq 1 ] && break
+  kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$cache/streamfit.log"; echo "quickstart: error: streamfit exited" >&2; exit 1; }
+  [ $((i % 10)) -eq 0 ] && echo "quickstart: consumed ${progress[*]}"
+  sleep 0.5
 done
+[ "$caught_up" -eq 1 ] || { echo "quickstart: error: the models did not consume every reading within 10 minutes (${progress[*]}; log: $cache/streamfit.log)" >&2; exit 1; }
+echo "quickstart: every model has consumed every reading (${progress[*]})"
 curl -sf "http://$http/metrics" | grep -E '^streamfit_readings_(predicted|learned|dead_lettered)_total'
 
 echo
