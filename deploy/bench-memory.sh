@@ -14,7 +14,10 @@
 # - fetch 8 MB: fetch.max.bytes = 8388608 with the 8 MB prefetch (a fetch
 #   response, 50 MB by default, is one allocation kept until its last
 #   message is done with);
-# - fetch 8 MB + 2 arenas.
+# - fetch 8 MB + 2 arenas;
+# - queued 10k: queued.min.messages = 10000 (librdkafka keeps up to 100,000
+#   fetched messages per partition queued by default, each an op of its
+#   own: heaptrack put the peak there, 152 MB for two consumers).
 #
 #   deploy/bench-memory.sh            ROUNDS=1 by default; ONLY=default runs
 #                                     only the variants whose name starts so
@@ -108,6 +111,7 @@ variants=(
   'producer-32MB|"queue.buffering.max.kbytes" = "32768"|'
   'fetch-8MB|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|'
   'fetch-8MB+2-arenas|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|2'
+  'queued-10k|"queued.min.messages" = "10000"|'
 )
 for r in $(seq 1 "$rounds"); do
   for v in "${variants[@]}"; do
