@@ -17,7 +17,10 @@
 # - fetch 8 MB + 2 arenas;
 # - queued 10k: queued.min.messages = 10000 (librdkafka keeps up to 100,000
 #   fetched messages per partition queued by default, each an op of its
-#   own: heaptrack put the peak there, 152 MB for two consumers).
+#   own: heaptrack put the peak there, 152 MB for two consumers);
+# - fetch small: every fetch and prefetch limit small at once
+#   (queued.min.messages 1000, queued.max.messages.kbytes 1024,
+#   max.partition.fetch.bytes 256 KB, fetch.max.bytes 1 MB).
 #
 #   deploy/bench-memory.sh            ROUNDS=1 by default; ONLY=default runs
 #                                     only the variants whose name starts so
@@ -51,7 +54,8 @@ rss_mb() {
   awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
 
-# one_run NAME KAFKA_LINES ARENAS: prints "idle_rss rss_after"
+# one_run NAME KAFKA_LINES ARENAS: prints "idle_rss rss_after seconds", the
+# seconds from the start of publishing to every reading consumed
 one_run() {
   local name="$1" extra="$2" arenas="$3" tag="$run_id-$1-$4"
   local tw="bench.memory.$tag.waits" th="bench.memory.$tag.heart" http conf pid
@@ -82,8 +86,9 @@ PY
   pid=$!
   bench_wait_ready "$http" "$pid"
   sleep 2
-  local idle
+  local idle t0
   idle=$(rss_mb "$pid")
+  t0=$(date +%s.%N)
   "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic "$tw" --bootstrap "127.0.0.1:$port" --quiet >/dev/null </dev/null
   "$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic "$th" --bootstrap "127.0.0.1:$port" --quiet >/dev/null </dev/null
   local m want done=0
@@ -98,12 +103,14 @@ PY
     sleep 0.1
   done
   [ "$done" -eq 1 ] || { echo "bench-memory: error: not every reading was consumed within 10 minutes (log: $log)" >&2; kill "$pid"; exit 1; }
+  local secs
+  secs=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
   sleep 2
-  echo "$idle $(rss_mb "$pid")"
+  echo "$idle $(rss_mb "$pid") $secs"
   kill -TERM "$pid"; wait "$pid" || true
 }
 
-printf '| round | variant | RSS MB when ready | RSS MB after all readings |\n| --- | --- | --- | --- |\n'
+printf '| round | variant | RSS MB when ready | RSS MB after all readings | s to publish and consume all |\n| --- | --- | --- | --- | --- |\n'
 variants=(
   'default||'
   'prefetch-8MB|"queued.max.messages.kbytes" = "8192"|'
@@ -112,13 +119,14 @@ variants=(
   'fetch-8MB|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|'
   'fetch-8MB+2-arenas|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|2'
   'queued-10k|"queued.min.messages" = "10000"|'
+  'fetch-small|"queued.min.messages" = "1000"\n"queued.max.messages.kbytes" = "1024"\n"max.partition.fetch.bytes" = "262144"\n"fetch.max.bytes" = "1048576"|'
 )
 for r in $(seq 1 "$rounds"); do
   for v in "${variants[@]}"; do
     IFS='|' read -r name extra arenas <<< "$v"
     [[ "$name" == "${ONLY:-}"* ]] || continue
-    read -r idle after < <(one_run "$name" "$extra" "$arenas" "$r")
+    read -r idle after secs < <(one_run "$name" "$extra" "$arenas" "$r")
     [ -n "${after:-}" ] || { echo "bench-memory: error: the $name run failed (log: $log)" >&2; exit 1; }
-    echo "| $r | $name | $idle | $after |"
+    echo "| $r | $name | $idle | $after | $secs |"
   done
 done
