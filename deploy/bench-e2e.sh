@@ -11,17 +11,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-data="${STREAMFIT_DATA:-$root/../shared/data}"
-port="${STREAMFIT_KAFKA_PORT:-9092}"
 models="${MODELS:-waits-v1 waits}"
 source deploy/bench-lib.sh
 run_id="$(date +%s)"
 topic="bench.waits.$run_id"
-deploy/kafka.sh up
-cargo build --release -q -p streamfit -p streamfit-load-test
-bin="$CARGO_TARGET_DIR/release"
+bench_start bench-e2e
 deploy/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
   --create --topic "$topic" --partitions 3 --replication-factor 1 >/dev/null
 "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic "$topic" --bootstrap "127.0.0.1:$port" --quiet

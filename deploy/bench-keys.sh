@@ -20,32 +20,13 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-data="${STREAMFIT_DATA:-$root/../shared/data}"
-port="${STREAMFIT_KAFKA_PORT:-9092}"
 rounds="${ROUNDS:-3}"
 keys_list="${KEYS:-1000 10000 100000}"
 source deploy/bench-lib.sh
 run_id="$(date +%s)"
 log="$cache/bench-keys.log"
-deploy/kafka.sh up
-echo "bench-keys: building the release binaries (a cold build takes 25-40 minutes on 2 cores)" >&2
-cargo build --release -p streamfit -p streamfit-load-test
-bin="$CARGO_TARGET_DIR/release"
+bench_start bench-keys
 n=637768
-
-# metric HTTP NAME MODEL: a counter from /metrics (0 if absent)
-metric() {
-  local c
-  c=$(curl -sf "http://$1/metrics" 2>/dev/null | awk -v m="$2{model=\"$3\"}" '$1 == m {print $2}')
-  echo "${c:-0}"
-}
-
-# rss_mb PID: resident set size in MB
-rss_mb() {
-  awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
-}
 
 # keyed_config TOPIC RUN HTTP: a config with the per-key bench model
 keyed_config() {
@@ -81,7 +62,7 @@ EOF
 wait_predicted() {
   local http="$1" model="$2" want="$3" pid="$4" counter="${5:-streamfit_readings_predicted_total}" start="" first=0 total=0 now
   for _ in $(seq 1 30000); do
-    total=$(metric "$http" "$counter" "$model")
+    total=$(bench_metric "$http" "$counter" "$model")
     now=$(date +%s.%N)
     if [ -z "$start" ] && [ "$total" -gt 0 ]; then start=$now; first=$total; fi
     [ "$total" -ge "$want" ] && break
@@ -110,10 +91,10 @@ one_run() {
   wait "$publisher" || true
   sleep 1 # the last commit
   local commits bytes records rss
-  commits=$(metric "$http" streamfit_commits_total keyed)
-  bytes=$(metric "$http" streamfit_checkpoint_bytes_total keyed)
-  records=$(metric "$http" streamfit_checkpoint_key_records_total keyed)
-  rss=$(rss_mb "$pid")
+  commits=$(bench_metric "$http" streamfit_commits_total keyed)
+  bytes=$(bench_metric "$http" streamfit_checkpoint_bytes_total keyed)
+  records=$(bench_metric "$http" streamfit_checkpoint_key_records_total keyed)
+  rss=$(bench_rss_mb "$pid")
   kill -TERM "$pid"; wait "$pid" || true
   local t0 t1 held
   t0=$(date +%s.%N)
@@ -129,7 +110,7 @@ one_run() {
 printf '| round | keys | readings/s | checkpoint bytes per commit | key records per commit | RSS MB | restart to ready s | keys restored |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for r in $(seq 1 "$rounds"); do
   for k in $keys_list; do
-    read -r rate bpc rpc rss restore held < <(one_run "$k" "$r")
+    read -r rate bpc rpc rss restore held < <(one_run "$k" "$r") || true
     [ -n "${held:-}" ] || { echo "bench-keys: error: the run with $k keys failed (log: $log)" >&2; exit 1; }
     python3 -c "print(f'| $r | {$k:,} | {$rate:,} | {$bpc:,} | {$rpc:,} | $rss | $restore | {$held:,} |')"
   done

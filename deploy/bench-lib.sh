@@ -1,5 +1,35 @@
-# Shared by the benchmark scripts: `source deploy/bench-lib.sh` after setting
-# root, cache and port.
+# Shared by the benchmark scripts and the quickstart: `source
+# deploy/bench-lib.sh` from the repository root (after `cd "$root"`). Sets
+# cache, CARGO_TARGET_DIR, data, port and bin from the environment.
+#
+# BENCH_KAFKA: extra lines for the [kafka] table of every config that
+# bench_config writes, e.g. BENCH_KAFKA='"fetch.max.bytes" = "1048576"'.
+
+cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+data="${STREAMFIT_DATA:-$PWD/../shared/data}"
+port="${STREAMFIT_KAFKA_PORT:-9092}"
+bin="$CARGO_TARGET_DIR/release"
+
+# bench_start NAME: the local Kafka up and the release binaries built
+bench_start() {
+  deploy/kafka.sh up
+  echo "$1: building the release binaries (a cold build takes 25-40 minutes on 2 cores)" >&2
+  cargo build --release -q -p streamfit -p streamfit-load-test
+}
+
+# bench_metric HTTP NAME MODEL: a counter of MODEL from /metrics (0 if absent
+# or not answering)
+bench_metric() {
+  local c
+  c=$(curl -sf "http://$1/metrics" 2>/dev/null | awk -v m="$2{model=\"$3\"}" '$1 == m {print $2}')
+  echo "${c:-0}"
+}
+
+# bench_rss_mb PID: resident set size in MB
+bench_rss_mb() {
+  awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
 
 # bench_config MODEL INPUT_TOPIC RUN HTTP_ADDR: writes a config holding only
 # MODEL from deploy/streamfit.toml, reading INPUT_TOPIC (outputs go to
@@ -7,16 +37,17 @@
 # HTTP on HTTP_ADDR, and prints its path.
 bench_config() {
   local model="$1" topic="$2" run="$3" http="$4" conf="$cache/bench-$1-$3.toml"
-  python3 - "$model" "$topic" "$http" "$port" "$run" > "$conf" <<'PY'
+  python3 - "$model" "$topic" "$http" "$port" "$run" "${BENCH_KAFKA:-}" > "$conf" <<'PY'
 import sys, re
-model, topic, http, port, run = sys.argv[1:]
+model, topic, http, port, run, extra = sys.argv[1:]
 text = open("deploy/streamfit.toml").read()
 tables = text.split("[[model]]")
 body = next(t for t in tables[1:] if re.search(r'^name = "%s"$' % re.escape(model), t, re.M))
 body = re.sub(r'^input_topic = .*$', f'input_topic = "{topic}"', body, flags=re.M)
 body = re.sub(r'^output_topic = .*$', f'output_topic = "{topic}.{model}.predictions"', body, flags=re.M)
 body = re.sub(r'^dead_letter_topic = .*$', f'dead_letter_topic = "{topic}.{model}.dead"', body, flags=re.M)
-print(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:{port}"\n[service]\ngroup_id = "bench-{run}"\nhttp_addr = "{http}"\n[topics]\npartitions = 3\n[[model]]{body}')
+extra = extra + "\n" if extra else ""
+print(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:{port}"\n{extra}[service]\ngroup_id = "bench-{run}"\nhttp_addr = "{http}"\n[topics]\npartitions = 3\n[[model]]{body}')
 PY
   echo "$conf"
 }

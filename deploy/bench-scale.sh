@@ -14,32 +14,18 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-data="${STREAMFIT_DATA:-$root/../shared/data}"
-port="${STREAMFIT_KAFKA_PORT:-9092}"
 model="${MODEL:-waits-v1}"
 rounds="${ROUNDS:-3}"
 source deploy/bench-lib.sh
 run_id="$(date +%s)"
 log="$cache/bench-scale.log"
-deploy/kafka.sh up
-echo "bench-scale: building the release binaries (a cold build takes 25-40 minutes on 2 cores)" >&2
-cargo build --release -p streamfit -p streamfit-load-test
-bin="$CARGO_TARGET_DIR/release"
+bench_start bench-scale
 n=637768
 ticks=$(getconf CLK_TCK)
 
 # cpu_seconds PID: user + system CPU time of a process so far
 cpu_seconds() {
   awk -v t="$ticks" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"
-}
-
-# predicted HTTP: the model's predicted counter on one instance (0 if not answering)
-predicted() {
-  local c
-  c=$(curl -sf "http://$1/metrics" 2>/dev/null | awk -v m="$model" '$1 == "streamfit_readings_predicted_total{model=\""m"\"}" {print $2}')
-  echo "${c:-0}"
 }
 
 # owned HTTP: how many input partitions one instance owns for the model
@@ -81,7 +67,7 @@ one_run() {
   local start="" first=0 total=0 now
   for _ in $(seq 1 6000); do
     total=0
-    for h in "${https[@]}"; do total=$((total + $(predicted "$h"))); done
+    for h in "${https[@]}"; do total=$((total + $(bench_metric "$h" streamfit_readings_predicted_total "$model"))); done
     now=$(date +%s.%N)
     if [ -z "$start" ] && [ "$total" -gt 0 ]; then start=$now; first=$total; fi
     [ "$total" -ge "$n" ] && break
@@ -103,7 +89,7 @@ one_run() {
 printf '| round | instances | readings/s (all instances) | CPU s per instance while processing |\n| --- | --- | --- | --- |\n'
 for r in $(seq 1 "$rounds"); do
   for k in 1 2 3; do
-    read -r rate cpus < <(one_run "$k" "$r")
+    read -r rate cpus < <(one_run "$k" "$r") || true
     [ -n "${rate:-}" ] || { echo "bench-scale: error: the run with $k instance(s) failed (log: $log)" >&2; exit 1; }
     python3 -c "print(f'| $r | $k | {int(\"$rate\"):,} | ' + ', '.join('$cpus'.split()) + ' |')"
   done

@@ -6,10 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-data="${STREAMFIT_DATA:-$root/../shared/data}"
-bin="$CARGO_TARGET_DIR/release"
+source deploy/bench-lib.sh
 pidfile="$cache/streamfit.pid"
 http="127.0.0.1:8080"
 
@@ -42,9 +39,7 @@ curl -sf "http://$http/readyz" >/dev/null || { echo "quickstart: error: streamfi
 
 # consumed MODEL: the model's consumed counter (0 if not answering)
 consumed() {
-  local c
-  c=$(curl -sf "http://$http/metrics" 2>/dev/null | awk -v m="streamfit_readings_consumed_total{model=\"$1\"}" '$1 == m {print $2}')
-  echo "${c:-0}"
+  bench_metric "$http" streamfit_readings_consumed_total "$1"
 }
 models=(waits-v1 waits heart-v1 heart)
 declare -A before

@@ -8,6 +8,9 @@
 //! same readings ends in the same state as one that never stopped.
 
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+
+use features::extract::FxHasher;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,10 +84,11 @@ impl Recency {
     }
 }
 
-/// The keys touched since the last checkpoint.
+/// The keys touched since the last checkpoint (noted once per keyed
+/// reading: hashed with the extractor's fast hasher, as its key lookups).
 #[derive(Debug, Clone, Default)]
 pub struct Changed {
-    keys: HashSet<String>,
+    keys: HashSet<String, BuildHasherDefault<FxHasher>>,
 }
 
 impl Changed {

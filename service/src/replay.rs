@@ -83,16 +83,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
                 config.topics.min_isr(),
             )
             .await?;
-            checkpoint::ensure_topic(
-                &config.kafka,
-                &config.service.checkpoint_topic(&m.name),
-                config.service.checkpoint_partitions,
-                config.topics.replication(),
-                config.topics.min_isr(),
-            )
-            .await?;
-            checkpoint::check_compacted(&config.kafka, &config.service.checkpoint_topic(&m.name))
-                .await
+            checkpoint::prepare_topic(config, &config.service.checkpoint_topic(&m.name)).await
         })?;
     }
     // a running service in the group would race the handover

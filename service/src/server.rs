@@ -43,22 +43,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
             config.topics.min_isr(),
         )
         .await?;
-        if config.service.exactly_once {
-            for topic in checkpoint_topics(&config) {
-                crate::checkpoint::ensure_topic(
-                    &config.kafka,
-                    &topic,
-                    config.service.checkpoint_partitions,
-                    config.topics.replication(),
-                    config.topics.min_isr(),
-                )
-                .await?;
-            }
-        }
     }
     if config.service.exactly_once {
         for topic in checkpoint_topics(&config) {
-            crate::checkpoint::check_compacted(&config.kafka, &topic).await?;
+            crate::checkpoint::prepare_topic(&config, &topic).await?;
         }
     }
     let handles: Vec<Arc<ModelHandle>> = config

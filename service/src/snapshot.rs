@@ -148,17 +148,7 @@ pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<B
             .enable_all()
             .build()
             .context("cannot start the async runtime")?
-            .block_on(async {
-                checkpoint::ensure_topic(
-                    &config.kafka,
-                    &topic,
-                    config.service.checkpoint_partitions,
-                    config.topics.replication(),
-                    config.topics.min_isr(),
-                )
-                .await?;
-                checkpoint::check_compacted(&config.kafka, &topic).await
-            })?;
+            .block_on(checkpoint::prepare_topic(config, &topic))?;
     }
     write_state(config, model, &group, &input, snapshot.partitions)?;
     Ok(written)

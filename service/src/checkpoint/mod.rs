@@ -216,7 +216,8 @@ pub struct Checkpoint {
     /// keyed state is in `pipeline`, as written before key records).
     #[serde(default)]
     pub epoch: u64,
-    /// Keys with state, for people reading the topic.
+    /// Keys with state: a restore that finds fewer key records of this
+    /// epoch refuses the checkpoint (records were lost).
     #[serde(default)]
     pub keys: u64,
 }
@@ -292,6 +293,22 @@ pub async fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// Makes `topic` ready to hold checkpoints: created when missing (if
+/// `topics.create`), refused unless compacted.
+pub async fn prepare_topic(config: &crate::config::Config, topic: &str) -> Result<()> {
+    if config.topics.create {
+        ensure_topic(
+            &config.kafka,
+            topic,
+            config.service.checkpoint_partitions,
+            config.topics.replication(),
+            config.topics.min_isr(),
+        )
+        .await?;
+    }
+    check_compacted(&config.kafka, topic).await
 }
 
 /// Refuses a checkpoint topic that is not compacted: retention would delete
