@@ -7,6 +7,8 @@
 # - default: streamfit's defaults;
 # - prefetch 8 MB: the consumers' queued.max.messages.kbytes = 8192
 #   (librdkafka's default lets each consumer prefetch 64 MB);
+# - no trim: service.memory_trim_interval_ms = 0 (streamfit gives freed
+#   memory back to the system every 10 s by default);
 # - 2 arenas: MALLOC_ARENA_MAX=2 (glibc's default allows 8 per core);
 # - producer 32 MB: queue.buffering.max.kbytes = 32768 (outputs waiting in
 #   librdkafka for their transaction; streamfit's default lets 1,000,000
@@ -22,8 +24,8 @@
 #   (queued.min.messages 1000, queued.max.messages.kbytes 1024,
 #   max.partition.fetch.bytes 256 KB, fetch.max.bytes 1 MB).
 #
-#   deploy/bench-memory.sh            ROUNDS=1 by default; ONLY=default runs
-#                                     only the variants whose name starts so
+#   deploy/bench-memory.sh            ROUNDS=1 by default; ONLY="default no-trim"
+#                                     runs only the variants whose name starts so
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,10 +37,12 @@ bench_start bench-memory
 n=637768
 heart_n=$(python3 -c "print(sum(1 for _ in open('$data/heart-failure/heart.csv')) - 1)")
 
-# one_run NAME KAFKA_LINES ARENAS: prints "idle_rss rss_after seconds", the
-# seconds from the start of publishing to every reading consumed
+# one_run NAME KAFKA_LINES ENV ROUND: prints "idle_rss rss_after rss_settled
+# seconds": RSS when ready, 2 s after every reading is consumed and 15 s
+# after (past a memory trim), and the seconds from the start of publishing
+# to every reading consumed; ENV is VAR=value settings for the service
 one_run() {
-  local name="$1" extra="$2" arenas="$3" tag="$run_id-$1-$4"
+  local name="$1" extra="$2" envs="$3" tag="$run_id-$1-$4"
   local tw="bench.memory.$tag.waits" th="bench.memory.$tag.heart" http conf pid
   for t in "$tw" "$th"; do
     deploy/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
@@ -59,11 +63,8 @@ text = re.sub(r'^http_addr = .*$', f'http_addr = "{http}"', text, flags=re.M)
 text = re.sub(r'^"bootstrap.servers" = .*$', f'"bootstrap.servers" = "127.0.0.1:{port}"' + ("\n" + extra if extra else ""), text, flags=re.M)
 print(text)
 PY
-  if [ -n "$arenas" ]; then
-    MALLOC_ARENA_MAX="$arenas" STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" </dev/null &
-  else
-    STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" </dev/null &
-  fi
+  # shellcheck disable=SC2086
+  env $envs STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" </dev/null &
   pid=$!
   bench_wait_ready "$http" "$pid"
   sleep 2
@@ -87,27 +88,34 @@ PY
   local secs
   secs=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
   sleep 2
-  echo "$idle $(bench_rss_mb "$pid") $secs"
+  local after
+  after=$(bench_rss_mb "$pid")
+  sleep 13
+  echo "$idle $after $(bench_rss_mb "$pid") $secs"
   kill -TERM "$pid"; wait "$pid" || true
 }
 
-printf '| round | variant | RSS MB when ready | RSS MB after all readings | s to publish and consume all |\n| --- | --- | --- | --- | --- |\n'
+printf '| round | variant | RSS MB when ready | RSS MB 2 s after all readings | 15 s after | s to publish and consume all |\n| --- | --- | --- | --- | --- | --- |\n'
 variants=(
   'default||'
   'prefetch-8MB|"queued.max.messages.kbytes" = "8192"|'
-  '2-arenas||2'
+  'no-trim||STREAMFIT_SERVICE_MEMORY_TRIM_INTERVAL_MS=0'
+  '2-arenas||MALLOC_ARENA_MAX=2'
   'producer-32MB|"queue.buffering.max.kbytes" = "32768"|'
   'fetch-8MB|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|'
-  'fetch-8MB-2-arenas|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|2'
+  'fetch-8MB-2-arenas|"fetch.max.bytes" = "8388608"\n"queued.max.messages.kbytes" = "8192"|MALLOC_ARENA_MAX=2'
   'queued-10k|"queued.min.messages" = "10000"|'
   'fetch-small|"queued.min.messages" = "1000"\n"queued.max.messages.kbytes" = "1024"\n"max.partition.fetch.bytes" = "262144"\n"fetch.max.bytes" = "1048576"|'
 )
 for r in $(seq 1 "$rounds"); do
   for v in "${variants[@]}"; do
-    IFS='|' read -r name extra arenas <<< "$v"
-    [[ "$name" == "${ONLY:-}"* ]] || continue
-    read -r idle after secs < <(one_run "$name" "$extra" "$arenas" "$r") || true
+    IFS='|' read -r name extra envs <<< "$v"
+    picked=0
+    [ -z "${ONLY:-}" ] && picked=1
+    for o in ${ONLY:-}; do [[ "$name" == "$o"* ]] && picked=1; done
+    [ "$picked" -eq 1 ] || continue
+    read -r idle after settled secs < <(one_run "$name" "$extra" "$envs" "$r") || true
     [ -n "${secs:-}" ] || { echo "bench-memory: error: the $name run failed (log: $log)" >&2; exit 1; }
-    echo "| $r | $name | $idle | $after | $secs |"
+    echo "| $r | $name | $idle | $after | $settled | $secs |"
   done
 done

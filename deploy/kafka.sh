@@ -15,6 +15,22 @@
 #   deploy/kafka.sh bootstrap print the bootstrap.servers list
 #   deploy/kafka.sh tool CLASS ARGS...   run a Kafka command-line tool class,
 #                             e.g. org.apache.kafka.tools.ConsumerPerformance
+#   deploy/kafka.sh grant CONFIG --secure   add the ACLs a streamfit config
+#                             needs for its `sasl.username` (deploy/kafka/acls.py
+#                             prints them)
+#
+# --secure: one node with a SASL_SSL listener (SCRAM-SHA-512) instead of
+# PLAINTEXT, on port 9192 unless STREAMFIT_KAFKA_PORT is set (so it runs
+# beside the plaintext broker), data in <cache>/kafka-<port>-secure. On first
+# start: a CA and a broker certificate (for 127.0.0.1 and localhost) in
+# <cache>/tls (ca.pem is what clients trust), SCRAM users `admin` (super
+# user; its password in <state>/admin.password, client settings for Kafka's
+# tools in <state>/admin.properties and for librdkafka in
+# <state>/admin.librdkafka) and `streamfit` (password
+# STREAMFIT_KAFKA_SASL_PASSWORD, default "streamfit-local-only", reset on
+# every `up` when it changed), StandardAuthorizer with
+# allow.everyone.if.no.acl.found=false, and the ACLs of
+# deploy/streamfit-secure.toml for `streamfit`.
 #
 # Options (after the command): --brokers N (default 1, or
 # STREAMFIT_KAFKA_BROKERS). With N brokers, node I listens on port + 2(I-1)
@@ -31,7 +47,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 version="4.1.0"
-port="${STREAMFIT_KAFKA_PORT:-9092}"
+port_env="${STREAMFIT_KAFKA_PORT:-}"
+secure=0
 cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
 libs="$cache/kafka-$version/libs"
 brokers="${STREAMFIT_KAFKA_BROKERS:-1}"
@@ -39,24 +56,35 @@ brokers="${STREAMFIT_KAFKA_BROKERS:-1}"
 command_="${1:-}"
 [ $# -gt 0 ] && shift
 node_arg=""
-case "$command_" in kill-node|start-node) node_arg="${1:-}"; [ $# -gt 0 ] && shift ;; esac
+case "$command_" in kill-node|start-node|grant) node_arg="${1:-}"; [ $# -gt 0 ] && shift ;; esac
 if [ "$command_" != tool ]; then
   while [ $# -gt 0 ]; do
     case "$1" in
       --brokers) brokers="${2:?--brokers takes a number}"; shift 2 ;;
       --brokers=*) brokers="${1#--brokers=}"; shift ;;
+      --secure) secure=1; shift ;;
       *) echo "kafka: error: unknown option $1" >&2; exit 2 ;;
     esac
   done
 fi
 case "$brokers" in 1|2|3|4|5) ;; *) echo "kafka: error: --brokers should be 1 to 5, but is $brokers" >&2; exit 2 ;; esac
+if [ "$secure" -eq 1 ]; then
+  [ "$brokers" -eq 1 ] || { echo "kafka: error: --secure runs one node; drop --brokers" >&2; exit 2; }
+  port="${port_env:-9192}"
+else
+  port="${port_env:-9092}"
+fi
+tls="$cache/tls"
+sasl_password="${STREAMFIT_KAFKA_SASL_PASSWORD:-streamfit-local-only}"
 
 say() { printf 'kafka: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 # the state of node I: the single node keeps the layout it always had
 node_state() {
-  if [ "$brokers" -eq 1 ]; then echo "$cache/kafka-$port"; else echo "$cache/kafka-$port-x$brokers/node-$1"; fi
+  if [ "$secure" -eq 1 ]; then echo "$cache/kafka-$port-secure"
+  elif [ "$brokers" -eq 1 ]; then echo "$cache/kafka-$port"
+  else echo "$cache/kafka-$port-x$brokers/node-$1"; fi
 }
 node_port() { echo $((port + 2 * ($1 - 1))); }
 node_controller_port() { echo $((port + 2 * ($1 - 1) + 1)); }
@@ -116,10 +144,103 @@ prepare_node() {
       -e "s|@CONTROLLER_PORT@|$(node_controller_port "$i")|g" -e "s|@VOTERS@|$(voters)|g" \
       -e "s|@DATA_DIR@|$data|g" -e "s|@REPLICATION@|$(replication)|g" -e "s|@MIN_ISR@|$(min_isr)|g" \
       "$here/kafka/server.properties.in" > "$state/server.properties"
+  local scram=()
+  if [ "$secure" -eq 1 ]; then
+    make_tls
+    [ -f "$state/admin.password" ] || random_secret > "$state/admin.password"
+    sed -e "s|@PORT@|$(node_port "$i")|g" -e "s|@CONTROLLER_PORT@|$(node_controller_port "$i")|g" \
+        -e "s|@TLS_DIR@|$tls|g" -e "s|@STORE_PASSWORD@|$(cat "$tls/store.password")|g" \
+        -e "s|@ADMIN_PASSWORD@|$(cat "$state/admin.password")|g" \
+        "$here/kafka/secure.properties.in" >> "$state/server.properties"
+    chmod 600 "$state/server.properties" "$state/admin.password"
+    scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$(cat "$state/admin.password")]"
+           --add-scram "SCRAM-SHA-512=[name=streamfit,password=$sasl_password]")
+  fi
   if [ ! -f "$data/meta.properties" ]; then
     say "formatting storage of node $i in $data"
-    tool kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >/dev/null
+    tool kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" "${scram[@]}" >/dev/null
+    [ "$secure" -eq 0 ] || printf '%s' "$sasl_password" > "$state/streamfit.password"
   fi
+}
+
+random_secret() { openssl rand -hex 16; }
+
+# the CA and the broker's certificate (127.0.0.1 and localhost), made once
+make_tls() {
+  [ -f "$tls/broker.p12" ] && return
+  command -v openssl >/dev/null || die "openssl is not installed; install it (apt-get install openssl) and retry"
+  say "making a CA and a broker certificate in $tls"
+  mkdir -p "$tls"
+  local pw; pw="$(random_secret)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=streamfit local CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$tls/broker.ext"
+  openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+      -days 3650 -extfile "$tls/broker.ext" -out "$tls/broker.pem" 2>/dev/null
+  openssl pkcs12 -export -in "$tls/broker.pem" -inkey "$tls/broker.key" -certfile "$tls/ca.pem" \
+      -name broker -passout "pass:$pw" -out "$tls/broker.p12.tmp"
+  printf '%s' "$pw" > "$tls/store.password"
+  chmod 600 "$tls"/*.key "$tls/store.password"
+  mv "$tls/broker.p12.tmp" "$tls/broker.p12"
+}
+
+# client settings for the super user, for Kafka's tools and for librdkafka
+write_admin_clients() {
+  local state pw; state="$(node_state 1)"; pw="$(cat "$state/admin.password")"
+  cat > "$state/admin.properties" <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.pem
+PROPS
+  cat > "$state/admin.librdkafka" <<PROPS
+bootstrap.servers=$(bootstrap_servers)
+security.protocol=SASL_SSL
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=admin
+sasl.password=$pw
+ssl.ca.location=$tls/ca.pem
+PROPS
+  chmod 600 "$state/admin.properties" "$state/admin.librdkafka"
+}
+
+# the secure node's users and ACLs after a start: the streamfit user's
+# password follows STREAMFIT_KAFKA_SASL_PASSWORD, the shipped secure config
+# gets its ACLs once
+secure_after_up() {
+  local state; state="$(node_state 1)"
+  write_admin_clients
+  if [ "$(cat "$state/streamfit.password" 2>/dev/null)" != "$sasl_password" ]; then
+    say "setting the password of user streamfit"
+    tool kafka.admin.ConfigCommand --bootstrap-server "$(bootstrap_servers)" --command-config "$state/admin.properties" \
+        --alter --entity-type users --entity-name streamfit \
+        --add-config "SCRAM-SHA-512=[password=$sasl_password]" >/dev/null
+    printf '%s' "$sasl_password" > "$state/streamfit.password"
+  fi
+  if [ ! -f "$state/.granted" ]; then
+    grant "$here/streamfit-secure.toml"
+    touch "$state/.granted"
+  fi
+  say "SASL_SSL: CA $tls/ca.pem; admin client settings in $state/admin.properties (Kafka tools, --command-config) and $state/admin.librdkafka"
+}
+
+# adds the ACLs the streamfit config $1 needs
+grant() {
+  local config="$1" state args
+  [ "$secure" -eq 1 ] || die "grant works on the secure broker: add --secure"
+  [ -f "$config" ] || die "grant takes a streamfit config file, but $config does not exist"
+  state="$(node_state 1)"
+  [ -f "$state/admin.properties" ] || die "the secure broker has not started yet: deploy/kafka.sh up --secure"
+  say "adding the ACLs of $config"
+  python3 "$here/kafka/acls.py" "$config" | while read -r args; do
+    # shellcheck disable=SC2086
+    tool org.apache.kafka.tools.AclCommand --bootstrap-server "$(bootstrap_servers)" \
+        --command-config "$state/admin.properties" --add --force $args >/dev/null </dev/null \
+      || die "AclCommand failed adding: $args"
+  done
 }
 
 # starts node I in the background
@@ -156,7 +277,10 @@ up() {
   for i in $(seq 1 "$brokers"); do
     if ! { running_pid "$i" >/dev/null && answers "$(node_port "$i")"; }; then all_up=0; fi
   done
-  if [ "$all_up" -eq 1 ]; then say "already running on $(bootstrap_servers)"; return; fi
+  if [ "$all_up" -eq 1 ]; then
+    [ "$secure" -eq 0 ] || secure_after_up
+    say "already running on $(bootstrap_servers)"; return
+  fi
   # one cluster id for every node, kept beside the first node's data
   local id_file; id_file="$(node_state 1)/cluster.id"
   mkdir -p "$(node_state 1)"
@@ -175,6 +299,7 @@ up() {
     start_node "$i"
   done
   for i in $(seq 1 "$brokers"); do wait_node "$i"; done
+  [ "$secure" -eq 0 ] || secure_after_up
   say "ready on $(bootstrap_servers)"
 }
 
@@ -222,7 +347,7 @@ case "$command_" in
   reset)
     down
     for i in $(seq 1 "$brokers"); do rm -rf "$(node_state "$i")/data"; done
-    rm -f "$(node_state 1)/cluster.id"
+    rm -f "$(node_state 1)/cluster.id" "$(node_state 1)/.granted" "$(node_state 1)/streamfit.password"
     say "data deleted" ;;
   status) status ;;
   logs) exec tail -F "$(node_state 1)/kafka.log" ;;
@@ -235,5 +360,6 @@ case "$command_" in
   bootstrap) bootstrap_servers ;;
   fetch) fetch ;;
   tool) tool "$@" ;;
-  *) echo "usage: deploy/kafka.sh up|down|restart|reset|status|logs|kill-node I|start-node I|bootstrap|fetch|tool CLASS ARGS... [--brokers N]" >&2; exit 2 ;;
+  grant) grant "$node_arg" ;;
+  *) echo "usage: deploy/kafka.sh up|down|restart|reset|status|logs|kill-node I|start-node I|bootstrap|fetch|grant CONFIG|tool CLASS ARGS... [--brokers N] [--secure]" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@
 # Maven for the local Kafka. Does nothing for what is already there.
 set -euo pipefail
 need=()
-for pkg in build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev libsasl2-dev maven openjdk-17-jre-headless curl; do
+for pkg in build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev libsasl2-dev maven openjdk-17-jre-headless curl openssl python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,6 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
 [ -d ../shared/data ] || { echo "test: error: ../shared/data is missing; the real data sets must sit beside the repo" >&2; exit 1; }
 deploy/setup.sh
 deploy/kafka.sh up
+deploy/kafka.sh up --secure
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast

@@ -83,6 +83,9 @@ pub struct ServiceConfig {
     /// holds a key's state: `consistent_random` (librdkafka's default) or
     /// `murmur2_random` (the Java client's).
     pub key_partitioner: crate::routing::KeyPartitioner,
+    /// How often freed memory is given back to the system, in ms (see
+    /// `memory`); 0: never.
+    pub memory_trim_interval_ms: u64,
 }
 
 impl Default for ServiceConfig {
@@ -99,6 +102,7 @@ impl Default for ServiceConfig {
             instance_id: None,
             advertised_url: None,
             key_partitioner: crate::routing::KeyPartitioner::ConsistentRandom,
+            memory_trim_interval_ms: 10_000,
         }
     }
 }
@@ -353,11 +357,18 @@ impl Config {
     /// Parses config text, applying overrides from `env` (name, value) pairs.
     pub fn parse(text: &str, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
         let mut value: toml::Table = toml::from_str(text).context("not valid TOML")?;
-        apply_env(&mut value, env)?;
-        let config: Config = toml::Value::Table(value)
+        let env: Vec<(String, String)> = env.collect();
+        let env_home = env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| v.clone());
+        apply_env(&mut value, env.into_iter())?;
+        let mut config: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
             .context("a key or value is wrong")?;
+        let home = env_home.or_else(|| std::env::var("HOME").ok());
+        expand_home(&mut config.kafka, home.as_deref())?;
         config.validate()?;
         Ok(config)
     }
@@ -522,7 +533,32 @@ fn env_value(raw: &str) -> toml::Value {
 /// the log's own settings (and `STREAMFIT_TEST_*`, the tests' fault
 /// injection). `KAFKA_PORT` moves the local broker
 /// (`deploy/kafka.sh`); it is not the librdkafka property `port`.
-const NOT_OVERRIDES: [&str; 5] = ["CACHE", "KAFKA_PORT", "LOG", "CONFIG", "HOME"];
+const NOT_OVERRIDES: [&str; 6] = [
+    "CACHE",
+    "KAFKA_PORT",
+    "KAFKA_BROKERS",
+    "LOG",
+    "CONFIG",
+    "HOME",
+];
+
+/// File paths in `[kafka]` (`ssl.ca.location` and the other `*.location`
+/// properties) may start with `~/`, read as the home directory: librdkafka
+/// takes paths as they are.
+fn expand_home(kafka: &mut BTreeMap<String, String>, home: Option<&str>) -> Result<()> {
+    for (key, value) in kafka.iter_mut() {
+        if !key.ends_with(".location") {
+            continue;
+        }
+        if let Some(rest) = value.strip_prefix("~/") {
+            let home = home.with_context(|| {
+                format!("`kafka.{key}` starts with ~/, but HOME is not set; give the full path")
+            })?;
+            *value = format!("{}/{rest}", home.trim_end_matches('/'));
+        }
+    }
+    Ok(())
+}
 
 fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>) -> Result<()> {
     let mut vars: Vec<(String, String)> =
@@ -663,6 +699,24 @@ mod tests {
         let env = [("STREAMFIT_KAFKA_PORT".to_owned(), "19992".to_owned())];
         let c = Config::parse(MINIMAL, env.into_iter()).expect("valid");
         assert!(!c.kafka.contains_key("port"), "{:?}", c.kafka);
+    }
+
+    #[test]
+    fn kafka_file_paths_may_start_at_home() {
+        let env = [
+            ("HOME".to_owned(), "/home/ann".to_owned()),
+            (
+                "STREAMFIT_KAFKA_SSL_CA_LOCATION".to_owned(),
+                "~/.cache/streamfit/tls/ca.pem".to_owned(),
+            ),
+            ("STREAMFIT_KAFKA_SASL_PASSWORD".to_owned(), "~/x".to_owned()),
+        ];
+        let c = Config::parse(MINIMAL, env.into_iter()).expect("valid");
+        assert_eq!(
+            c.kafka["ssl.ca.location"],
+            "/home/ann/.cache/streamfit/tls/ca.pem"
+        );
+        assert_eq!(c.kafka["sasl.password"], "~/x", "only paths");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`predlog`]: prediction logs from an output topic to Arrow IPC.
 //! - [`snapshot`]: model export and import in the versioned snapshot format.
 //! - [`http`]: the axum API.
+//! - [`memory`]: giving freed memory back to the system, RSS.
 //! - [`stats`]: live counters and their Prometheus rendering.
 //! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
 //! - [`cli`]: the command line.
@@ -29,6 +30,7 @@ pub mod http;
 pub mod kafka;
 pub mod keys;
 pub mod live;
+pub mod memory;
 pub mod pipeline;
 pub mod predlog;
 pub mod replay;

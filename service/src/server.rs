@@ -26,37 +26,31 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
     config.service.http_addr = listener.local_addr()?.to_string();
     let config = Arc::new(config);
     tracing::info!(addr = %config.service.http_addr, instance = %config.service.instance(), advertised = %config.service.advertised(), "http listening");
-    if config.topics.create {
-        let mut topics = Vec::new();
-        for m in &config.models {
-            topics.push(m.input_topic()?.to_owned());
-            topics.push(m.output_topic());
-            topics.push(m.dead_letter_topic());
-        }
-        topics.sort();
-        topics.dedup();
-        crate::kafka::ensure_topics_with(
-            &config.kafka,
-            &topics,
-            config.topics.partitions,
-            config.topics.replication(),
-            config.topics.min_isr(),
-        )
-        .await?;
-    }
-    if config.service.exactly_once {
-        for topic in checkpoint_topics(&config) {
-            crate::checkpoint::prepare_topic(&config, &topic).await?;
-        }
-    }
+    // a wrong password or an untrusted certificate stops the start here,
+    // named, instead of librdkafka retrying it forever
+    let props = config.kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::kafka::access::check_connection(&props, Duration::from_secs(30))
+    })
+    .await
+    .context("the Kafka connection check panicked")??;
     let handles: Vec<Arc<ModelHandle>> = config
         .models
         .iter()
         .map(|m| ModelHandle::new(m.clone()).map(Arc::new))
         .collect::<Result<_>>()?;
+    // a model whose topics this principal may not use stops alone (named in
+    // /readyz and the log); the others run
+    for h in &handles {
+        if let Err(e) = prepare_model_topics(&config, &h.config).await {
+            if !refused(h, &e) {
+                return Err(e);
+            }
+        }
+    }
 
     let mut workers = Vec::new();
-    for h in &handles {
+    for h in handles.iter().filter(|h| h.failure().is_none()) {
         let (config, h, cancel) = (config.clone(), h.clone(), shutdown.clone());
         let name = h.config.name.clone();
         workers.push(
@@ -69,6 +63,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
                     };
                     let r = engine::run(&config, &h, &cancel);
                     if let Err(e) = &r {
+                        if refused(&h, e) {
+                            return Ok(());
+                        }
                         tracing::error!(model = %name, error = %format!("{e:#}"), "worker failed; stopping the service");
                         cancel.cancel();
                     }
@@ -77,6 +74,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
                 .context("cannot start a worker thread")?,
         );
     }
+    crate::memory::spawn_trimmer(
+        Duration::from_millis(config.service.memory_trim_interval_ms),
+        shutdown.clone(),
+    );
     tokio::spawn(refresh_directories(
         config.clone(),
         handles.clone(),
@@ -124,6 +125,46 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         _ => tracing::warn!("http server did not stop in time"),
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Creates a model's missing topics (with `topics.create`) and prepares
+/// its checkpoint topic (exactly once).
+async fn prepare_model_topics(config: &Config, m: &crate::config::ModelConfig) -> Result<()> {
+    if config.topics.create {
+        let topics = [
+            m.input_topic()?.to_owned(),
+            m.output_topic(),
+            m.dead_letter_topic(),
+        ];
+        crate::kafka::ensure_topics_with(
+            &config.kafka,
+            &topics,
+            config.topics.partitions,
+            config.topics.replication(),
+            config.topics.min_isr(),
+        )
+        .await?;
+    }
+    if config.service.exactly_once {
+        let topic = config.service.checkpoint_topic(&m.name);
+        crate::checkpoint::prepare_topic(config, &topic).await?;
+    }
+    Ok(())
+}
+
+/// True (and the model marked failed, with the reason logged) when `e` is
+/// a refusal by the cluster's ACLs: that model stops, the service goes on.
+fn refused(h: &ModelHandle, e: &anyhow::Error) -> bool {
+    let named = e
+        .chain()
+        .any(|c| c.is::<crate::kafka::access::NotAuthorized>());
+    if !named && crate::kafka::access::denial_in(e).is_none() {
+        return false;
+    }
+    let why = format!("{e:#}");
+    tracing::error!(model = %h.config.name, error = %why, "the cluster refuses this model's access; it stops, the other models go on (/readyz answers 503 until the ACL is granted and the service restarted)");
+    h.fail(why);
+    true
 }
 
 /// Trips the service's token if a worker thread panics, so that the process
@@ -214,13 +255,4 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
-}
-
-/// Every model's checkpoint topic, each once.
-fn checkpoint_topics(config: &Config) -> std::collections::BTreeSet<String> {
-    config
-        .models
-        .iter()
-        .map(|m| config.service.checkpoint_topic(&m.name))
-        .collect()
 }

@@ -186,6 +186,13 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             m.name, m.name
         );
     }
+    if let Some(rss) = crate::memory::resident_bytes() {
+        let name = "process_resident_memory_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Resident memory size in bytes.\n# TYPE {name} gauge\n{name} {rss}"
+        );
+    }
     out
 }
 

@@ -289,6 +289,15 @@ pub async fn ensure_topic(
         match r {
             Ok(topic) => tracing::info!(topic, "created checkpoint topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) if crate::kafka::access::is_denial(code) => {
+                return Err(crate::kafka::access::NotAuthorized::new(
+                    props,
+                    "create checkpoint topic",
+                    &topic,
+                    code,
+                )
+                .into())
+            }
             Err((topic, code)) => bail!("cannot create checkpoint topic {topic}: {code}"),
         }
     }
@@ -329,9 +338,19 @@ pub async fn check_compacted(props: &BTreeMap<String, String>, topic: &str) -> R
             .with_context(|| {
                 format!("cannot read the configuration of checkpoint topic {topic}")
             })?;
-        let policy = configs
-            .into_iter()
-            .next()
+        let first = configs.into_iter().next();
+        if let Some(Err(code)) = &first {
+            if crate::kafka::access::is_denial(*code) {
+                return Err(crate::kafka::access::NotAuthorized::new(
+                    props,
+                    "describe the configs of checkpoint topic",
+                    topic,
+                    *code,
+                )
+                .into());
+            }
+        }
+        let policy = first
             .and_then(|r| r.ok())
             .and_then(|c| c.get("cleanup.policy").and_then(|e| e.value.clone()));
         match policy {

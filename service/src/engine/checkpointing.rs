@@ -1,8 +1,12 @@
-//! Writes one partition's checkpoint into the open transaction: the base
-//! record (in chunks when large) and a record for each key whose state
-//! changed since the last commit, or for every key under a new epoch when
-//! the partition's keyed state does not follow from its last checkpoint
-//! (see `checkpoint::keyed`).
+//! One partition's checkpoint in two steps. On the model's thread,
+//! [`prepare`] takes what the checkpoint holds: a copy-on-write snapshot of
+//! the pipeline (no key's state is copied) and the keys that changed since
+//! the last commit. On the committer's thread, [`Pending::write`] encodes it
+//! into the open transaction: the base record (in chunks when large) and a
+//! record for each changed key, or for every key under a new epoch when the
+//! partition's keyed state does not follow from its last checkpoint (see
+//! `checkpoint::keyed`). The model's thread goes on meanwhile, its outputs
+//! held until the commit is done, so nothing else writes to the transaction.
 
 use anyhow::{Context, Result};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -13,22 +17,33 @@ use super::partition::{Part, Written};
 use crate::checkpoint::{self, keyed, Checkpoint};
 use crate::kafka::ProducerCtx;
 
-/// Where checkpoints go.
-pub(super) struct Target<'a> {
-    pub(super) producer: &'a BaseProducer<ProducerCtx>,
-    pub(super) topic: &'a str,
+/// Where a model's checkpoints go.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub(super) topic: String,
     /// Partitions of the checkpoint topic.
     pub(super) partitions: i32,
-    pub(super) model: &'a str,
-    pub(super) group: &'a str,
-    pub(super) input: &'a str,
+    pub(super) model: String,
+    pub(super) group: String,
+    pub(super) input: String,
 }
 
 /// What one checkpoint wrote.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Wrote {
     pub(super) bytes: u64,
     pub(super) keys: u64,
+}
+
+/// One partition's checkpoint, taken but not yet encoded.
+pub(super) struct Pending {
+    partition: i32,
+    next_offset: i64,
+    key_count: u64,
+    epoch: u64,
+    split: keyed::Split,
+    /// The keys to write: `None` for every key (a new epoch).
+    changed: Option<Vec<String>>,
 }
 
 /// A new epoch: after `previous`, and unlike any earlier one of the
@@ -37,15 +52,10 @@ fn next_epoch(previous: u64) -> u64 {
     crate::live::now_ms().max(previous + 1)
 }
 
-/// Writes partition `p`'s checkpoint; `previous` is the epoch of its last
-/// committed checkpoint.
-pub(super) fn write(
-    t: &Target<'_>,
-    p: i32,
-    part: &mut Part<'_>,
-    previous: u64,
-    buf: &mut Vec<u8>,
-) -> Result<(Written, Wrote)> {
+/// Takes partition `p`'s checkpoint; `previous` is the epoch of its last
+/// committed checkpoint. Cheap: the snapshot shares every key's state with
+/// the live pipeline.
+pub(super) fn prepare(p: i32, part: &mut Part<'_>, previous: u64) -> (Written, Pending) {
     let snapshot = part.pipeline.snapshot();
     let changed = part.pipeline.take_changed();
     let full = part.epoch == 0;
@@ -54,56 +64,78 @@ pub(super) fn write(
     } else {
         part.epoch
     };
-    let split = keyed::split(snapshot.clone());
-    let key = Checkpoint::key(t.group, t.input, p);
-    let at = checkpoint::placement(&key, t.partitions);
-    let mut wrote = Wrote::default();
-    let keys = if full { split.keys() } else { changed };
-    let mut record_key = String::new();
-    let seq = part.processed_to.to_string();
-    for k in &keys {
-        record_key.clear();
-        record_key.push_str(&keyed::record_key(&key, k));
-        let mut record = BaseRecord::with_opaque_to(t.topic, 0usize)
-            .partition(at)
-            .key(record_key.as_bytes())
-            .headers(OwnedHeaders::new().insert(Header {
-                key: checkpoint::SEQ,
-                value: Some(seq.as_str()),
-            }));
-        if split.encode(k, epoch, buf)? {
-            record = record.payload(buf.as_slice());
-        }
-        wrote.bytes += (buf.len() + record_key.len()) as u64;
-        wrote.keys += 1;
-        send(t.producer, record)?;
-    }
-    let ck = Checkpoint {
-        format_version: checkpoint::FORMAT_VERSION,
-        model: t.model.to_owned(),
-        group: t.group.to_owned(),
-        topic: t.input.to_owned(),
+    part.epoch = epoch;
+    let pending = Pending {
         partition: p,
         next_offset: part.processed_to,
-        keys: part.pipeline.key_count() as u64,
-        pipeline: split.base,
+        key_count: part.pipeline.key_count() as u64,
+        epoch,
+        split: keyed::split(snapshot.clone()),
+        changed: (!full).then_some(changed),
+    };
+    let written = Written {
+        partition: p,
+        next_offset: part.processed_to,
+        snapshot,
         epoch,
     };
-    buf.clear();
-    serde_json::to_writer(&mut *buf, &ck).context("cannot encode a checkpoint")?;
-    wrote.bytes += buf.len() as u64;
-    // in chunks when larger than a message may be
-    let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
-    let records = checkpoint::records(&key, buf, ck.next_offset, &generation);
-    checkpoint::send_records(t.topic, at, &records, |r| send(t.producer, r))?;
-    part.epoch = epoch;
-    Ok((
-        Written {
+    (written, pending)
+}
+
+impl Pending {
+    /// Encodes the checkpoint and queues its records in the open
+    /// transaction of `producer`.
+    pub(super) fn write(
+        self,
+        t: &Target,
+        producer: &BaseProducer<ProducerCtx>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Wrote> {
+        let p = self.partition;
+        let key = Checkpoint::key(&t.group, &t.input, p);
+        let at = checkpoint::placement(&key, t.partitions);
+        let mut wrote = Wrote::default();
+        let keys = match self.changed {
+            Some(keys) => keys,
+            None => self.split.keys(),
+        };
+        let mut record_key = String::new();
+        let seq = self.next_offset.to_string();
+        for k in &keys {
+            record_key.clear();
+            record_key.push_str(&keyed::record_key(&key, k));
+            let mut record = BaseRecord::with_opaque_to(&t.topic, 0usize)
+                .partition(at)
+                .key(record_key.as_bytes())
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: checkpoint::SEQ,
+                    value: Some(seq.as_str()),
+                }));
+            if self.split.encode(k, self.epoch, buf)? {
+                record = record.payload(buf.as_slice());
+            }
+            wrote.bytes += (buf.len() + record_key.len()) as u64;
+            wrote.keys += 1;
+            send(producer, record)?;
+        }
+        let ck = Checkpoint {
+            format_version: checkpoint::FORMAT_VERSION,
+            model: t.model.clone(),
+            group: t.group.clone(),
+            topic: t.input.clone(),
             partition: p,
-            next_offset: ck.next_offset,
-            snapshot,
-            epoch,
-        },
-        wrote,
-    ))
+            next_offset: self.next_offset,
+            keys: self.key_count,
+            pipeline: self.split.base,
+            epoch: self.epoch,
+        };
+        buf.clear();
+        serde_json::to_writer(&mut *buf, &ck).context("cannot encode a checkpoint")?;
+        wrote.bytes += buf.len() as u64;
+        // in chunks when larger than a message may be
+        let generation = format!("{}-{}", ck.next_offset, crate::live::now_ms());
+        let records = checkpoint::records(&key, buf, ck.next_offset, &generation);
+        checkpoint::send_records(&t.topic, at, &records, |r| send(producer, r))?;
+        Ok(wrote)
+    }
 }

@@ -39,6 +39,9 @@ pub struct ModelHandle {
     pub group: std::sync::OnceLock<String>,
     /// Which instance owns which input partition (refreshed by the server).
     pub directory: ArcSwap<crate::routing::Directory>,
+    /// Why the model stopped while the service goes on (the cluster
+    /// refused its access), if it did.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 impl ModelHandle {
@@ -75,12 +78,32 @@ impl ModelHandle {
             backfill: std::sync::Mutex::new(backfill::Slot::default()),
             group: std::sync::OnceLock::new(),
             directory: ArcSwap::from_pointee(crate::routing::Directory::default()),
+            failed: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Marks the model stopped for good, saying why.
+    pub fn fail(&self, why: String) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert(why);
+        }
+    }
+
+    /// Why the model stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
     }
 
     /// Why the model is not ready, or `None` when it consumes from at least
     /// one partition, a broker is up and its commits go through.
-    pub fn not_ready(&self) -> Option<&'static str> {
+    pub fn not_ready(&self) -> Option<std::borrow::Cow<'static, str>> {
+        if let Some(why) = self.failure() {
+            return Some(format!("stopped: {why}").into());
+        }
+        self.waiting_for().map(Into::into)
+    }
+
+    fn waiting_for(&self) -> Option<&'static str> {
         let c = self.consumer.load();
         let Some(c) = c.as_ref() else {
             return Some("the worker has not started");

@@ -47,9 +47,13 @@ pub(super) enum TxnOutcome {
     NeedsAbort(String),
 }
 
-/// A commit for the committer thread: the offsets to send to the open
-/// transaction, then commit it.
-pub(super) type CommitRequest = (TopicPartitionList, rdkafka::consumer::ConsumerGroupMetadata);
+/// A commit for the committer thread: checkpoints to encode into the open
+/// transaction, the offsets to send to it, then commit it.
+pub(super) struct CommitRequest {
+    pub(super) checkpoints: Vec<super::checkpointing::Pending>,
+    pub(super) offsets: TopicPartitionList,
+    pub(super) group: rdkafka::consumer::ConsumerGroupMetadata,
+}
 
 /// A transactional call of librdkafka's that has run far past its own
 /// timeout. librdkafka can wait forever in `send_offsets_to_transaction`

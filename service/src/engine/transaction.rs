@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::checkpointing::{Pending, Target};
 use super::handle::ModelHandle;
 use super::outputs::send;
 use super::partition::Committed;
@@ -40,16 +41,30 @@ pub(super) fn retry(
 /// writes the transaction markers (outputs meanwhile are held, see
 /// `Worker::held`). Retries while the broker is away. Owns what it uses:
 /// if librdkafka never returns, the loop can leave this thread behind.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn committer(
     producer: Arc<BaseProducer<ProducerCtx>>,
     handle: Arc<ModelHandle>,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
+    target: Target,
     requests: mpsc::Receiver<CommitRequest>,
     results: mpsc::Sender<Result<TxnOutcome>>,
     busy: Arc<Busy>,
 ) {
-    for (tpl, group) in requests {
+    let mut buf = Vec::with_capacity(256);
+    for request in requests {
+        let CommitRequest {
+            checkpoints,
+            offsets: tpl,
+            group,
+        } = request;
+        if let Err(e) = write_checkpoints(&target, &producer, &handle, checkpoints, &mut buf) {
+            if results.send(Err(e)).is_err() {
+                return;
+            }
+            continue;
+        }
         let outcome = retry_txn(
             &handle,
             &cancel,
@@ -85,6 +100,27 @@ pub(super) fn committer(
             return;
         }
     }
+}
+
+/// Encodes checkpoints into the open transaction, counting what they wrote.
+fn write_checkpoints(
+    target: &Target,
+    producer: &BaseProducer<ProducerCtx>,
+    handle: &ModelHandle,
+    checkpoints: Vec<Pending>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    for ck in checkpoints {
+        let wrote = ck.write(target, producer, buf)?;
+        let stats = &handle.stats;
+        stats
+            .checkpoint_bytes
+            .fetch_add(wrote.bytes, Ordering::Relaxed);
+        stats
+            .checkpoint_keys
+            .fetch_add(wrote.keys, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Runs a transactional call: retries while it fails retriably (broker
@@ -173,30 +209,16 @@ impl Worker<'_> {
         if !self.in_txn {
             return Ok(());
         }
-        let target = super::checkpointing::Target {
-            producer: self.producer,
-            topic: &self.ck_topic,
-            partitions: self.ck_partitions,
-            model: &self.handle.config.name,
-            group: &self.group,
-            input: &self.input,
-        };
         let mut tpl = TopicPartitionList::new();
         let mut done = Vec::new();
+        let mut checkpoints = Vec::new();
         for (&p, part) in self.parts.iter_mut().filter(|(_, x)| x.dirty) {
             let previous = self.committed.get(&p).map_or(0, |c| c.epoch);
-            let (written, wrote) =
-                super::checkpointing::write(&target, p, part, previous, &mut self.buf)?;
-            let stats = &self.handle.stats;
-            stats
-                .checkpoint_bytes
-                .fetch_add(wrote.bytes, Ordering::Relaxed);
-            stats
-                .checkpoint_keys
-                .fetch_add(wrote.keys, Ordering::Relaxed);
+            let (written, pending) = super::checkpointing::prepare(p, part, previous);
             tpl.add_partition_offset(&self.input, p, Offset::Offset(written.next_offset))
                 .context("cannot build the offsets of the transaction")?;
             done.push(written);
+            checkpoints.push(pending);
         }
         let group = self
             .consumer
@@ -206,7 +228,11 @@ impl Worker<'_> {
             bail!("exactly once without a committer thread");
         };
         requests
-            .send((tpl, group))
+            .send(CommitRequest {
+                checkpoints,
+                offsets: tpl,
+                group,
+            })
             .map_err(|_| anyhow::anyhow!("the committer thread has stopped"))?;
         self.in_txn = false;
         for w in &done {

@@ -118,6 +118,16 @@ fn run_with(
             // aborts its open transaction, before its checkpoints are read
             retry(handle, cancel, "initialising transactions", || {
                 producer.init_transactions(Duration::from_secs(30))
+            })
+            .map_err(|e| match kafka::access::denial_in(&e) {
+                Some(code) => kafka::access::NotAuthorized::new(
+                    &config.kafka,
+                    "use transactional id",
+                    &identity,
+                    code,
+                )
+                .into(),
+                None => e,
             })?;
         }
         Ok(())
@@ -211,10 +221,21 @@ fn run_with(
         let busy = Arc::new(Busy::default());
         let (producer, handle, cancel) = (producer.clone(), handle.clone(), cancel.clone());
         let b = busy.clone();
+        let target = super::checkpointing::Target {
+            topic: w.ck_topic.clone(),
+            partitions: w.ck_partitions,
+            model: m.name.clone(),
+            group: w.group.clone(),
+            input: w.input.clone(),
+        };
         committer_thread = Some(
             std::thread::Builder::new()
                 .name(format!("commit-{}", m.name))
-                .spawn(move || committer(producer, handle, cancel, shutdown, requests, results, b))
+                .spawn(move || {
+                    committer(
+                        producer, handle, cancel, shutdown, target, requests, results, b,
+                    )
+                })
                 .context("cannot start the committer thread")?,
         );
         w.commits = Some((requests_tx, results_rx));
@@ -281,16 +302,14 @@ impl<'c> Worker<'c> {
                         match self.consumer.poll(Duration::ZERO) {
                             Some(Ok(msg)) => self.accept(msg)?,
                             Some(Err(e)) => {
-                                tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)");
+                                self.consume_error(e)?;
                                 break;
                             }
                             None => break,
                         }
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)")
-                }
+                Some(Err(e)) => self.consume_error(e)?,
                 None => {}
             }
             self.finish_revoked()?;
@@ -324,6 +343,28 @@ impl<'c> Worker<'c> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A consumer error: logged and retried, unless the cluster refuses
+    /// the input topic or the group (which retrying cannot mend).
+    fn consume_error(&self, e: rdkafka::error::KafkaError) -> Result<()> {
+        if let Some(code) = kafka::access::denial(&e) {
+            let (action, resource) = match code {
+                rdkafka::error::RDKafkaErrorCode::GroupAuthorizationFailed => {
+                    ("join consumer group", self.group.as_str())
+                }
+                _ => ("read topic", self.input.as_str()),
+            };
+            return Err(kafka::access::NotAuthorized::new(
+                &self.config.kafka,
+                action,
+                resource,
+                code,
+            )
+            .into());
+        }
+        tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)");
         Ok(())
     }
 

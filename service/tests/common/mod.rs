@@ -31,6 +31,56 @@ pub fn bootstrap() -> String {
     addr
 }
 
+/// The secured broker of `deploy/kafka.sh up --secure` (SASL_SSL, SCRAM,
+/// ACLs): its address; panics when it is not answering.
+pub fn secure_bootstrap() -> String {
+    let port = std::env::var("STREAMFIT_KAFKA_SECURE_PORT").unwrap_or_else(|_| "9192".into());
+    let addr = format!("127.0.0.1:{port}");
+    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2))
+        .is_err()
+    {
+        panic!("the secured Kafka is not answering on {addr}: start it with `deploy/kafka.sh up --secure` (these tests never skip)");
+    }
+    addr
+}
+
+/// Where the secured broker keeps its state (admin password, clients'
+/// settings).
+pub fn secure_state(bootstrap: &str) -> PathBuf {
+    let port = bootstrap.rsplit(':').next().expect("port");
+    let cache = std::env::var("STREAMFIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/streamfit")
+        });
+    cache.join(format!("kafka-{port}-secure"))
+}
+
+/// Client properties for `bootstrap`: on the secured broker, its super
+/// user's (from deploy/kafka.sh), so that tests publish and read freely.
+pub fn client_props(bootstrap: &str) -> BTreeMap<String, String> {
+    let mut props = BTreeMap::new();
+    let admin = secure_state(bootstrap).join("admin.librdkafka");
+    if let Ok(text) = std::fs::read_to_string(&admin) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                props.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    props.insert("bootstrap.servers".to_owned(), bootstrap.to_owned());
+    props
+}
+
+/// A client config for `bootstrap` (see [`client_props`]).
+pub fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in client_props(bootstrap) {
+        c.set(k, v);
+    }
+    c
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -165,9 +215,8 @@ pub fn produce_with(
     readings: &[(Option<String>, Vec<u8>)],
     props: &[(&str, &str)],
 ) {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true");
+    let mut c = client(bootstrap);
+    c.set("enable.idempotence", "true");
     for (k, v) in props {
         c.set(*k, *v);
     }
@@ -232,8 +281,7 @@ pub fn publish_steadily(
     let sent = Arc::new(AtomicUsize::new(0));
     let (bootstrap, topic, count) = (bootstrap.to_owned(), topic.to_owned(), sent.clone());
     let thread = std::thread::spawn(move || {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
+        let p: BaseProducer = client(&bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()
@@ -254,8 +302,7 @@ pub fn read_topic(
     want: usize,
     within: Duration,
 ) -> Vec<Received> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client(bootstrap)
         .set("group.id", unique("reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
@@ -322,8 +369,7 @@ pub struct InputMessage {
 
 /// Reads a whole topic (read_committed), in offset order per partition.
 pub fn read_input(bootstrap: &str, topic: &str, partitions: i32) -> Vec<InputMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client(bootstrap)
         .set("group.id", unique("input-reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
@@ -376,8 +422,7 @@ pub fn outputs_per_offset(
     want: usize,
     within: Duration,
 ) -> std::collections::HashMap<(i64, i64), u32> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client(bootstrap)
         .set("group.id", unique("output-reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
@@ -653,9 +698,7 @@ pub async fn readings_seen(http: &str, model: &str) -> u64 {
 
 /// Creates a topic on the test broker.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let props = [("bootstrap.servers".to_owned(), bootstrap.to_owned())]
-        .into_iter()
-        .collect();
+    let props = client_props(bootstrap);
     streamfit::kafka::ensure_topics(&props, &[topic.to_owned()], partitions, 1)
         .await
         .expect("topic created");

@@ -19,6 +19,8 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message;
 
+pub mod access;
+
 /// A client config with the user's properties applied first.
 pub fn base_config(props: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -85,7 +87,10 @@ pub async fn ensure_topics(
 }
 
 /// Creates the topics that do not exist yet; `replication` -1 takes the
-/// cluster's default, and so does `min_isr` `None`.
+/// cluster's default, and so does `min_isr` `None`. Only topics missing
+/// from the cluster's metadata are asked for, so that a principal needs
+/// the Create ACL only for topics that really are created; a refusal is a
+/// [`access::NotAuthorized`] naming the topic.
 pub async fn ensure_topics_with(
     props: &BTreeMap<String, String>,
     topics: &[String],
@@ -96,8 +101,21 @@ pub async fn ensure_topics_with(
     let admin: AdminClient<DefaultClientContext> = base_config(props)
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
+    let known: std::collections::HashSet<String> = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("cannot read the cluster's topics; is the broker up (deploy/kafka.sh up) and `bootstrap.servers` right?")?
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_owned())
+        .collect();
+    let missing: Vec<&String> = topics.iter().filter(|t| !known.contains(*t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let min_isr = min_isr.map(|m| m.to_string());
-    let new: Vec<NewTopic<'_>> = topics
+    let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|t| {
             let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
@@ -116,6 +134,15 @@ pub async fn ensure_topics_with(
         match r {
             Ok(topic) => tracing::info!(topic, partitions, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) if access::is_denial(code) => {
+                return Err(access::NotAuthorized::new(
+                    props,
+                    "create (or describe) topic",
+                    &topic,
+                    code,
+                )
+                .into())
+            }
             Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
         }
     }

@@ -1,0 +1,295 @@
+//! streamfit on a secured cluster (`deploy/kafka.sh up --secure`: SASL_SSL,
+//! SCRAM-SHA-512, StandardAuthorizer with no ACL meaning no access), as the
+//! least-privilege principal `streamfit` holding only the ACLs that
+//! `deploy/kafka/acls.py` derives from the test's config; and the failures
+//! a user meets first, each named: a wrong password, an untrusted CA, a
+//! missing ACL.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `[kafka]` lines of the principal `streamfit` on the secured broker.
+fn secure_lines(bootstrap: &str) -> String {
+    let password = std::env::var("STREAMFIT_KAFKA_SASL_PASSWORD")
+        .unwrap_or_else(|_| "streamfit-local-only".into());
+    let ca = secure_state(bootstrap)
+        .parent()
+        .expect("cache")
+        .join("tls/ca.pem");
+    format!(
+        "\"bootstrap.servers\" = \"{bootstrap}\"\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"streamfit\"\n\"sasl.password\" = \"{password}\"\n\"ssl.ca.location\" = \"{}\"\n",
+        ca.display()
+    )
+}
+
+/// A run on the secured broker as `streamfit` (see [`setup_table`]).
+fn secure_setup(dir: &Path, bootstrap: &str, model: &str, extra_models: &str) -> Run {
+    let run = setup_table(dir, bootstrap, model, 3, "", |input, output, dead| {
+        format!(
+            "{}{extra_models}",
+            model_table(model, input, output, dead, 500)
+        )
+    });
+    let text = std::fs::read_to_string(&run.config).expect("config");
+    let text = text.replace(
+        &format!("\"bootstrap.servers\" = \"{bootstrap}\"\n"),
+        &secure_lines(bootstrap),
+    );
+    std::fs::write(&run.config, text).expect("config");
+    run
+}
+
+/// Runs `deploy/kafka.sh ARGS --secure` on the secured broker.
+fn kafka_sh(bootstrap: &str, args: &[&str]) {
+    let port = bootstrap.rsplit(':').next().expect("port");
+    let out = Command::new(repo().join("deploy/kafka.sh"))
+        .args(args)
+        .arg("--secure")
+        .env("STREAMFIT_KAFKA_PORT", port)
+        .output()
+        .expect("deploy/kafka.sh runs");
+    assert!(
+        out.status.success(),
+        "deploy/kafka.sh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Grants the ACLs the config needs (deploy/kafka/acls.py) and nothing else.
+fn grant(bootstrap: &str, config: &Path) {
+    kafka_sh(bootstrap, &["grant", config.to_str().expect("utf-8 path")]);
+}
+
+/// Removes one ACL of the principal `streamfit`, as the super user.
+fn revoke(bootstrap: &str, args: &[&str]) {
+    let admin = secure_state(bootstrap).join("admin.properties");
+    let mut all = vec![
+        "org.apache.kafka.tools.AclCommand",
+        "--bootstrap-server",
+        bootstrap,
+        "--command-config",
+        admin.to_str().expect("utf-8 path"),
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:streamfit",
+    ];
+    all.extend_from_slice(args);
+    let port = bootstrap.rsplit(':').next().expect("port");
+    let out = Command::new(repo().join("deploy/kafka.sh"))
+        .arg("tool")
+        .args(&all)
+        .env("STREAMFIT_KAFKA_PORT", port)
+        .output()
+        .expect("deploy/kafka.sh runs");
+    assert!(
+        out.status.success(),
+        "AclCommand --remove {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_privilege_principal_runs_exactly_once_on_sasl_ssl() {
+    let bootstrap = secure_bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = secure_setup(dir.path(), &bootstrap, "waits", "");
+    grant(&bootstrap, &run.config);
+    let n = 12_000;
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    // published as the super user, consumed, predicted, published,
+    // checkpointed and committed as `streamfit`
+    let publisher = publish_steadily(&bootstrap, &run.input, waits(n), 2_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = readings_seen(&run.http, "waits").await;
+    while seen < 2_000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} readings learned within 60 s on SASL_SSL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = readings_seen(&run.http, "waits").await;
+    }
+    assert!(
+        seen > 0 && seen < n as u64,
+        "the kill must land mid-stream: {seen} of {n} readings seen"
+    );
+    eprintln!(
+        "SIGKILL with {seen} of {n} readings seen, {} published",
+        publisher.sent()
+    );
+    svc.crash();
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    publisher.join();
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
+    svc.stop();
+    verify(&bootstrap, &run, "waits", n);
+}
+
+/// Starts a service that must refuse to start; its exit status, the time
+/// it took and its log.
+async fn refused_start(config: &Path, env: &[(&str, &str)]) -> (i32, Duration, String) {
+    let log = config.with_extension("log");
+    let started = Instant::now();
+    let mut svc = Service::start_logged(config, env, &log);
+    let status = svc.exited(Duration::from_secs(45)).await;
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&log).expect("log");
+    (status.code().unwrap_or(-1), took, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_stops_the_start_naming_authentication() {
+    let bootstrap = secure_bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = secure_setup(dir.path(), &bootstrap, "waits", "");
+    let (code, took, log) = refused_start(
+        &run.config,
+        &[("STREAMFIT_KAFKA_SASL_PASSWORD", "not-the-password")],
+    )
+    .await;
+    assert_ne!(code, 0, "a wrong password exits non-zero: {log}");
+    assert!(
+        took < Duration::from_secs(30),
+        "named within 30 s: {took:?}"
+    );
+    assert!(
+        log.contains("Kafka authentication failed")
+            && log.contains("invalid credentials")
+            && log.contains("kafka.sasl.password"),
+        "the error names authentication and what to fix: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_ca_stops_the_start_naming_the_certificate() {
+    let bootstrap = secure_bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = secure_setup(dir.path(), &bootstrap, "waits", "");
+    // a CA of its own, which never signed the broker's certificate
+    let (key, ca) = (dir.path().join("other.key"), dir.path().join("other.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=not the broker's CA", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "a CA made");
+    let (code, took, log) = refused_start(
+        &run.config,
+        &[(
+            "STREAMFIT_KAFKA_SSL_CA_LOCATION",
+            ca.to_str().expect("utf-8"),
+        )],
+    )
+    .await;
+    assert_ne!(code, 0, "an untrusted CA exits non-zero: {log}");
+    assert!(
+        took < Duration::from_secs(30),
+        "named within 30 s: {took:?}: {log}"
+    );
+    assert!(
+        log.contains("TLS with the Kafka broker")
+            && log.contains("certificate verify failed")
+            && log.contains("kafka.ssl.ca.location"),
+        "the error names the certificate and what to fix: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_acl_stops_that_model_alone_and_readyz_names_it() {
+    let bootstrap = secure_bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (no_create, no_read) = (unique("ungranted.in"), unique("unreadable.in"));
+    // `unreadable` holds every ACL but Read on its input topic; `ungranted`
+    // holds none: it is added to the config after the grant
+    let unreadable = format!(
+        "[[model]]\nname = \"unreadable\"\ntask = \"regression\"\ninput_topic = \"{no_read}\"\ntimestamp = \"ts\"\ntarget = {{ field = \"posted_wait\", missing = [-999.0] }}\nfeatures = [{{ kind = \"hour_of_day\" }}]\n"
+    );
+    let run = secure_setup(dir.path(), &bootstrap, "waits", &unreadable);
+    grant(&bootstrap, &run.config);
+    revoke(
+        &bootstrap,
+        &["--operation", "Read", "--topic", no_read.as_str()],
+    );
+    let ungranted = unreadable
+        .replace(&no_read, &no_create)
+        .replace("\"unreadable\"", "\"ungranted\"");
+    let mut text = std::fs::read_to_string(&run.config).expect("config");
+    text.push_str(&ungranted);
+    std::fs::write(&run.config, text).expect("config");
+    create_topic(&bootstrap, &no_read, 3).await;
+
+    let log = dir.path().join("service.log");
+    let svc = Service::start_logged(&run.config, &[], &log);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let r = client
+            .get(format!("http://{}/readyz", run.http))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.expect("JSON");
+            let why = &body["waiting_for"];
+            if why["ungranted"].is_string()
+                && why["unreadable"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("stopped"))
+            {
+                assert_eq!(status, 503, "{body}");
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both refusals in /readyz within 30 s (log: {})",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let why = &body["waiting_for"];
+    let ungranted_why = why["ungranted"].as_str().expect("reason");
+    assert!(
+        ungranted_why.contains("not authorized to create (or describe) topic")
+            && ungranted_why.contains(&no_create)
+            && ungranted_why.contains("User:streamfit"),
+        "{ungranted_why}"
+    );
+    let unreadable_why = why["unreadable"].as_str().expect("reason");
+    assert!(
+        unreadable_why.contains("not authorized to read topic")
+            && unreadable_why.contains(&no_read),
+        "{unreadable_why}"
+    );
+    assert!(
+        why.get("waits")
+            .is_none_or(|w| !w.as_str().unwrap_or("").starts_with("stopped")),
+        "the granted model runs on: {body}"
+    );
+    // and it does its work
+    produce(&bootstrap, &run.input, &waits(500));
+    wait_for_outputs(&bootstrap, &run, 500, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("not authorized to read topic") && text.contains(&no_read),
+        "the log names the refusal too"
+    );
+    svc.stop();
+}
