@@ -30,7 +30,9 @@
 # STREAMFIT_KAFKA_SASL_PASSWORD, default "streamfit-local-only", reset on
 # every `up` when it changed), StandardAuthorizer with
 # allow.everyone.if.no.acl.found=false, and the ACLs of
-# deploy/streamfit-secure.toml for `streamfit`.
+# deploy/streamfit-secure.toml for `streamfit`; and, for that config's HTTPS
+# API, bearer tokens in <cache>/http-tokens (lines `predict TOKEN`, `admin
+# TOKEN`; the broker's certificate serves HTTPS too).
 #
 # Options (after the command): --brokers N (default 1, or
 # STREAMFIT_KAFKA_BROKERS). With N brokers, node I listens on port + 2(I-1)
@@ -223,6 +225,11 @@ secure_after_up() {
   if [ ! -f "$state/.granted" ]; then
     grant "$here/streamfit-secure.toml"
     touch "$state/.granted"
+  fi
+  if [ ! -f "$cache/http-tokens" ]; then
+    printf '# bearer tokens of deploy/streamfit-secure.toml, made by deploy/kafka.sh up --secure\npredict %s\nadmin %s\n' \
+      "$(random_secret)$(random_secret)" "$(random_secret)$(random_secret)" > "$cache/http-tokens"
+    chmod 600 "$cache/http-tokens"
   fi
   say "SASL_SSL: CA $tls/ca.pem; admin client settings in $state/admin.properties (Kafka tools, --command-config) and $state/admin.librdkafka"
 }

@@ -57,6 +57,10 @@ enum Cmd {
         /// (keyed-state benchmarks).
         #[arg(long)]
         keys: Option<usize>,
+        /// Extra librdkafka producer property, KEY=VALUE (repeatable):
+        /// `-X security.protocol=SASL_SSL -X sasl.username=...`.
+        #[arg(short = 'X', value_parser = parse_prop)]
+        property: Vec<(String, String)>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -85,6 +89,12 @@ enum Cmd {
         /// Readings per request (more than 1 sends JSON arrays).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Bearer token sent with every request.
+        #[arg(long, env = "STREAMFIT_LOAD_TOKEN")]
+        token: Option<String>,
+        /// PEM CA certificate to trust for an https:// URL.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -187,6 +197,7 @@ fn run(cmd: Cmd) -> Result<()> {
             rate,
             limit,
             keys,
+            property,
             quiet,
         } => publish::publish(
             data,
@@ -196,6 +207,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 rate,
                 limit,
                 keys,
+                property,
                 quiet,
             },
         ),
@@ -207,6 +219,8 @@ fn run(cmd: Cmd) -> Result<()> {
             duration,
             connections,
             batch,
+            token,
+            cacert,
             json,
             quiet,
         } => {
@@ -222,6 +236,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 duration,
                 connections,
                 batch,
+                token,
+                cacert,
                 quiet,
             };
             let r = rt.block_on(predict::run(opts))?;

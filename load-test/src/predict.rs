@@ -34,6 +34,10 @@ pub struct Options {
     pub connections: usize,
     /// Readings per request (1 = a JSON object, more = an array).
     pub batch: usize,
+    /// Bearer token for every request.
+    pub token: Option<String>,
+    /// A CA to trust (PEM) for https.
+    pub cacert: Option<PathBuf>,
     /// Hide the progress bar.
     pub quiet: bool,
 }
@@ -131,24 +135,51 @@ pub async fn run(opts: Options) -> Result<Report> {
         bail!("--duration should be between 0 and 3600 seconds");
     }
     let url = opts.url.trim_end_matches('/').to_owned();
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.connections)
         .tcp_nodelay(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("cannot build the HTTP client")?;
+        .timeout(Duration::from_secs(10));
+    if let Some(path) = &opts.cacert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read --cacert {}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("--cacert {} is not a PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    if let Some(token) = &opts.token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("--token holds characters a header cannot carry")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
+    let client = builder.build().context("cannot build the HTTP client")?;
+    // GET /v1/models: what a `predict` token may read
     let probe = client
-        .get(format!("{url}/v1/models/{}", opts.model))
+        .get(format!("{url}/v1/models"))
         .send()
         .await
         .with_context(|| format!("cannot reach {url}; is the service running?"))?;
-    if !probe.status().is_success() {
+    let status = probe.status();
+    if !status.is_success() {
         bail!(
-            "{url}/v1/models/{} answered {}: is {} a configured model?",
-            opts.model,
-            probe.status(),
-            opts.model
+            "{url}/v1/models answered {status}{}",
+            if status.as_u16() == 401 {
+                ": the service wants a token (--token or STREAMFIT_LOAD_TOKEN)"
+            } else {
+                ""
+            }
         );
+    }
+    let listed: serde_json::Value = probe
+        .json()
+        .await
+        .with_context(|| format!("{url}/v1/models did not answer JSON"))?;
+    let known = listed["models"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|x| x["name"] == opts.model.as_str()));
+    if !known {
+        bail!("{url} has no model named {}: {listed}", opts.model);
     }
     let bodies = Arc::new(bodies(&opts)?);
     let endpoint = Arc::new(format!("{url}/v1/models/{}/predict", opts.model));

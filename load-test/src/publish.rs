@@ -47,6 +47,8 @@ pub struct Options {
     pub limit: Option<usize>,
     /// Key reading i `k<i mod keys>` instead of its own key.
     pub keys: Option<usize>,
+    /// Extra librdkafka properties (security, say).
+    pub property: Vec<(String, String)>,
     /// Hide the progress bar.
     pub quiet: bool,
 }
@@ -57,6 +59,7 @@ pub fn publish(data: PathBuf, topic: String, bootstrap: String, opts: Options) -
         rate,
         limit,
         keys,
+        property,
         quiet,
     } = opts;
     let mut readings = features::datasets::load_readings(&data)
@@ -73,13 +76,18 @@ pub fn publish(data: PathBuf, topic: String, bootstrap: String, opts: Options) -
         }
         None => {}
     }
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "60000")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in &property {
+        config.set(k, v);
+    }
+    let producer: BaseProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
         .context("cannot create the Kafka producer")?;
     let bar = crate::bar(readings.len() as u64, quiet);

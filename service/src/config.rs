@@ -4,8 +4,8 @@
 //! Environment overrides (values are parsed as TOML, else taken as text):
 //! - `STREAMFIT_KAFKA_<PROPERTY>`: a librdkafka property, `_` read as `.`
 //!   (`STREAMFIT_KAFKA_BOOTSTRAP_SERVERS` sets `bootstrap.servers`).
-//! - `STREAMFIT_SERVICE_<KEY>`, `STREAMFIT_TOPICS_<KEY>`: a key of `[service]`
-//!   or `[topics]` (`STREAMFIT_SERVICE_HTTP_ADDR`).
+//! - `STREAMFIT_SERVICE_<KEY>`, `STREAMFIT_TOPICS_<KEY>`, `STREAMFIT_HTTP_<KEY>`: a key of `[service]`
+//!   `[topics]` or `[http]` (`STREAMFIT_SERVICE_HTTP_ADDR`, `STREAMFIT_HTTP_TOKENS`).
 //! - `STREAMFIT_MODEL_<NAME>__<KEY>`: a top-level key of the `[[model]]` named
 //!   NAME (upper case, `-` as `_`): `STREAMFIT_MODEL_WAITS__INPUT_TOPIC`.
 
@@ -31,6 +31,9 @@ pub struct Config {
     /// How missing topics are created.
     #[serde(default)]
     pub topics: TopicsConfig,
+    /// The HTTP API's TLS, tokens and limits.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The models.
     #[serde(rename = "model")]
     pub models: Vec<ModelConfig>,
@@ -169,6 +172,73 @@ fn sanitise(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `[http]`: TLS, bearer tokens and the bounds on connections and requests
+/// of the HTTP API (its address and body limit are in `[service]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// PEM certificate chain: HTTPS instead of HTTP (with `tls_key`).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) of the other instances' HTTPS certificates, trusted
+    /// when `/predict` is forwarded to a key's owner (default: `tls_cert`'s
+    /// own chain is not trusted; no forwarding over HTTPS without it).
+    pub peer_ca: Option<std::path::PathBuf>,
+    /// A file of tokens, lines `ROLE TOKEN` (`predict` or `admin`).
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Tokens as `ROLE:TOKEN,...`, meant for `STREAMFIT_HTTP_TOKENS`.
+    #[serde(skip_serializing)]
+    pub tokens: Option<String>,
+    /// Paths open without a token (probes, scrapers).
+    pub open_paths: Vec<String>,
+    /// Serve without tokens on an address other hosts can reach.
+    pub allow_unauthenticated: bool,
+    /// Longest a request may take, in ms (then 503).
+    pub request_timeout_ms: u64,
+    /// Longest wait for a request's headers or a TLS handshake, in ms.
+    pub header_timeout_ms: u64,
+    /// Requests handled at once; past it 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// Open connections at most; past it new ones are closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            tls_cert: None,
+            tls_key: None,
+            peer_ca: None,
+            tokens_file: None,
+            tokens: None,
+            open_paths: vec!["/healthz".into(), "/readyz".into(), "/metrics".into()],
+            allow_unauthenticated: false,
+            request_timeout_ms: 30_000,
+            header_timeout_ms: 10_000,
+            max_in_flight: 512,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// True when tokens are configured (a file or the inline list).
+    pub fn has_tokens(&self) -> bool {
+        self.tokens_file.is_some() || self.tokens.as_deref().is_some_and(|t| !t.trim().is_empty())
+    }
+}
+
+/// True when `addr` (`host:port`) is reachable only from this host.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `[topics]`: how missing topics are created.
@@ -369,6 +439,18 @@ impl Config {
             .context("a key or value is wrong")?;
         let home = env_home.or_else(|| std::env::var("HOME").ok());
         expand_home(&mut config.kafka, home.as_deref())?;
+        let http = &mut config.http;
+        for (key, path) in [
+            ("tls_cert", &mut http.tls_cert),
+            ("tls_key", &mut http.tls_key),
+            ("peer_ca", &mut http.peer_ca),
+            ("tokens_file", &mut http.tokens_file),
+        ] {
+            if let Some(p) = path.as_mut() {
+                *p = expand_home_path(p, home.as_deref())
+                    .with_context(|| format!("`http.{key}`"))?;
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -393,6 +475,29 @@ impl Config {
                 bail!(
                     "`topics.min_insync_replicas` should be at least 1 and at most `topics.replication_factor`, but is {m}"
                 );
+            }
+        }
+        let http = &self.http;
+        if http.tls_cert.is_some() != http.tls_key.is_some() {
+            bail!("`http.tls_cert` and `http.tls_key` go together: set both for HTTPS, or neither");
+        }
+        if !http.has_tokens()
+            && !http.allow_unauthenticated
+            && !is_loopback(&self.service.http_addr)
+        {
+            bail!(
+                "`service.http_addr` {} can be reached from other hosts, but no token is configured: set `http.tokens_file` (or STREAMFIT_HTTP_TOKENS) so that only holders of a token can predict, read state or start a backfill, or set `http.allow_unauthenticated = true` to serve it open",
+                self.service.http_addr
+            );
+        }
+        for (key, v) in [
+            ("http.request_timeout_ms", http.request_timeout_ms),
+            ("http.header_timeout_ms", http.header_timeout_ms),
+            ("http.max_in_flight", http.max_in_flight as u64),
+            ("http.max_connections", http.max_connections as u64),
+        ] {
+            if v == 0 {
+                bail!("`{key}` should be at least 1");
             }
         }
         if self.service.commit_interval_ms == 0 || self.service.commit_interval_ms > 60_000 {
@@ -542,6 +647,17 @@ const NOT_OVERRIDES: [&str; 6] = [
     "HOME",
 ];
 
+/// `path` with a leading `~/` read as the home directory.
+fn expand_home_path(path: &Path, home: Option<&str>) -> Result<std::path::PathBuf> {
+    match path.strip_prefix("~") {
+        Ok(rest) => {
+            let home = home.context("starts with ~/, but HOME is not set; give the full path")?;
+            Ok(Path::new(home).join(rest))
+        }
+        Err(_) => Ok(path.to_path_buf()),
+    }
+}
+
 /// File paths in `[kafka]` (`ssl.ca.location` and the other `*.location`
 /// properties) may start with `~/`, read as the home directory: librdkafka
 /// takes paths as they are.
@@ -575,6 +691,8 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
             table(root, "kafka").insert(key, toml::Value::String(raw));
         } else if let Some(key) = rest.strip_prefix("SERVICE_") {
             table(root, "service").insert(key.to_ascii_lowercase(), env_value(&raw));
+        } else if let Some(key) = rest.strip_prefix("HTTP_") {
+            table(root, "http").insert(key.to_ascii_lowercase(), env_value(&raw));
         } else if let Some(key) = rest.strip_prefix("TOPICS_") {
             table(root, "topics").insert(key.to_ascii_lowercase(), env_value(&raw));
         } else if let Some(spec) = rest.strip_prefix("MODEL_") {

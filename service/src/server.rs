@@ -13,6 +13,34 @@ use crate::http::{app, AppState};
 
 /// Runs the service until `shutdown` trips or a task fails.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
+    // the HTTP API's TLS and tokens first: a bad file stops the start
+    // before anything touches Kafka; the tokens leave the config here, only
+    // their digests are kept
+    let http = &config.http;
+    let tls = match (&http.tls_cert, &http.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::http::serve::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let tokens = Arc::new(crate::http::Tokens::load(
+        http.tokens_file.as_deref(),
+        http.tokens.as_deref(),
+        &http.open_paths,
+    )?);
+    config.http.tokens = None;
+    if tokens.is_empty() {
+        // loopback-only without tokens is the default; an open address
+        // without them was asked for (`http.allow_unauthenticated`)
+        if config.http.allow_unauthenticated {
+            tracing::warn!(addr = %config.service.http_addr, "the HTTP API has no tokens: anyone who reaches it may read state and start backfills (`http.tokens_file`)");
+        } else {
+            tracing::info!(addr = %config.service.http_addr, "the HTTP API has no tokens (loopback only)");
+        }
+    }
+    let guard = Arc::new(crate::http::Guard::new(
+        config.http.max_in_flight,
+        Duration::from_millis(config.http.request_timeout_ms),
+        config.service.max_body_bytes,
+    ));
     // bound first: the instance's default name and its advertised URL
     // carry the port it really listens on (port 0 picks one)
     let listener = tokio::net::TcpListener::bind(&config.service.http_addr)
@@ -24,8 +52,13 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
             )
         })?;
     config.service.http_addr = listener.local_addr()?.to_string();
+    if tls.is_some() && config.service.advertised_url.is_none() {
+        // other instances forward /predict here over HTTPS
+        let plain = config.service.advertised();
+        config.service.advertised_url = Some(plain.replacen("http://", "https://", 1));
+    }
     let config = Arc::new(config);
-    tracing::info!(addr = %config.service.http_addr, instance = %config.service.instance(), advertised = %config.service.advertised(), "http listening");
+    tracing::info!(addr = %config.service.http_addr, tls = tls.is_some(), tokens = !tokens.is_empty(), instance = %config.service.instance(), advertised = %config.service.advertised(), "http listening");
     // a wrong password or an untrusted certificate stops the start here,
     // named, instead of librdkafka retrying it forever
     let props = config.kafka.clone();
@@ -83,14 +116,28 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         handles.clone(),
         shutdown.clone(),
     ));
-    let state = AppState::new(handles, &config.service);
-    let http_cancel = shutdown.clone();
+    let mut state = AppState::new(handles, &config.service);
+    if let Some(path) = &config.http.peer_ca {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read `http.peer_ca` {}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem).with_context(|| {
+            format!("`http.peer_ca` {} is not a PEM certificate", path.display())
+        })?;
+        state = state.with_peer_ca(ca)?;
+    }
     let max_body = config.service.max_body_bytes;
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app(state, max_body))
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await
-    });
+    let router = crate::http::secured(app(state, max_body), tokens, guard);
+    let limits = crate::http::serve::Limits {
+        header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+        max_connections: config.http.max_connections,
+    };
+    let http = tokio::spawn(crate::http::serve::serve(
+        listener,
+        router,
+        tls,
+        limits,
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing batches, flushing, committing");
     let mut first_err = None;
@@ -121,7 +168,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
     }
     match tokio::time::timeout(Duration::from_secs(10), http).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server stopped with an error"),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %format!("{e:#}"), "http server stopped with an error")
+        }
         _ => tracing::warn!("http server did not stop in time"),
     }
     first_err.map_or(Ok(()), Err)

@@ -92,6 +92,8 @@ impl Status {
 pub struct Slot {
     /// A start waiting for the model's thread.
     pub request: Option<From>,
+    /// Swap in even a model that knows fewer readings than the live one.
+    pub force: bool,
     /// The latest backfill's status.
     pub status: Option<Status>,
 }
@@ -248,6 +250,11 @@ impl Shadow {
                 .collect(),
             error: None,
         }
+    }
+
+    /// Readings its pipelines know, over every partition.
+    pub fn seen(&self) -> u64 {
+        self.parts.values().map(|x| x.pipeline.seen()).sum()
     }
 
     /// The caught-up pipelines, by partition.

@@ -102,6 +102,18 @@ impl<'c> Worker<'c> {
         let Some(shadow) = self.shadow.take() else {
             return Ok(());
         };
+        let live_seen: u64 = shadow
+            .partitions()
+            .filter_map(|p| self.parts.get(&p))
+            .map(|x| x.pipeline.seen())
+            .sum();
+        let force = lock(slot)?.force;
+        if shadow.seen() < live_seen && !force {
+            return fail(format!(
+                "the backfilled model knows {} readings, fewer than the live model's {live_seen} (its history reaches further back than `from`, or retention deleted readings it learned): it was not swapped in; ask again with \"force\": true to swap it in all the same",
+                shadow.seen()
+            ));
+        }
         if self.eos && !self.in_txn && self.in_flight.is_none() {
             // the swapped-in models are checkpointed in the next commit (or
             // in the one after the commit in flight)

@@ -19,7 +19,13 @@ use crate::live::Live;
 use crate::pipeline::Pipeline;
 use crate::stats::{render, Exposed};
 
+mod auth;
+mod limits;
 mod predict;
+pub mod serve;
+
+pub use auth::Tokens;
+pub use limits::Guard;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -43,6 +49,16 @@ impl AppState {
             partitioner: service.key_partitioner,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Forwards to other instances trusting `ca` (their HTTPS certificates'
+    /// CA, `http.peer_ca`).
+    pub fn with_peer_ca(mut self, ca: reqwest::Certificate) -> anyhow::Result<Self> {
+        self.client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the forwarding HTTP client: {e}"))?;
+        Ok(self)
     }
 
     fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
@@ -104,6 +120,7 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -112,6 +129,22 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// The router behind tokens (`auth`) and the request bounds (`limits`),
+/// the bounds outermost: an overloaded instance answers 503 before
+/// anything else, and every error is JSON.
+pub fn secured(router: Router, tokens: Arc<Tokens>, guard: Arc<Guard>) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(tokens, auth::check))
+        .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 #[derive(Serialize)]
@@ -207,8 +240,20 @@ const KEYS_LISTED: usize = 100;
 async fn snapshot(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<crate::snapshot::ModelSnapshot>, ApiError> {
-    let h = state.model(&name)?;
+) -> Result<Response, ApiError> {
+    let h = state.model(&name)?.clone();
+    // every key's state, serialised: off the async workers
+    tokio::task::spawn_blocking(move || snapshot_of(&h, name))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the snapshot task failed: {e}"),
+            )
+        })?
+}
+
+fn snapshot_of(h: &ModelHandle, name: String) -> Result<Response, ApiError> {
     let live = h.live.load();
     let topic = h.config.input_topic().unwrap_or_default().to_owned();
     let group = h.group.get().cloned().unwrap_or_default();
@@ -233,19 +278,30 @@ async fn snapshot(
             format!("model {name} holds no partition's state yet; try again once /readyz answers 200 and readings have arrived"),
         ));
     }
-    Ok(Json(crate::snapshot::ModelSnapshot {
+    let snap = crate::snapshot::ModelSnapshot {
         format_version: crate::checkpoint::FORMAT_VERSION,
         model: name,
         group,
         topic,
         partitions,
-    }))
+    };
+    let body = serde_json::to_vec(&snap).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the snapshot: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackfillRequest {
     from: String,
+    /// Swap the backfilled model in even when it knows fewer readings than
+    /// the live one.
+    #[serde(default)]
+    force: bool,
 }
 
 /// Starts a live backfill: a shadow model learns the input topic from
@@ -270,6 +326,13 @@ async fn backfill(
         message: format!("{e:#}"),
         field: Some("from".into()),
     })?;
+    if matches!(from, crate::engine::offsets::From::Latest) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: "a backfill from \"latest\" would learn nothing and replace the live model with an empty one; `from` should be \"earliest\", an ISO 8601 time or \"PARTITION:OFFSET,...\"".into(),
+            field: Some("from".into()),
+        });
+    }
     let mut slot = h.backfill.lock().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -284,6 +347,7 @@ async fn backfill(
     }
     let status = crate::engine::backfill::Status::requested(&req.from);
     slot.request = Some(from);
+    slot.force = req.force;
     slot.status = Some(status.clone());
     Ok((
         StatusCode::ACCEPTED,

@@ -47,6 +47,10 @@ enum Route {
     Remote(Owner),
 }
 
+/// Arrays longer than this are answered with the async worker handed over
+/// to other tasks (`block_in_place`).
+const BLOCKING_READINGS: usize = 64;
+
 pub(super) async fn predict(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -141,23 +145,36 @@ pub(super) async fn predict(
             }
         }
     }
-    let mut out = Vec::with_capacity(readings.len());
-    for (i, (bytes, r)) in readings.iter().zip(&routes).enumerate() {
-        if let Some(a) = answers[i].take() {
-            out.push(a);
-            continue;
+    let mut answer_all = || -> Result<Vec<serde_json::Value>, ApiError> {
+        let mut out = Vec::with_capacity(readings.len());
+        for (i, (bytes, r)) in readings.iter().zip(&routes).enumerate() {
+            if let Some(a) = answers[i].take() {
+                out.push(a);
+                continue;
+            }
+            let (partition, how) = match r {
+                Route::Local { partition, how } => (*partition, *how),
+                Route::Remote(_) => (None, "fallback"),
+            };
+            let answer = Answer {
+                partition,
+                how,
+                first: firsts[i].take(),
+            };
+            out.push(local(&state, &h, &live, bytes, answer, many.then_some(i))?);
         }
-        let (partition, how) = match r {
-            Route::Local { partition, how } => (*partition, *how),
-            Route::Remote(_) => (None, "fallback"),
-        };
-        let answer = Answer {
-            partition,
-            how,
-            first: firsts[i].take(),
-        };
-        out.push(local(&state, &h, &live, bytes, answer, many.then_some(i))?);
-    }
+        Ok(out)
+    };
+    // a large array is CPU work for milliseconds: off the async workers'
+    // queue, so that other requests are not held behind it
+    let blocking = readings.len() > BLOCKING_READINGS
+        && tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+    let mut out = if blocking {
+        tokio::task::block_in_place(answer_all)?
+    } else {
+        answer_all()?
+    };
     let mut answer = if many {
         json!({ "predictions": out })
     } else {

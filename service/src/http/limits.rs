@@ -1,0 +1,180 @@
+//! Bounds on requests, and errors that are always the documented JSON: a
+//! cap on requests in flight (past it 503 with `Retry-After`, at once,
+//! instead of queueing), a time limit per request, and every error answer
+//! that is not JSON yet (axum's own 405, 413, ...) rewritten as
+//! `{"error": ...}` saying what to fix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+/// The request bounds.
+#[derive(Debug)]
+pub struct Guard {
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl Guard {
+    /// At most `max_in_flight` requests at once, each within `timeout`;
+    /// `max_body` is named in 413 answers.
+    pub fn new(max_in_flight: usize, timeout: Duration, max_body: usize) -> Guard {
+        Guard {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            timeout,
+            max_body,
+        }
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Middleware: the bounds, then JSON errors.
+pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = g.permits.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} requests are in flight, the most this instance takes (`http.max_in_flight`); retry shortly",
+                g.max_in_flight
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let path = req.uri().path().to_owned();
+    let response = match tokio::time::timeout(g.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{path} took longer than {} ms (`http.request_timeout_ms`)",
+                    g.timeout.as_millis()
+                ),
+            )
+        }
+    };
+    as_json(response, &path, g.max_body)
+}
+
+/// The methods an endpoint of this API takes (for a 405 without `Allow`).
+fn allowed(path: &str) -> &'static str {
+    if path.ends_with("/predict") || path.ends_with("/backfill") {
+        "POST"
+    } else {
+        "GET"
+    }
+}
+
+/// An error answer as the documented JSON (JSON ones pass, except 413,
+/// which always names the limit).
+fn as_json(response: Response, path: &str, max_body: usize) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json && status != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    let mut allow = None;
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let given = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let methods = given.unwrap_or_else(|| allowed(path).to_owned());
+            let message = format!("{path} does not take this method; it takes {methods}");
+            allow = Some(methods);
+            message
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the body is larger than {max_body} bytes, the most this service takes (`service.max_body_bytes`)"
+        ),
+        other => other
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_owned(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(methods) = allow.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        parts.headers.insert(header::ALLOW, methods);
+    }
+    let body = json!({ "error": message }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn error_answers_become_json_that_says_what_to_fix() {
+        let r = Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, "POST")
+            .body(Body::empty())
+            .expect("response");
+        let r = as_json(r, "/v1/models/waits/predict", 1000);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "POST");
+        let v = body(r).await;
+        assert!(
+            v["error"].as_str().expect("error").contains("takes POST"),
+            "{v}"
+        );
+        // axum's own 405 names no method: the API's routes say which
+        let r = Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .body(Body::empty())
+            .expect("response");
+        let r = as_json(r, "/v1/models/waits/backfill", 1000);
+        assert_eq!(r.headers()[header::ALLOW], "POST");
+
+        let r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit exceeded".into(),
+        );
+        let v = body(as_json(r, "/v1/models/waits/predict", 1000)).await;
+        assert!(
+            v["error"].as_str().expect("error").contains("1000 bytes"),
+            "{v}"
+        );
+
+        let ok = Response::new(Body::from("fine"));
+        assert_eq!(as_json(ok, "/healthz", 1000).status(), StatusCode::OK);
+    }
+}
