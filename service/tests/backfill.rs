@@ -122,3 +122,86 @@ async fn a_live_backfill_swaps_in_without_a_gap() {
     // one output per reading, and each partition's model equals one pass
     verify(&bootstrap, &run, "waits", history + live);
 }
+
+/// A backfill from the middle of the history would leave the model knowing
+/// fewer readings than the live one: it is learned, but not swapped in
+/// (the live model and its count stay), unless the request says `force`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_that_would_forget_is_swapped_in_only_when_forced() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "waits");
+    let n = 9_000;
+    create_topic(&bootstrap, &run.input, 3).await;
+    produce(&bootstrap, &run.input, &waits(n));
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while readings_seen(&run.http, "waits").await < n as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the history was not learned in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // from the middle of each partition
+    let detail = model_detail(&run.http, "waits").await;
+    let from: Vec<String> = detail["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            let seen = p["readings_seen"].as_u64().expect("seen");
+            format!("{}:{}", p["partition"], seen / 2)
+        })
+        .collect();
+    let from = from.join(",");
+    let client = reqwest::Client::new();
+    let ask = |force: bool| {
+        client
+            .post(format!("http://{}/v1/models/waits/backfill", run.http))
+            .json(&serde_json::json!({ "from": from, "force": force }))
+            .send()
+    };
+    let r = ask(false).await.expect("answers");
+    assert_eq!(r.status(), 202);
+    let b = backfill_ends(&run.http, "failed").await;
+    let why = b["error"].as_str().expect("why");
+    assert!(
+        why.contains("fewer than the live model's") && why.contains("\"force\": true"),
+        "{why}"
+    );
+    assert_eq!(
+        readings_seen(&run.http, "waits").await,
+        n as u64,
+        "not swapped: the live model still knows every reading"
+    );
+
+    let r = ask(true).await.expect("answers");
+    assert_eq!(r.status(), 202);
+    let b = backfill_ends(&run.http, "swapped").await;
+    let seen = readings_seen(&run.http, "waits").await;
+    assert!(
+        seen < n as u64 && seen >= (n / 2 - 3) as u64,
+        "forced: the backfilled model, which knows about half, is live ({seen} of {n}): {b}"
+    );
+    svc.stop();
+}
+
+/// Waits until the latest backfill is `want` (failing on the other end).
+async fn backfill_ends(http: &str, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = model_detail(http, "waits").await;
+        let b = m["backfill"].clone();
+        if b["state"] == want {
+            return b;
+        }
+        assert!(
+            b["state"] != "swapped" && b["state"] != "failed",
+            "the backfill ended {b}, expected {want}"
+        );
+        assert!(Instant::now() < deadline, "no {want} within 120 s: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -221,11 +221,25 @@ async fn a_missing_acl_stops_that_model_alone_and_readyz_names_it() {
     let unreadable = format!(
         "[[model]]\nname = \"unreadable\"\ntask = \"regression\"\ninput_topic = \"{no_read}\"\ntimestamp = \"ts\"\ntarget = {{ field = \"posted_wait\", missing = [-999.0] }}\nfeatures = [{{ kind = \"hour_of_day\" }}]\n"
     );
-    let run = secure_setup(dir.path(), &bootstrap, "waits", &unreadable);
+    // `unwritable` holds every ACL but Write on its output topic
+    let (no_write_in, no_write_out) = (unique("unwritable.in"), unique("unwritable.out"));
+    let unwritable = format!(
+        "[[model]]\nname = \"unwritable\"\ntask = \"regression\"\ninput_topic = \"{no_write_in}\"\noutput_topic = \"{no_write_out}\"\ntimestamp = \"ts\"\ntarget = {{ field = \"posted_wait\", missing = [-999.0] }}\nfeatures = [{{ kind = \"hour_of_day\" }}]\n"
+    );
+    let run = secure_setup(
+        dir.path(),
+        &bootstrap,
+        "waits",
+        &format!("{unreadable}{unwritable}"),
+    );
     grant(&bootstrap, &run.config);
     revoke(
         &bootstrap,
         &["--operation", "Read", "--topic", no_read.as_str()],
+    );
+    revoke(
+        &bootstrap,
+        &["--operation", "Write", "--topic", no_write_out.as_str()],
     );
     let ungranted = unreadable
         .replace(&no_read, &no_create)
@@ -234,6 +248,9 @@ async fn a_missing_acl_stops_that_model_alone_and_readyz_names_it() {
     text.push_str(&ungranted);
     std::fs::write(&run.config, text).expect("config");
     create_topic(&bootstrap, &no_read, 3).await;
+    create_topic(&bootstrap, &no_write_in, 3).await;
+    create_topic(&bootstrap, &no_write_out, 3).await;
+    produce(&bootstrap, &no_write_in, &waits(50));
 
     let log = dir.path().join("service.log");
     let svc = Service::start_logged(&run.config, &[], &log);
@@ -248,18 +265,15 @@ async fn a_missing_acl_stops_that_model_alone_and_readyz_names_it() {
             let status = r.status();
             let body: serde_json::Value = r.json().await.expect("JSON");
             let why = &body["waiting_for"];
-            if why["ungranted"].is_string()
-                && why["unreadable"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("stopped"))
-            {
+            let stopped = |m: &str| why[m].as_str().is_some_and(|s| s.starts_with("stopped"));
+            if stopped("ungranted") && stopped("unreadable") && stopped("unwritable") {
                 assert_eq!(status, 503, "{body}");
                 break body;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "both refusals in /readyz within 30 s (log: {})",
+            "the three refusals in /readyz within 30 s (log: {})",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -277,6 +291,12 @@ async fn a_missing_acl_stops_that_model_alone_and_readyz_names_it() {
         unreadable_why.contains("not authorized to read topic")
             && unreadable_why.contains(&no_read),
         "{unreadable_why}"
+    );
+    let unwritable_why = why["unwritable"].as_str().expect("reason");
+    assert!(
+        unwritable_why.contains("not authorized to write to topic")
+            && unwritable_why.contains(&no_write_out),
+        "{unwritable_why}"
     );
     assert!(
         why.get("waits")

@@ -304,6 +304,11 @@ impl Worker<'_> {
                 }
             }
             TxnOutcome::NeedsAbort(why) => {
+                // an ACL refused an output: retrying cannot mend it
+                if let Some(denied) = self.producer.context().denied_write(&self.config.kafka) {
+                    tracing::warn!(model = %self.handle.config.name, error = %why, "the transaction failed after a refused write");
+                    return Err(denied);
+                }
                 tracing::warn!(model = %self.handle.config.name, error = %why, "aborting the transaction and rolling back to the last checkpoint");
                 self.abort_and_roll_back()?;
             }

@@ -241,7 +241,17 @@ fn run_with(
         w.commits = Some((requests_tx, results_rx));
         w.commit_busy = Some(busy);
     }
-    let result = w.consume(cancel);
+    // once an ACL refused an output, whatever failed next (the producer
+    // is in an error state) is that refusal: named by topic
+    let result = w.consume(cancel).map_err(|e| {
+        match producer.context().denied_write(&config.kafka) {
+            Some(denied) => {
+                tracing::warn!(model = %m.name, error = %format!("{e:#}"), "the loop failed after a refused write");
+                denied
+            }
+            None => e,
+        }
+    });
     let result = w.finish(result);
     // closes the request channel: the committer ends
     w.commits = None;
@@ -333,6 +343,9 @@ impl<'c> Worker<'c> {
                     self.commit_transaction()?;
                 }
             } else {
+                if let Some(e) = self.producer.context().denied_write(&self.config.kafka) {
+                    return Err(e);
+                }
                 self.to_commit
                     .extend(self.producer.context().drain_acked()?);
                 if !self.to_commit.is_empty()

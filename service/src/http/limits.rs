@@ -142,6 +142,90 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn past_the_cap_a_request_is_answered_503_at_once() {
+        use tower::ServiceExt;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = release.clone();
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(move || {
+                    let held = held.clone();
+                    async move {
+                        held.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(Guard::new(1, Duration::from_secs(30), 1000)),
+                guard,
+            ));
+        let req = || {
+            Request::builder()
+                .uri("/slow")
+                .body(Body::empty())
+                .expect("request")
+        };
+        let first = tokio::spawn(app.clone().oneshot(req()));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = app.clone().oneshot(req()).await.expect("answers");
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "1");
+        let v = body(second).await;
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("error")
+                .contains("http.max_in_flight"),
+            "{v}"
+        );
+        release.notify_one();
+        let first = first.await.expect("joins").expect("answers");
+        assert_eq!(first.status(), StatusCode::OK, "the first one was served");
+        let third = app.oneshot(req());
+        release.notify_one();
+        assert_eq!(
+            third.await.expect("answers").status(),
+            StatusCode::OK,
+            "room again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_is_answered_503() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route(
+                "/stuck",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(Guard::new(8, Duration::from_millis(100), 1000)),
+                guard,
+            ));
+        let r = app
+            .oneshot(
+                Request::builder()
+                    .uri("/stuck")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v = body(r).await;
+        assert!(
+            v["error"].as_str().expect("error").contains("100 ms"),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
     async fn error_answers_become_json_that_says_what_to_fix() {
         let r = Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)

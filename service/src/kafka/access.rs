@@ -120,6 +120,34 @@ impl Watch {
     }
 }
 
+/// Logs one of librdkafka's log lines at its level.
+pub fn log_line(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
+        _ => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
+    }
+}
+
+/// The topic a transactional producer was refused, from librdkafka's log:
+/// a refused write makes the transaction fail when its partitions are
+/// added, before any delivery report (`ADDPARTS ... Failed to add
+/// partition "TOPIC" [p] to transaction: Broker: Topic authorization
+/// failed`).
+pub fn refused_partition(fac: &str, message: &str) -> Option<String> {
+    if fac != "ADDPARTS"
+        || !message
+            .to_ascii_lowercase()
+            .contains("authorization failed")
+    {
+        return None;
+    }
+    message.split('"').nth(1).map(str::to_owned)
+}
+
 impl ClientContext for Watch {
     // librdkafka logs every failed connection at once, from its own
     // threads; its error events wait for a poll and are sometimes folded
@@ -128,14 +156,7 @@ impl ClientContext for Watch {
         if let Some(f) = fatal_text(None, message) {
             self.note(f);
         }
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
-            _ => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
-        }
+        log_line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -216,6 +237,23 @@ mod tests {
         ));
         let dropped = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
         assert!(fatal(&dropped, "GroupCoordinator: SASL authentication error: SaslAuthenticateRequest failed: Local: Broker transport failure (after 0ms in state DOWN)").is_none());
+    }
+
+    #[test]
+    fn a_refused_partition_is_read_from_the_log() {
+        let line = "TxnCoordinator/1: Failed to add partition \"unwritable.out-1\" [2] to transaction: Broker: Topic authorization failed";
+        assert_eq!(
+            refused_partition("ADDPARTS", line).as_deref(),
+            Some("unwritable.out-1")
+        );
+        assert_eq!(refused_partition("TXNERR", line), None);
+        assert_eq!(
+            refused_partition(
+                "ADDPARTS",
+                "Failed to add partition \"t\" [0] to transaction: Broker: Not coordinator"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -320,19 +320,47 @@ pub struct InFlight {
     pub error: Option<String>,
 }
 
-/// Producer context: counts acknowledgements per input batch.
+/// Producer context: counts acknowledgements per input batch, and notes
+/// a delivery the cluster refused for want of an ACL.
 #[derive(Default)]
 pub struct ProducerCtx {
     /// In-flight batches by sequence number.
     pub in_flight: Mutex<BTreeMap<usize, InFlight>>,
+    /// The first delivery refused by an ACL: its topic and Kafka's error.
+    pub denied: Mutex<Option<(String, RDKafkaErrorCode)>>,
 }
 
-impl ClientContext for ProducerCtx {}
+impl ProducerCtx {
+    /// The refusal of a write for want of an ACL, as an error naming the
+    /// topic, if a delivery was refused.
+    pub fn denied_write(&self, props: &BTreeMap<String, String>) -> Option<anyhow::Error> {
+        let (topic, code) = self.denied.lock().ok()?.clone()?;
+        Some(access::NotAuthorized::new(props, "write to topic", &topic, code).into())
+    }
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if let Some(topic) = access::refused_partition(fac, message) {
+            if let Ok(mut d) = self.denied.lock() {
+                d.get_or_insert((topic, RDKafkaErrorCode::TopicAuthorizationFailed));
+            }
+        }
+        access::log_line(level, fac, message);
+    }
+}
 
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if let Err((e, m)) = result {
+            if let Some(code) = access::denial(e) {
+                if let Ok(mut d) = self.denied.lock() {
+                    d.get_or_insert_with(|| (m.topic().to_owned(), code));
+                }
+            }
+        }
         let Ok(mut map) = self.in_flight.lock() else {
             return;
         };
