@@ -75,14 +75,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         rt.block_on(async {
             let mut topics = vec![m.output_topic(), m.dead_letter_topic()];
             topics.dedup();
-            kafka::ensure_topics_with(
-                &config.kafka,
-                &topics,
-                config.topics.partitions,
-                config.topics.replication(),
-                config.topics.min_isr(),
-            )
-            .await?;
+            kafka::ensure_configured_topics(config, &topics).await?;
             checkpoint::prepare_topic(config, &config.service.checkpoint_topic(&m.name)).await
         })?;
     }

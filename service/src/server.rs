@@ -27,6 +27,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         &http.open_paths,
     )?);
     config.http.tokens = None;
+    let peer_ca = match &config.http.peer_ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read `http.peer_ca` {}", path.display()))?;
+            Some(reqwest::Certificate::from_pem(&pem).with_context(|| {
+                format!("`http.peer_ca` {} is not a PEM certificate", path.display())
+            })?)
+        }
+        None => None,
+    };
     if tokens.is_empty() {
         // loopback-only without tokens is the default; an open address
         // without them was asked for (`http.allow_unauthenticated`)
@@ -117,12 +127,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         shutdown.clone(),
     ));
     let mut state = AppState::new(handles, &config.service);
-    if let Some(path) = &config.http.peer_ca {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("cannot read `http.peer_ca` {}", path.display()))?;
-        let ca = reqwest::Certificate::from_pem(&pem).with_context(|| {
-            format!("`http.peer_ca` {} is not a PEM certificate", path.display())
-        })?;
+    if let Some(ca) = peer_ca {
         state = state.with_peer_ca(ca)?;
     }
     let max_body = config.service.max_body_bytes;
@@ -185,14 +190,7 @@ async fn prepare_model_topics(config: &Config, m: &crate::config::ModelConfig) -
             m.output_topic(),
             m.dead_letter_topic(),
         ];
-        crate::kafka::ensure_topics_with(
-            &config.kafka,
-            &topics,
-            config.topics.partitions,
-            config.topics.replication(),
-            config.topics.min_isr(),
-        )
-        .await?;
+        crate::kafka::ensure_configured_topics(config, &topics).await?;
     }
     if config.service.exactly_once {
         let topic = config.service.checkpoint_topic(&m.name);

@@ -86,6 +86,21 @@ pub async fn ensure_topics(
     ensure_topics_with(props, topics, partitions, replication, None).await
 }
 
+/// Creates the topics that do not exist yet as `[topics]` says.
+pub async fn ensure_configured_topics(
+    config: &crate::config::Config,
+    topics: &[String],
+) -> Result<()> {
+    ensure_topics_with(
+        &config.kafka,
+        topics,
+        config.topics.partitions,
+        config.topics.replication(),
+        config.topics.min_isr(),
+    )
+    .await
+}
+
 /// Creates the topics that do not exist yet; `replication` -1 takes the
 /// cluster's default, and so does `min_isr` `None`. Only topics missing
 /// from the cluster's metadata are asked for, so that a principal needs

@@ -20,28 +20,33 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use streamfit::config::Config;
 use streamfit::pipeline::{Input, Pipeline};
 
-pub fn bootstrap() -> String {
-    let port = std::env::var("STREAMFIT_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+/// The address of a local broker whose port is in `var` (else `default`);
+/// panics, saying how to start it, when it is not answering.
+fn local_broker(var: &str, default: &str, start: &str) -> String {
+    let port = std::env::var(var).unwrap_or_else(|_| default.into());
     let addr = format!("127.0.0.1:{port}");
     if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2))
         .is_err()
     {
-        panic!("Kafka is not answering on {addr}: start it with `deploy/kafka.sh up` (these tests never skip)");
+        panic!(
+            "Kafka is not answering on {addr}: start it with `{start}` (these tests never skip)"
+        );
     }
     addr
 }
 
+pub fn bootstrap() -> String {
+    local_broker("STREAMFIT_KAFKA_PORT", "9092", "deploy/kafka.sh up")
+}
+
 /// The secured broker of `deploy/kafka.sh up --secure` (SASL_SSL, SCRAM,
-/// ACLs): its address; panics when it is not answering.
+/// ACLs).
 pub fn secure_bootstrap() -> String {
-    let port = std::env::var("STREAMFIT_KAFKA_SECURE_PORT").unwrap_or_else(|_| "9192".into());
-    let addr = format!("127.0.0.1:{port}");
-    if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(2))
-        .is_err()
-    {
-        panic!("the secured Kafka is not answering on {addr}: start it with `deploy/kafka.sh up --secure` (these tests never skip)");
-    }
-    addr
+    local_broker(
+        "STREAMFIT_KAFKA_SECURE_PORT",
+        "9192",
+        "deploy/kafka.sh up --secure",
+    )
 }
 
 /// Where the secured broker keeps its state (admin password, clients'
