@@ -232,7 +232,7 @@ impl HttpConfig {
 }
 
 /// True when `addr` (`host:port`) is reachable only from this host.
-fn is_loopback(addr: &str) -> bool {
+pub fn is_loopback(addr: &str) -> bool {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")

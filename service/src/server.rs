@@ -27,6 +27,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         &http.open_paths,
     )?);
     config.http.tokens = None;
+    // a tokens file that holds no token must not leave an open address open
+    if tokens.is_empty()
+        && !config.http.allow_unauthenticated
+        && !crate::config::is_loopback(&config.service.http_addr)
+    {
+        anyhow::bail!(
+            "`service.http_addr` {} can be reached from other hosts, but `http.tokens_file` holds no token: add lines `predict TOKEN` / `admin TOKEN`, or set `http.allow_unauthenticated = true`",
+            config.service.http_addr
+        );
+    }
     let peer_ca = match &config.http.peer_ca {
         Some(path) => {
             let pem = std::fs::read(path)

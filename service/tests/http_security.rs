@@ -291,6 +291,21 @@ async fn an_open_address_without_tokens_is_refused_unless_said_so() {
             && text.contains("http.allow_unauthenticated"),
         "{text}"
     );
+    // a tokens file without a token is no protection either
+    let empty = dir.path().join("tokens");
+    std::fs::write(&empty, "# no tokens yet\n").expect("tokens file");
+    let log = dir.path().join("empty-tokens.log");
+    let mut svc = Service::start_logged(
+        &run.config,
+        &[
+            ("STREAMFIT_SERVICE_HTTP_ADDR", open.as_str()),
+            ("STREAMFIT_HTTP_TOKENS_FILE", empty.to_str().expect("utf-8")),
+        ],
+        &log,
+    );
+    assert!(!svc.exited(Duration::from_secs(30)).await.success());
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("holds no token"), "{text}");
     // said so: it serves
     let svc = Service::start_with(
         &run.config,
