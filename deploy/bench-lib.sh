@@ -57,14 +57,17 @@ bench_http() {
   echo "127.0.0.1:$((18000 + RANDOM % 1000))"
 }
 
-# bench_wait_ready HTTP_ADDR PID: waits (at most 60 s) for /readyz to answer 200
+# bench_wait_ready HTTP_ADDR_OR_URL PID [CURL ARGS...]: waits (at most 60 s)
+# for /readyz to answer 200 (an address is served over http://; give an
+# https:// URL and --cacert for HTTPS)
 bench_wait_ready() {
-  local http="$1" pid="$2"
+  local url="$1" pid="$2"; shift 2
+  [[ "$url" == *://* ]] || url="http://$url"
   for _ in $(seq 1 600); do
-    curl -sf "http://$http/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || { echo "bench: error: the service exited before it was ready (log: $cache/bench.log)" >&2; return 1; }
+    curl -sf "$@" "$url/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "bench: error: the service exited before it was ready (log: $cache/bench*.log)" >&2; return 1; }
     sleep 0.1
   done
-  echo "bench: error: the service on $http was not ready within 60 s (log: $cache/bench.log)" >&2
+  echo "bench: error: the service on $url was not ready within 60 s (log: $cache/bench*.log)" >&2
   return 1
 }

@@ -31,16 +31,6 @@ results="$(mktemp)"
 trap 'rm -f "$results"; [ -z "${pids:-}" ] || kill $pids 2>/dev/null || true' EXIT
 n=637768
 
-wait_ready() {  # URL PID [CURL ARGS...]
-  local url="$1" pid="$2"; shift 2
-  for _ in $(seq 1 600); do
-    curl -sf "$@" "$url/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || { echo "bench-secure: error: the service exited (log: $log)" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "bench-secure: error: $url not ready within 60 s (log: $log)" >&2; exit 1
-}
-
 # ---------------------------------------------------------------- /predict
 token="bench-secure-admin-token-$run_id"
 topic="bench.secure.http.$run_id"
@@ -59,7 +49,7 @@ for mode in plain tls; do
   fi
   env "${env_tls[@]}" STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$log" </dev/null &
   pid=$!; pids="$pids $pid"
-  wait_ready "$url" "$pid" --cacert "$ca"
+  bench_wait_ready "$url" "$pid" --cacert "$ca"
   http_of[$mode]="$http"; url_of[$mode]="$url"
 done
 for i in $(seq 1 "$rounds"); do

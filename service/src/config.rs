@@ -224,13 +224,6 @@ impl Default for HttpConfig {
     }
 }
 
-impl HttpConfig {
-    /// True when tokens are configured (a file or the inline list).
-    pub fn has_tokens(&self) -> bool {
-        self.tokens_file.is_some() || self.tokens.as_deref().is_some_and(|t| !t.trim().is_empty())
-    }
-}
-
 /// True when `addr` (`host:port`) is reachable only from this host.
 pub fn is_loopback(addr: &str) -> bool {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -480,15 +473,6 @@ impl Config {
         let http = &self.http;
         if http.tls_cert.is_some() != http.tls_key.is_some() {
             bail!("`http.tls_cert` and `http.tls_key` go together: set both for HTTPS, or neither");
-        }
-        if !http.has_tokens()
-            && !http.allow_unauthenticated
-            && !is_loopback(&self.service.http_addr)
-        {
-            bail!(
-                "`service.http_addr` {} can be reached from other hosts, but no token is configured: set `http.tokens_file` (or STREAMFIT_HTTP_TOKENS) so that only holders of a token can predict, read state or start a backfill, or set `http.allow_unauthenticated = true` to serve it open",
-                self.service.http_addr
-            );
         }
         for (key, v) in [
             ("http.request_timeout_ms", http.request_timeout_ms),

@@ -27,14 +27,21 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         &http.open_paths,
     )?);
     config.http.tokens = None;
-    // a tokens file that holds no token must not leave an open address open
+    // secure by default: an address other hosts reach needs tokens (an
+    // empty tokens file is no token), unless the config says otherwise;
+    // checked here, where HTTP is served, not for every command
     if tokens.is_empty()
         && !config.http.allow_unauthenticated
         && !crate::config::is_loopback(&config.service.http_addr)
     {
         anyhow::bail!(
-            "`service.http_addr` {} can be reached from other hosts, but `http.tokens_file` holds no token: add lines `predict TOKEN` / `admin TOKEN`, or set `http.allow_unauthenticated = true`",
-            config.service.http_addr
+            "`service.http_addr` {} can be reached from other hosts, but no token is configured{}: set `http.tokens_file` (lines `predict TOKEN` / `admin TOKEN`) or STREAMFIT_HTTP_TOKENS so that only holders of a token can predict, read state or start a backfill, or set `http.allow_unauthenticated = true` to serve it open",
+            config.service.http_addr,
+            if config.http.tokens_file.is_some() {
+                " (`http.tokens_file` holds no token)"
+            } else {
+                ""
+            }
         );
     }
     let peer_ca = match &config.http.peer_ca {

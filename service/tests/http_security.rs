@@ -7,8 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,82 +17,6 @@ const ADMIN: &str = "admin-token-for-the-tests-456789";
 
 fn tokens_env() -> String {
     format!("predict:{PREDICT},admin:{ADMIN}")
-}
-
-/// A CA and a certificate for 127.0.0.1 it signed: (ca.pem, cert, key).
-fn make_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let f = |n: &str| dir.join(n);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "http.key",
-        "-out",
-        "http.csr",
-    ]);
-    std::fs::write(f("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "http.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext",
-        "-out",
-        "http.pem",
-    ]);
-    (f("ca.pem"), f("http.pem"), f("http.key"))
-}
-
-async fn ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +38,7 @@ async fn tokens_have_roles_over_https_and_every_error_is_json() {
         .build()
         .expect("client");
     let base = format!("https://{}", run.http);
-    ready(&client, &base).await;
+    wait_ready_with(&client, &base).await;
     produce(&bootstrap, &run.input, &waits(200));
     wait_for_outputs(&bootstrap, &run, 200, Duration::from_secs(60));
 

@@ -48,12 +48,11 @@ fn secure_setup(dir: &Path, bootstrap: &str, model: &str, extra_models: &str) ->
     run
 }
 
-/// Runs `deploy/kafka.sh ARGS --secure` on the secured broker.
+/// Runs `deploy/kafka.sh ARGS` against the secured broker (its port).
 fn kafka_sh(bootstrap: &str, args: &[&str]) {
     let port = bootstrap.rsplit(':').next().expect("port");
     let out = Command::new(repo().join("deploy/kafka.sh"))
         .args(args)
-        .arg("--secure")
         .env("STREAMFIT_KAFKA_PORT", port)
         .output()
         .expect("deploy/kafka.sh runs");
@@ -66,13 +65,15 @@ fn kafka_sh(bootstrap: &str, args: &[&str]) {
 
 /// Grants the ACLs the config needs (deploy/kafka/acls.py) and nothing else.
 fn grant(bootstrap: &str, config: &Path) {
-    kafka_sh(bootstrap, &["grant", config.to_str().expect("utf-8 path")]);
+    let config = config.to_str().expect("utf-8 path");
+    kafka_sh(bootstrap, &["grant", config, "--secure"]);
 }
 
 /// Removes one ACL of the principal `streamfit`, as the super user.
 fn revoke(bootstrap: &str, args: &[&str]) {
     let admin = secure_state(bootstrap).join("admin.properties");
     let mut all = vec![
+        "tool",
         "org.apache.kafka.tools.AclCommand",
         "--bootstrap-server",
         bootstrap,
@@ -84,18 +85,7 @@ fn revoke(bootstrap: &str, args: &[&str]) {
         "User:streamfit",
     ];
     all.extend_from_slice(args);
-    let port = bootstrap.rsplit(':').next().expect("port");
-    let out = Command::new(repo().join("deploy/kafka.sh"))
-        .arg("tool")
-        .args(&all)
-        .env("STREAMFIT_KAFKA_PORT", port)
-        .output()
-        .expect("deploy/kafka.sh runs");
-    assert!(
-        out.status.success(),
-        "AclCommand --remove {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kafka_sh(bootstrap, &all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,18 +168,7 @@ async fn an_untrusted_ca_stops_the_start_naming_the_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = secure_setup(dir.path(), &bootstrap, "waits", "");
     // a CA of its own, which never signed the broker's certificate
-    let (key, ca) = (dir.path().join("other.key"), dir.path().join("other.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=not the broker's CA", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&ca)
-        .output()
-        .expect("openssl runs");
-    assert!(made.status.success(), "a CA made");
+    let (ca, _, _) = make_cert(dir.path());
     let (code, took, log) = refused_start(
         &run.config,
         &[(

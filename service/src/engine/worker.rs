@@ -343,9 +343,7 @@ impl<'c> Worker<'c> {
                     self.commit_transaction()?;
                 }
             } else {
-                if let Some(e) = self.producer.context().denied_write(&self.config.kafka) {
-                    return Err(e);
-                }
+                // a refused delivery fails drain_acked; run_with names it
                 self.to_commit
                     .extend(self.producer.context().drain_acked()?);
                 if !self.to_commit.is_empty()

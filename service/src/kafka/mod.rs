@@ -113,18 +113,27 @@ pub async fn ensure_topics_with(
     replication: i32,
     min_isr: Option<i32>,
 ) -> Result<()> {
+    // librdkafka's metadata call blocks: off the async workers
+    let reader = props.clone();
+    let known: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = base_config(&reader)
+            .create()
+            .context("cannot create a Kafka client; check the [kafka] properties")?;
+        let names = client
+            .fetch_metadata(None, Duration::from_secs(30))
+            .context("cannot read the cluster's topics; is the broker up (deploy/kafka.sh up) and `bootstrap.servers` right?")?
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_owned())
+            .collect();
+        anyhow::Ok(names)
+    })
+    .await
+    .context("the topic listing task failed")??;
     let admin: AdminClient<DefaultClientContext> = base_config(props)
         .create()
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
-    let known: std::collections::HashSet<String> = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(30))
-        .context("cannot read the cluster's topics; is the broker up (deploy/kafka.sh up) and `bootstrap.servers` right?")?
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.name().to_owned())
-        .collect();
     let missing: Vec<&String> = topics.iter().filter(|t| !known.contains(*t)).collect();
     if missing.is_empty() {
         return Ok(());

@@ -193,10 +193,15 @@ impl Drop for Service {
 }
 
 pub async fn wait_ready(http: &str) {
-    let client = reqwest::Client::new();
+    wait_ready_with(&reqwest::Client::new(), &format!("http://{http}")).await;
+}
+
+/// Waits (60 s at most) for `{base}/readyz` to answer 200 through `client`
+/// (one that trusts a test CA, for HTTPS).
+pub async fn wait_ready_with(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status().is_success() {
                 return;
             }
@@ -207,6 +212,69 @@ pub async fn wait_ready(http: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed: (ca.pem, cert, key).
+pub fn make_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let f = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "http.key",
+        "-out",
+        "http.csr",
+    ]);
+    std::fs::write(f("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "http.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+        "-out",
+        "http.pem",
+    ]);
+    (f("ca.pem"), f("http.pem"), f("http.key"))
 }
 
 pub fn produce(bootstrap: &str, topic: &str, readings: &[(Option<String>, Vec<u8>)]) {
