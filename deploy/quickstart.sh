@@ -11,7 +11,20 @@ pidfile="$cache/streamfit.pid"
 http="127.0.0.1:8080"
 
 if [ "${1:-}" = "stop" ]; then
-  [ -f "$pidfile" ] && kill -TERM "$(cat "$pidfile")" 2>/dev/null && echo "quickstart: streamfit stopped"
+  # the service commits its last batches on SIGTERM: Kafka stays up until it has exited
+  if [ -f "$pidfile" ] && pid="$(cat "$pidfile")" && kill -TERM "$pid" 2>/dev/null; then
+    echo "quickstart: stopping streamfit (pid $pid)"
+    for i in $(seq 1 600); do
+      kill -0 "$pid" 2>/dev/null || break
+      [ $((i % 20)) -eq 0 ] && echo "quickstart: streamfit is still finishing its batches ($((i / 10)) s)"
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "quickstart: error: streamfit (pid $pid) did not exit within 60 s of SIGTERM; Kafka left running (log: $cache/streamfit.log)" >&2
+      exit 1
+    fi
+    echo "quickstart: streamfit stopped"
+  fi
   rm -f "$pidfile"
   deploy/kafka.sh down
   exit 0
@@ -20,8 +33,8 @@ fi
 [ -d "$data/wdw-waits-2018" ] || { echo "quickstart: error: no data at $data; set STREAMFIT_DATA to the shared/data folder" >&2; exit 1; }
 deploy/setup.sh
 deploy/kafka.sh up
-echo "quickstart: building (release; the first build takes several minutes)"
-cargo build --release -q -p streamfit -p streamfit-load-test
+echo "quickstart: building (release; a first build on 2 cores takes 25-40 minutes, cargo shows its progress)"
+cargo build --release -p streamfit -p streamfit-load-test
 
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   echo "quickstart: streamfit already running (pid $(cat "$pidfile"))"
@@ -37,39 +50,31 @@ for _ in $(seq 1 120); do
 done
 curl -sf "http://$http/readyz" >/dev/null || { echo "quickstart: error: streamfit not ready after 60 s (log: $cache/streamfit.log)" >&2; exit 1; }
 
-# consumed MODEL: the model's consumed counter (0 if not answering)
-consumed() {
-  bench_metric "$http" streamfit_readings_consumed_total "$1"
+# predicted MODEL: the model's predicted counter (0 if not answering)
+predicted() {
+  bench_metric "$http" streamfit_readings_predicted_total "$1"
 }
 models=(waits-v1 waits heart-v1 heart)
 declare -A before
-for m in "${models[@]}"; do before[$m]=$(consumed "$m"); done
+for m in "${models[@]}"; do before[$m]=$(predicted "$m"); done
 
 "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic waits.readings
 "$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic clinical.readings
 waits_n=637768
 heart_n=$(( $(wc -l < "$data/heart-failure/heart.csv") - 1 ))
 
-# every model has consumed every reading just published (counted from its
-# consumed counter before publishing, so a service already running counts too)
-echo "quickstart: waiting for the models to catch up"
-caught_up=0
-for i in $(seq 1 1200); do
-  caught_up=1
-  progress=()
-  for m in "${models[@]}"; do
-    want=$waits_n; [[ "$m" == heart* ]] && want=$heart_n
-    got=$(( $(consumed "$m") - ${before[$m]} ))
-    progress+=("$m $got/$want")
-    [ "$got" -ge "$want" ] || caught_up=0
-  done
-  [ "$caught_up" -eq 1 ] && break
-  kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$cache/streamfit.log"; echo "quickstart: error: streamfit exited" >&2; exit 1; }
-  [ $((i % 10)) -eq 0 ] && echo "quickstart: consumed ${progress[*]}"
-  sleep 0.5
+# caught up: the consumer groups' lag 0 on every partition (every
+# prediction committed) and each predicted counter up by what was just
+# published (counted from before publishing, so a service already running
+# counts too)
+echo "quickstart: waiting for every model to catch up"
+want=()
+for m in "${models[@]}"; do
+  n=$waits_n; [[ "$m" == heart* ]] && n=$heart_n
+  want+=(--predicted "$m=$(( ${before[$m]} + n ))")
 done
-[ "$caught_up" -eq 1 ] || { echo "quickstart: error: the models did not consume every reading within 10 minutes (${progress[*]}; log: $cache/streamfit.log)" >&2; exit 1; }
-echo "quickstart: every model has consumed every reading (${progress[*]})"
+"$bin/streamfit" wait --config deploy/streamfit.toml "${want[@]}" --timeout 900 --pid "$(cat "$pidfile")" \
+  || { echo "quickstart: error: the models did not catch up (log: $cache/streamfit.log)" >&2; exit 1; }
 curl -sf "http://$http/metrics" | grep -E '^streamfit_readings_(predicted|learned|dead_lettered)_total'
 
 echo
@@ -81,4 +86,7 @@ echo "quickstart: POST /v1/models/heart/predict"
 curl -sf -X POST "http://$http/v1/models/heart/predict" -H 'content-type: application/json' \
   -d '{"patient_id": "new", "age": 61, "sex": "M", "chest_pain_type": "ASY", "resting_bp": 140, "cholesterol": 0, "fasting_bs": 1, "resting_ecg": "ST", "max_hr": 110, "exercise_angina": "Y", "oldpeak": 2.0, "st_slope": "Flat"}'
 echo
+echo
 echo "quickstart: done; streamfit keeps serving on http://$http (stop: deploy/quickstart.sh stop)"
+echo "quickstart: the live dashboard: http://$http/"
+echo "quickstart: the notebooks: $cache/venv/bin/jupyter lab notebooks/   (deploy/setup.sh installed them; see notebooks/README.md)"

@@ -47,6 +47,35 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
+    /// Wait until the models have caught up with their input topics as they
+    /// stand now: the consumer group's lag 0 on every partition (every
+    /// prediction committed) and, with --predicted, the service's predicted
+    /// counters at the given numbers. Says where things stand meanwhile.
+    Wait {
+        /// Models to wait for (repeatable; default: every configured model).
+        #[arg(long)]
+        model: Vec<String>,
+        /// MODEL=N: also wait until the service's
+        /// streamfit_readings_predicted_total of MODEL reaches N (repeatable).
+        #[arg(long, value_parser = parse_count)]
+        predicted: Vec<(String, u64)>,
+        /// The service's base URL for /metrics (default: http:// and
+        /// `service.http_addr`).
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Say where things stand every this many seconds.
+        #[arg(long, default_value_t = 5)]
+        every: u64,
+        /// The service's process id: fail as soon as it has exited.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigFile,
+    },
     /// Train a model from a topic's history at full speed and hand it over
     /// to the service: checkpoints and the group's offsets in one transaction.
     Replay {
@@ -176,6 +205,17 @@ pub enum PredictionsAction {
     },
 }
 
+/// `MODEL=N`.
+fn parse_count(s: &str) -> Result<(String, u64), String> {
+    let (model, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MODEL=N, got {s:?}"))?;
+    let n = n
+        .parse::<u64>()
+        .map_err(|_| format!("expected MODEL=N with N a count, got {s:?}"))?;
+    Ok((model.to_owned(), n))
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -193,6 +233,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             // the runtime would wait for its blocking join)
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wait {
+            model,
+            predicted,
+            url,
+            timeout,
+            every,
+            pid,
+            config,
+        } => {
+            let config = config.load()?;
+            let opts = crate::catchup::Options {
+                models: model,
+                predicted: predicted.into_iter().collect(),
+                url,
+                timeout: std::time::Duration::from_secs(timeout),
+                every: std::time::Duration::from_secs(every),
+                pid,
+            };
+            crate::catchup::wait(&config, &opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

@@ -80,7 +80,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         })?;
     }
     // a running service in the group would race the handover
-    crate::snapshot::ensure_group_idle(
+    crate::idle::ensure_group_idle(
         config,
         &group,
         &m.name,

@@ -57,22 +57,6 @@ pub fn group_of(config: &Config, model: &str) -> String {
     format!("{}.{model}", config.service.group_id)
 }
 
-/// Fails when the group has members: a running service would race a write
-/// of its state.
-pub fn ensure_group_idle(config: &Config, group: &str, model: &str, what: &str) -> Result<()> {
-    let probe: BaseConsumer = kafka::consumer_config(&config.kafka, group)
-        .create()
-        .context("cannot create a Kafka consumer; check the [kafka] properties")?;
-    if let Ok(list) = probe.fetch_group_list(Some(group), Duration::from_secs(10)) {
-        if let Some(g) = list.groups().iter().find(|g| g.name() == group) {
-            if !g.members().is_empty() {
-                bail!("consumer group {group} has {} active member(s): stop the service for model {model} before {what}", g.members().len());
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The model's latest committed checkpoints, as a snapshot.
 pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
     let m = config.model(model)?;
@@ -119,7 +103,7 @@ pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<B
         bail!("the snapshot's offsets are of topic {:?}, but model {model} reads {input:?}: import it into a config whose input_topic is {:?}", snapshot.topic, snapshot.topic);
     }
     let group = group_of(config, model);
-    ensure_group_idle(config, &group, model, "importing into it")?;
+    crate::idle::ensure_group_idle(config, &group, model, "importing into it")?;
     let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, &group)
         .create()
         .context("cannot create a Kafka consumer")?;

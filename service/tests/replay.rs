@@ -216,3 +216,72 @@ async fn another_topic_hands_over_at_the_inputs_end() {
         assert_same_model(got.model(), want.model(), &format!("partition {p}"));
     }
 }
+
+/// The members the broker lists for `group`.
+fn members_of(bootstrap: &str, group: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = client(bootstrap).create().expect("consumer");
+    probe
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("group list")
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map_or(0, |g| g.members().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_right_after_a_graceful_stop_runs_and_a_running_service_is_refused_at_once() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "heart");
+    let readings = heart();
+    create_topic(&bootstrap, &run.input, 3).await;
+    produce(&bootstrap, &run.input, &readings);
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    wait_for_outputs(&bootstrap, &run, readings.len(), Duration::from_secs(120));
+
+    // while the service runs: refused at once, naming the instance that answers
+    let config = run.config.to_str().expect("utf-8 path");
+    let started = std::time::Instant::now();
+    let out = streamfit(&["replay", "--json", "--config", config, "--model", "heart"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a replay beside a running service must be refused"
+    );
+    assert!(err.contains("answers at http://"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused without waiting out a session: {:?}",
+        started.elapsed()
+    );
+
+    // SIGTERM, then at once: the stopped static member is still listed ...
+    svc.stop();
+    let stopped = std::time::Instant::now();
+    assert!(
+        members_of(&bootstrap, &run.group) > 0,
+        "the stopped service's membership should linger (else this test shows nothing)"
+    );
+    // ... and the replay waits it out, saying why, then runs
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamfit"))
+        .args(["replay", "--json", "--config", config, "--model", "heart"])
+        .env("STREAMFIT_LOG", "info")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay after a graceful stop: {err}");
+    assert!(
+        err.contains("stays a member until its session times out"),
+        "the wait says why: {err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(summary["readings"], readings.len(), "{summary}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(75),
+        "the wait ends with the session (45 s), not later: {:?}",
+        stopped.elapsed()
+    );
+}
