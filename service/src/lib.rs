@@ -18,7 +18,9 @@
 //! - [`snapshot`]: model export and import in the versioned snapshot format.
 //! - [`idle`]: whether a model's consumer group is free for a replay or an
 //!   import (a stopped service's lingering membership waited out).
-//! - [`http`]: the axum API.
+//! - [`history`]: what the dashboard draws (samples over time, recent
+//!   predictions).
+//! - [`http`]: the axum API and the dashboard.
 //! - [`memory`]: giving freed memory back to the system, RSS.
 //! - [`stats`]: live counters and their Prometheus rendering.
 //! - [`server`]: `streamfit run`, wiring it all with one cancellation token.
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod eval;
+pub mod history;
 pub mod http;
 pub mod idle;
 pub mod kafka;

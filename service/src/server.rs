@@ -143,7 +143,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
         handles.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(sample_histories(handles.clone(), shutdown.clone()));
     let mut state = AppState::new(handles, &config.service);
+    state.tokens_required = !tokens.is_empty();
     if let Some(ca) = peer_ca {
         state = state.with_peer_ca(ca)?;
     }
@@ -244,6 +246,28 @@ impl Drop for CancelOnPanic {
             tracing::error!(model = %self.model, "worker thread panicked; stopping the service");
             self.cancel.cancel();
         }
+    }
+}
+
+/// Samples every model's counters, lag and rolling metrics once a second
+/// for the dashboard (off the async workers: merging the partitions'
+/// metrics copies them).
+async fn sample_histories(handles: Vec<Arc<ModelHandle>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let hs = handles.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = crate::live::now_ms();
+            for h in &hs {
+                h.history.sample(now, &h.live.load(), &h.stats, h.lag());
+            }
+        })
+        .await;
     }
 }
 

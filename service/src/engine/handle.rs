@@ -39,6 +39,8 @@ pub struct ModelHandle {
     pub group: std::sync::OnceLock<String>,
     /// Which instance owns which input partition (refreshed by the server).
     pub directory: ArcSwap<crate::routing::Directory>,
+    /// What the dashboard draws: samples over time, recent predictions.
+    pub history: crate::history::History,
     /// Why the model stopped while the service goes on (the cluster
     /// refused its access), if it did.
     failed: std::sync::Mutex<Option<String>>,
@@ -78,6 +80,7 @@ impl ModelHandle {
             backfill: std::sync::Mutex::new(backfill::Slot::default()),
             group: std::sync::OnceLock::new(),
             directory: ArcSwap::from_pointee(crate::routing::Directory::default()),
+            history: crate::history::History::default(),
             failed: std::sync::Mutex::new(None),
         })
     }
@@ -126,13 +129,55 @@ impl ModelHandle {
         self.not_ready().is_none()
     }
 
-    /// Consumer lag, or -1 when not known yet.
-    pub fn lag(&self) -> i64 {
-        self.consumer
+    /// Per owned partition: the next offset the live model learns, the
+    /// partition's end (high watermark, -1 not known yet) and the readings
+    /// between them (-1 not known).
+    pub fn partition_lags(&self) -> BTreeMap<i32, PartitionLag> {
+        let high = self
+            .consumer
             .load()
             .as_ref()
-            .map_or(-1, |c| c.lag.load(Ordering::Relaxed))
+            .and_then(|c| c.high_watermarks.lock().ok().map(|m| m.clone()))
+            .unwrap_or_default();
+        let live = self.live.load();
+        live.partitions()
+            .map(|(p, _)| {
+                let next = live.next_offset(p);
+                // the statistics come once a second: the end is at least
+                // what the model has already read
+                let end = high.get(&p).map_or(-1, |&h| h.max(next));
+                let lag = if end >= 0 && next >= 0 {
+                    (end - next).max(0)
+                } else {
+                    -1
+                };
+                (p, PartitionLag { next, end, lag })
+            })
+            .collect()
     }
+
+    /// Readings between the live model and the ends of its partitions, or
+    /// -1 while no partition's end is known.
+    pub fn lag(&self) -> i64 {
+        let lags = self.partition_lags();
+        let known: Vec<i64> = lags.values().map(|l| l.lag).filter(|&l| l >= 0).collect();
+        if known.is_empty() {
+            -1
+        } else {
+            known.iter().sum()
+        }
+    }
+}
+
+/// Where a partition stands: see [`ModelHandle::partition_lags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The next offset the live model learns (-1: not known).
+    pub next: i64,
+    /// The partition's high watermark (-1: not known yet).
+    pub end: i64,
+    /// Readings between them (-1: not known).
+    pub lag: i64,
 }
 
 /// Replay progress per partition: (start, processed up to, end).

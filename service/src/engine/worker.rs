@@ -81,7 +81,6 @@ fn run_with(
     let identity = config.service.client_identity(&group);
     let ctx = ConsumerCtx {
         model: m.name.clone(),
-        lag: (-1).into(),
         ..Default::default()
     };
     let mut cc = kafka::consumer_config(&config.kafka, &group);
@@ -579,6 +578,9 @@ impl<'c> Worker<'c> {
                 }
             }
         }
+        self.handle
+            .history
+            .note_batch(partition, batch.iter().map(|m| m.offset()), &outcomes);
         let s = &self.handle.stats;
         s.predicted
             .fetch_add(stats.predicted as u64, Ordering::Relaxed);

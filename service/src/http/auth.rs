@@ -140,7 +140,7 @@ impl Tokens {
 
 /// The role a request needs: `None` when its path is open.
 pub fn required(tokens: &Tokens, method: &Method, path: &str) -> Option<Role> {
-    if tokens.is_open(path) {
+    if tokens.is_open(path) || (method == Method::GET && super::dashboard::ASSETS.contains(&path)) {
         return None;
     }
     let predict =
@@ -256,6 +256,14 @@ mod tests {
         assert_eq!(required(&t, &get, "/readyz"), Some(Role::Admin));
         assert_eq!(required(&t, &get, "/healthz"), None);
         assert_eq!(required(&t, &get, "/metrics"), None);
+        // the dashboard's files hold no data; what it shows needs a token
+        assert_eq!(required(&t, &get, "/"), None);
+        assert_eq!(required(&t, &get, "/dashboard.js"), None);
+        assert_eq!(required(&t, &post, "/"), Some(Role::Admin));
+        assert_eq!(
+            required(&t, &get, "/v1/models/waits/history"),
+            Some(Role::Admin)
+        );
     }
 
     #[test]

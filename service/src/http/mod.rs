@@ -20,6 +20,8 @@ use crate::pipeline::Pipeline;
 use crate::stats::{render, Exposed};
 
 mod auth;
+mod dashboard;
+mod history;
 mod limits;
 mod predict;
 pub mod serve;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub partitioner: crate::routing::KeyPartitioner,
     /// Forwards `/predict` to the instance that owns a key's partition.
     pub client: reqwest::Client,
+    /// True when requests need a token (the dashboard asks for one first).
+    pub tokens_required: bool,
 }
 
 impl AppState {
@@ -48,6 +52,7 @@ impl AppState {
             instance: service.instance(),
             partitioner: service.key_partitioner,
             client: reqwest::Client::new(),
+            tokens_required: false,
         }
     }
 
@@ -114,6 +119,10 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/models/{name}/predict", post(predict::predict))
         .route("/v1/models/{name}/backfill", post(backfill))
         .route("/v1/models/{name}/snapshot", get(snapshot))
+        .route("/v1/models/{name}/history", get(history::history))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),

@@ -3,7 +3,7 @@
 //! log rebalances and commits and track delivery of what we produce.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -199,8 +199,11 @@ pub struct ConsumerCtx {
     /// Set when the worker stops: revocations (from closing the consumer)
     /// are released at once, nothing is left to finish.
     pub closing: AtomicBool,
-    /// Sum of consumer lag over the assigned partitions (-1 unknown).
-    pub lag: AtomicI64,
+    /// Each fetched partition's high watermark, from the client's
+    /// statistics (the lag is measured against the live model's offsets:
+    /// the statistics' own `consumer_lag` follows the consumer's commits,
+    /// which a transaction's offsets do not move).
+    pub high_watermarks: Mutex<BTreeMap<i32, i64>>,
     /// Assignments seen: goes up with every partition assignment.
     pub assignments: AtomicU64,
     /// False while no broker connection is up (from the client's statistics).
@@ -209,14 +212,15 @@ pub struct ConsumerCtx {
 
 impl ClientContext for ConsumerCtx {
     fn stats(&self, stats: Statistics) {
-        let lag: i64 = stats
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0)
-            .map(|p| p.consumer_lag.max(0))
-            .sum();
-        self.lag.store(lag, Ordering::Relaxed);
+        if let Ok(mut high) = self.high_watermarks.lock() {
+            *high = stats
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.values())
+                .filter(|p| p.partition >= 0 && p.fetch_state == "active" && p.hi_offset >= 0)
+                .map(|p| (p.partition, p.hi_offset))
+                .collect();
+        }
         let up = stats
             .brokers
             .values()

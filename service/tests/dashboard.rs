@@ -1,0 +1,307 @@
+//! The live dashboard in a real browser: headless Chromium (Debian's
+//! `chromium` and `chromium-driver`, installed by deploy/setup.sh), driven
+//! over the WebDriver protocol, against the real binary on the real broker
+//! with readings flowing and tokens required. The page asks for a token,
+//! then shows every configured model, its charts' points change from one
+//! look to the next, and the browser logs no console error. The screenshot
+//! goes to `$CARGO_TARGET_DIR/dashboard.png` (or `STREAMFIT_SCREENSHOT`);
+//! the README shows one.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-token-for-the-dashboard-test";
+
+/// A chromedriver process and one browser session.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        for bin in ["/usr/bin/chromedriver", "/usr/bin/chromium"] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} is missing: run deploy/setup.sh (it installs Debian's chromium and chromium-driver; this test never skips)"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["value"]["ready"].as_bool()),
+                Err(_) => None,
+            };
+            if ready == Some(true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver not ready within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1700"]
+            },
+            "goog:loggingPrefs": { "browser": "ALL" }
+        }}});
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("JSON");
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_owned();
+        Browser {
+            driver,
+            base,
+            session,
+            http,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, &url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r: Value = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .json()
+            .await
+            .expect("JSON");
+        assert!(
+            r["value"].get("error").is_none(),
+            "WebDriver {path} failed: {r}"
+        );
+        r["value"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    /// Runs `script` (a function body) in the page.
+    async fn eval(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    /// Waits up to `within` for `script` to return something truthy.
+    async fn until(&self, script: &str, within: Duration, what: &str) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.eval(script).await;
+            let truthy = match &v {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .post("/element", json!({ "using": "css selector", "value": css }))
+            .await;
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    /// The browser's console entries at level SEVERE (errors).
+    async fn console_errors(&self) -> Vec<Value> {
+        let logs = self.post("/se/log", json!({ "type": "browser" })).await;
+        logs.as_array()
+            .expect("log entries")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let heart_topics = (
+        unique("dash.heart"),
+        unique("dash.heart.out"),
+        unique("dash.heart.dead"),
+    );
+    let run = setup_table(
+        dir.path(),
+        &bootstrap,
+        "waits",
+        3,
+        "",
+        |input, output, dead| {
+            format!(
+                "{}{}",
+                model_table("waits", input, output, dead, 500),
+                model_table(
+                    "heart",
+                    &heart_topics.0,
+                    &heart_topics.1,
+                    &heart_topics.2,
+                    100
+                )
+            )
+        },
+    );
+    let tokens = format!("admin:{ADMIN}");
+    let svc = Service::start_with(&run.config, &[("STREAMFIT_HTTP_TOKENS", tokens.as_str())]);
+    let authed = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {ADMIN}").parse().expect("header"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .expect("client");
+    wait_ready_with(&authed, &format!("http://{}", run.http)).await;
+    produce(&bootstrap, &heart_topics.0, &heart());
+    // readings keep flowing while the browser looks: 2,000 a second for 40 s at most
+    let flow = publish_steadily(&bootstrap, &run.input, waits(80_000), 2_000);
+
+    let browser = Browser::start().await;
+    browser
+        .post("/url", json!({ "url": format!("http://{}/", run.http) }))
+        .await;
+    // the page knows the API wants a token and asks before any request
+    browser
+        .until(
+            "return !document.getElementById('token-form').hidden",
+            Duration::from_secs(10),
+            "the token form",
+        )
+        .await;
+    let input = browser.element("#token").await;
+    browser
+        .post(&format!("/element/{input}/value"), json!({ "text": ADMIN }))
+        .await;
+    let submit = browser.element("#token-submit").await;
+    browser
+        .post(&format!("/element/{submit}/click"), json!({}))
+        .await;
+
+    // every configured model gets its card
+    let shown = browser
+        .until(
+            "const m = [...document.querySelectorAll('section.card')].map(c => c.dataset.model); return m.length >= 2 ? m.sort() : null",
+            Duration::from_secs(20),
+            "a card per model",
+        )
+        .await;
+    assert_eq!(shown, json!(["heart", "waits"]));
+    assert!(
+        browser
+            .eval("return document.getElementById('token-form').hidden")
+            .await
+            .as_bool()
+            .expect("bool"),
+        "the token form goes once the token works"
+    );
+
+    // the charts' points change while readings flow
+    let points = "return document.querySelector('section[data-model=waits] svg[data-chart=learned] polyline')?.getAttribute('points') || ''";
+    let first = browser
+        .until(
+            points,
+            Duration::from_secs(20),
+            "the learned chart's points",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = browser.eval(points).await;
+    assert_ne!(first, second, "the chart did not change in 3 s of readings");
+    let seen = browser
+        .eval("return document.querySelector('section[data-model=waits] .tiles .tile:nth-child(5) b').textContent")
+        .await;
+    assert_ne!(seen, json!("0"), "readings seen");
+    let recent = browser
+        .eval(
+            "return document.querySelectorAll('section[data-model=waits] table.recent tr').length",
+        )
+        .await;
+    assert!(
+        recent.as_u64().expect("count") > 1,
+        "recent predictions listed"
+    );
+
+    let shot = browser
+        .call(reqwest::Method::GET, "/screenshot", Value::Null)
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().expect("base64"))
+        .expect("PNG");
+    let path = std::env::var("STREAMFIT_SCREENSHOT").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/dashboard.png")
+    });
+    std::fs::write(&path, &png).expect("screenshot written");
+    eprintln!("dashboard screenshot: {path}");
+
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert!(
+        flow.sent() > 0 && flow.sent() < 80_000,
+        "readings were flowing while the page was looked at ({} sent)",
+        flow.sent()
+    );
+    drop(browser);
+    drop(svc);
+}
