@@ -288,6 +288,17 @@ pub enum TaskName {
     Classification,
 }
 
+/// See [`ModelConfig::test_then_train`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestThenTrain {
+    /// Each reading predicted, then learned, in order.
+    #[default]
+    Reading,
+    /// The whole batch predicted, then learned.
+    Batch,
+}
+
 /// Micro-batch limits.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -359,6 +370,12 @@ pub struct ModelConfig {
     /// Rolling window of the live metrics, in readings.
     #[serde(default = "default_metrics_window")]
     pub metrics_window: usize,
+    /// When a micro-batch's readings are predicted: each by the model that
+    /// has learned every earlier reading (`reading`: the live metrics equal
+    /// `eval --batch 1` whatever the backlog), or all by the model as it
+    /// was before the batch (`batch`).
+    #[serde(default)]
+    pub test_then_train: TestThenTrain,
     /// The features, in row order.
     pub features: Vec<FeatureDef>,
 }
@@ -620,16 +637,24 @@ fn env_value(raw: &str) -> toml::Value {
 
 /// `STREAMFIT_*` variables that are not config overrides: the scripts' and
 /// the log's own settings (and `STREAMFIT_TEST_*`, the tests' fault
-/// injection). `KAFKA_PORT` moves the local broker
-/// (`deploy/kafka.sh`); it is not the librdkafka property `port`.
-const NOT_OVERRIDES: [&str; 6] = [
+/// injection, and `STREAMFIT_NB_*`, the notebooks' settings). `KAFKA_PORT`
+/// moves the local broker (`deploy/kafka.sh`); it is not the librdkafka
+/// property `port`.
+const NOT_OVERRIDES: [&str; 9] = [
     "CACHE",
+    "DATA",
     "KAFKA_PORT",
+    "KAFKA_SECURE_PORT",
     "KAFKA_BROKERS",
+    "LOAD_TOKEN",
     "LOG",
     "CONFIG",
     "HOME",
 ];
+
+/// Prefixes of `STREAMFIT_*` variables that belong to the tests and the
+/// notebooks.
+const NOT_OVERRIDE_PREFIXES: [&str; 2] = ["TEST_", "NB_"];
 
 /// `path` with a leading `~/` read as the home directory.
 fn expand_home_path(path: &Path, home: Option<&str>) -> Result<std::path::PathBuf> {
@@ -666,7 +691,9 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
     vars.sort();
     for (name, raw) in vars {
         let rest = &name["STREAMFIT_".len()..];
-        if NOT_OVERRIDES.contains(&rest) || rest.starts_with("TEST_") {
+        if NOT_OVERRIDES.contains(&rest)
+            || NOT_OVERRIDE_PREFIXES.iter().any(|p| rest.starts_with(p))
+        {
             // the scripts' own settings (the local broker's port, ...)
             continue;
         }
@@ -801,6 +828,28 @@ mod tests {
         let env = [("STREAMFIT_KAFKA_PORT".to_owned(), "19992".to_owned())];
         let c = Config::parse(MINIMAL, env.into_iter()).expect("valid");
         assert!(!c.kafka.contains_key("port"), "{:?}", c.kafka);
+    }
+
+    #[test]
+    fn the_scripts_and_notebooks_settings_are_not_overrides() {
+        let env = [
+            ("STREAMFIT_DATA", "../shared/data"),
+            ("STREAMFIT_KAFKA_SECURE_PORT", "9192"),
+            ("STREAMFIT_LOAD_TOKEN", "x"),
+            ("STREAMFIT_NB_URL", "http://127.0.0.1:8080"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::parse(MINIMAL, env.into_iter()).expect("valid");
+        assert!(
+            c.kafka.keys().all(|k| !k.contains("secure")),
+            "{:?}",
+            c.kafka
+        );
+        let typo = [("STREAMFIT_SERVCE_X".to_owned(), "1".to_owned())];
+        assert!(
+            Config::parse(MINIMAL, typo.into_iter()).is_err(),
+            "a typo is still refused"
+        );
     }
 
     #[test]

@@ -229,7 +229,10 @@ fn timed_pass(
     batch: usize,
     mut log: Option<&mut PredictionLog>,
 ) -> Result<Pass> {
-    let mut pipeline = Pipeline::new(config)?;
+    // `--batch B`: B readings predicted by the model as it was before them
+    let mut whole = config.clone();
+    whole.test_then_train = crate::config::TestThenTrain::Batch;
+    let mut pipeline = Pipeline::new(&whole)?;
     let mut preds = Vec::with_capacity(inputs.len());
     let mut labels = Vec::with_capacity(inputs.len());
     let mut outcomes = Vec::with_capacity(batch);

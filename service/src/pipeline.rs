@@ -16,7 +16,7 @@ use models::{KeyedModel, ModelError, ModelSnapshot};
 use crate::keys::{Changed, Recency};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, TestThenTrain};
 
 /// One reading of a micro-batch: its Kafka key and bytes.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +153,9 @@ pub struct Pipeline {
     recency: Recency,
     /// This batch's evictions: the reading that caused each, and the key.
     evicted: Vec<(usize, String)>,
+    /// Each reading predicted by the model that has learned every earlier
+    /// one (true), or the whole batch by the model as it was before it.
+    per_reading: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +185,7 @@ impl Clone for Pipeline {
             max_keys: None,
             recency: Recency::default(),
             evicted: Vec::new(),
+            per_reading: self.per_reading,
         }
     }
 }
@@ -228,6 +232,7 @@ impl Pipeline {
             max_keys: config.max_keys.filter(|_| keyed),
             recency: Recency::default(),
             evicted: Vec::new(),
+            per_reading: config.test_then_train == TestThenTrain::Reading,
         })
     }
 
@@ -336,7 +341,11 @@ impl Pipeline {
         })
     }
 
-    /// Processes one micro-batch test-then-train; `out` gets one outcome per input.
+    /// Processes one micro-batch test-then-train; `out` gets one outcome per
+    /// input. Each reading is predicted by the model that has learned every
+    /// earlier reading, so the outcomes do not depend on where batches
+    /// begin (`test_then_train = "reading"`), or, with `"batch"`, every
+    /// reading by the model as it was before the batch.
     pub fn process<'a>(&mut self, batch: &[Input<'a>], out: &mut Vec<Outcome<'a>>) -> BatchStats {
         let width = self.extractor.width();
         out.clear();
@@ -344,7 +353,7 @@ impl Pipeline {
         let mut rows = std::mem::take(&mut self.rows);
         rows.resize(batch.len() * width, 0.0);
         let mut stats = BatchStats::default();
-        // 1. extract and predict with the model as it was before the batch
+        // 1. extract and predict (and, reading by reading, learn)
         for (i, input) in batch.iter().enumerate() {
             let row = &mut rows[i * width..(i + 1) * width];
             let extracted = match self.extractor.extract(input.bytes, input.key, row) {
@@ -360,6 +369,13 @@ impl Pipeline {
                     self.note_key(i, k);
                 }
             }
+            if self.per_reading {
+                // a key this reading pushed out goes before anything is learned
+                for (_, victim) in self.evicted.drain(..) {
+                    self.model.set_key_model(&victim, None);
+                    stats.evicted += 1;
+                }
+            }
             let key = extracted.key.as_deref();
             let prediction = match self.output(key, row, extracted.baseline) {
                 Ok(p) => p,
@@ -373,6 +389,9 @@ impl Pipeline {
             };
             if let Some(label) = extracted.label {
                 self.metrics.update(prediction, label);
+                if self.per_reading {
+                    self.learn(key, row, label, extracted.baseline, &mut stats);
+                }
             }
             self.pending.push(Pending {
                 label: extracted.label,
@@ -386,12 +405,13 @@ impl Pipeline {
             }));
             stats.predicted += 1;
         }
-        // 2. learn the labelled readings, in order
+        // 2. the whole batch predicted: learn the labelled readings, in order
         let mut row_index = 0;
         let mut pending = std::mem::take(&mut self.pending);
         let evicted = std::mem::take(&mut self.evicted);
         let mut evictions = evicted.iter().peekable();
-        for (i, outcome) in out.iter().enumerate() {
+        let whole_batch = !self.per_reading;
+        for (i, outcome) in out.iter().enumerate().filter(|_| whole_batch) {
             while let Some((_, victim)) = evictions.next_if(|(at, _)| *at <= i) {
                 self.model.set_key_model(victim, None);
             }
@@ -401,26 +421,19 @@ impl Pipeline {
             let p = &pending[row_index];
             row_index += 1;
             let Some(label) = p.label else { continue };
-            let target = match self.task {
-                Task::Regression => label - p.baseline,
-                Task::Classification => label,
-            };
             let row = &rows[i * width..(i + 1) * width];
-            match self
-                .model
-                .learn_slice(prediction.key.as_deref(), row, target)
-            {
-                Ok(()) => stats.learned += 1,
-                Err(e) => {
-                    self.learn_errors += 1;
-                    tracing::warn!(model = %self.name, error = %e, "learning step refused");
-                }
-            }
+            self.learn(
+                prediction.key.as_deref(),
+                row,
+                label,
+                p.baseline,
+                &mut stats,
+            );
         }
         for (_, victim) in evictions {
             self.model.set_key_model(victim, None);
         }
-        stats.evicted = evicted.len();
+        stats.evicted += evicted.len();
         let mut evicted = evicted;
         evicted.clear();
         self.evicted = evicted;
@@ -432,6 +445,29 @@ impl Pipeline {
             self.version += 1;
         }
         stats
+    }
+
+    /// Learns one labelled reading (its target relative to the baseline,
+    /// for regression); a refused step is counted and logged.
+    fn learn(
+        &mut self,
+        key: Option<&str>,
+        row: &[f64],
+        label: f64,
+        baseline: f64,
+        stats: &mut BatchStats,
+    ) {
+        let target = match self.task {
+            Task::Regression => label - baseline,
+            Task::Classification => label,
+        };
+        match self.model.learn_slice(key, row, target) {
+            Ok(()) => stats.learned += 1,
+            Err(e) => {
+                self.learn_errors += 1;
+                tracing::warn!(model = %self.name, error = %e, "learning step refused");
+            }
+        }
     }
 
     /// Predicts one reading without learning or touching any state.
@@ -611,6 +647,64 @@ mod tests {
         p.process(&inputs, &mut out);
         assert!(p.learned() > 0);
         p
+    }
+
+    /// Predictions of `readings` processed in micro-batches of `size`.
+    fn predictions(m: &ModelConfig, readings: &[String], size: usize) -> (Vec<f64>, Pipeline) {
+        let mut p = Pipeline::new(m).expect("pipeline");
+        let inputs: Vec<Input<'_>> = readings
+            .iter()
+            .map(|r| Input {
+                key: Some("soarin"),
+                bytes: r.as_bytes(),
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        for chunk in inputs.chunks(size) {
+            p.process(chunk, &mut out);
+            got.extend(out.iter().map(|o| match o {
+                Outcome::Predicted(x) => x.prediction,
+                Outcome::Invalid(e) => panic!("{e}"),
+            }));
+        }
+        (got, p)
+    }
+
+    fn rising_waits(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"ride":"soarin","ts":"2018-01-01T{:02}:{:02}:00","posted_wait":{}}}"#,
+                    9 + i / 12,
+                    (i % 12) * 5,
+                    20 + i
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_reading_is_predicted_by_the_model_that_learned_every_earlier_one() {
+        let m = shipped_with(&[]);
+        assert_eq!(m.test_then_train, TestThenTrain::Reading, "the default");
+        let readings = rising_waits(60);
+        let (one, p1) = predictions(&m, &readings, 1);
+        let (whole, p60) = predictions(&m, &readings, 60);
+        assert_eq!(one, whole, "outcomes do not depend on the batch size");
+        assert_eq!(p1.metrics(), p60.metrics());
+        assert_eq!(p1.snapshot().model, p60.snapshot().model);
+
+        // whole-batch semantics: one batch is predicted by the untrained model
+        let mut batch = m.clone();
+        batch.test_then_train = TestThenTrain::Batch;
+        let (first, pb) = predictions(&batch, &readings, 60);
+        assert!(
+            first.windows(2).all(|w| w[0] == w[1]),
+            "one untrained model for the whole batch: {first:?}"
+        );
+        assert_ne!(first, whole);
+        assert_eq!(pb.snapshot().model, p60.snapshot().model, "same learning");
     }
 
     #[test]
