@@ -4,7 +4,7 @@
 //! with readings flowing and tokens required. The page asks for a token,
 //! then shows every configured model, its charts' points change from one
 //! look to the next, and the browser logs no console error. The screenshot
-//! goes to `$CARGO_TARGET_DIR/dashboard.png` (or `STREAMFIT_SCREENSHOT`);
+//! goes to `$CARGO_TARGET_DIR/dashboard.png` (or `STREAMFIT_TEST_SCREENSHOT`);
 //! the README shows one.
 
 mod common;
@@ -288,7 +288,7 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot.as_str().expect("base64"))
         .expect("PNG");
-    let path = std::env::var("STREAMFIT_SCREENSHOT").unwrap_or_else(|_| {
+    let path = std::env::var("STREAMFIT_TEST_SCREENSHOT").unwrap_or_else(|_| {
         let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
         format!("{target}/dashboard.png")
     });
