@@ -106,7 +106,10 @@ async fn an_exported_model_continues_in_another_group() {
     ]);
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(why.contains("active member"), "{why}");
+    assert!(
+        why.contains("has a running member") && why.contains("answers at http://"),
+        "{why}"
+    );
 
     produce(&bootstrap, &run.input, &readings[first..]);
     wait_for_outputs(&bootstrap, &run_b, first + later, Duration::from_secs(120));
