@@ -626,16 +626,7 @@ mod tests {
 
     fn learned(m: &ModelConfig) -> Pipeline {
         let mut p = Pipeline::new(m).expect("pipeline");
-        let readings: Vec<String> = (0..50)
-            .map(|i| {
-                format!(
-                    r#"{{"ride":"soarin","ts":"2018-01-01T{:02}:{:02}:00","posted_wait":{}}}"#,
-                    9 + i / 12,
-                    (i % 12) * 5,
-                    20 + i
-                )
-            })
-            .collect();
+        let readings = rising_waits(50);
         let inputs: Vec<Input<'_>> = readings
             .iter()
             .map(|r| Input {

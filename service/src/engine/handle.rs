@@ -133,38 +133,46 @@ impl ModelHandle {
     /// partition's end (high watermark, -1 not known yet) and the readings
     /// between them (-1 not known).
     pub fn partition_lags(&self) -> BTreeMap<i32, PartitionLag> {
-        let high = self
-            .consumer
-            .load()
-            .as_ref()
-            .and_then(|c| c.high_watermarks.lock().ok().map(|m| m.clone()))
-            .unwrap_or_default();
-        let live = self.live.load();
-        live.partitions()
-            .map(|(p, _)| {
-                let next = live.next_offset(p);
-                // the statistics come once a second: the end is at least
-                // what the model has already read
-                let end = high.get(&p).map_or(-1, |&h| h.max(next));
-                let lag = if end >= 0 && next >= 0 {
-                    (end - next).max(0)
-                } else {
-                    -1
-                };
-                (p, PartitionLag { next, end, lag })
-            })
-            .collect()
+        let mut out = BTreeMap::new();
+        self.each_lag(|p, l| {
+            out.insert(p, l);
+        });
+        out
     }
 
     /// Readings between the live model and the ends of its partitions, or
-    /// -1 while no partition's end is known.
+    /// -1 while no partition's end is known. Asked by every `/predict`:
+    /// nothing is copied.
     pub fn lag(&self) -> i64 {
-        let lags = self.partition_lags();
-        let known: Vec<i64> = lags.values().map(|l| l.lag).filter(|&l| l >= 0).collect();
-        if known.is_empty() {
-            -1
-        } else {
-            known.iter().sum()
+        let mut sum = -1;
+        self.each_lag(|_, l| {
+            if l.lag >= 0 {
+                sum = sum.max(0) + l.lag;
+            }
+        });
+        sum
+    }
+
+    fn each_lag(&self, mut each: impl FnMut(i32, PartitionLag)) {
+        let live = self.live.load();
+        let consumer = self.consumer.load();
+        let high = consumer
+            .as_ref()
+            .and_then(|c| c.high_watermarks.lock().ok());
+        for (p, _) in live.partitions() {
+            let next = live.next_offset(p);
+            // the statistics come once a second: the end is at least what
+            // the model has already read
+            let end = high
+                .as_ref()
+                .and_then(|h| h.get(&p))
+                .map_or(-1, |&h| h.max(next));
+            let lag = if end >= 0 && next >= 0 {
+                (end - next).max(0)
+            } else {
+                -1
+            };
+            each(p, PartitionLag { next, end, lag });
         }
     }
 }
@@ -182,3 +190,45 @@ pub struct PartitionLag {
 
 /// Replay progress per partition: (start, processed up to, end).
 pub type Progress = BTreeMap<i32, (i64, i64, i64)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_each_partitions_end_minus_the_live_models_next_offset() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let config = crate::config::Config::load(&path).expect("config");
+        let h = ModelHandle::new(config.model("waits-v1").expect("model").clone()).expect("handle");
+        assert_eq!(h.lag(), -1, "no partition, no consumer: not known");
+        let p = Arc::new(Pipeline::new(&h.config).expect("pipeline"));
+        let live = h.live.load().with(0, p.clone(), 10).with(1, p, 7);
+        h.live.store(Arc::new(live));
+        assert_eq!(h.lag(), -1, "no end known yet");
+        let ctx = ConsumerCtx::default();
+        if let Ok(mut high) = ctx.high_watermarks.lock() {
+            // partition 1's statistics are older than what it has read
+            *high = BTreeMap::from([(0, 25), (1, 5)]);
+        }
+        h.consumer.store(Some(Arc::new(ctx)));
+        assert_eq!(h.lag(), 15);
+        let lags = h.partition_lags();
+        assert_eq!(
+            lags[&0],
+            PartitionLag {
+                next: 10,
+                end: 25,
+                lag: 15
+            }
+        );
+        assert_eq!(
+            lags[&1],
+            PartitionLag {
+                next: 7,
+                end: 7,
+                lag: 0
+            }
+        );
+    }
+}
