@@ -10,6 +10,7 @@
 //! - [`spec`]: the feature spec as written in the service config.
 //! - [`decode`]: JSON bytes to a [`decode::Reading`] of named slots.
 //! - [`time`]: a strict, fast ISO 8601 timestamp parser and calendar maths.
+//! - [`text`]: text to hashed, sparse term counts (tokens, n-grams, signs).
 //! - [`extract`]: [`FeatureExtractor`], reading to feature row, with state.
 //! - [`datasets`]: readers (polars) for the wait-time and heart data sets,
 //!   yielding readings exactly as BENCHMARKS.md defines them, and JSONL.
@@ -23,6 +24,7 @@ pub mod decode;
 pub mod error;
 pub mod extract;
 pub mod spec;
+pub mod text;
 pub mod time;
 
 pub use error::{DatasetError, FeatureError};

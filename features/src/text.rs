@@ -1,0 +1,464 @@
+//! Text into hashed, sparse term counts: the first half of the `text`
+//! feature kind (issue 17; the model side, sparse rows, comes next).
+//!
+//! [`TextHasher::hash`] walks the text once, without allocating a token:
+//! each token's bytes (lower-cased) go straight into a 64-bit FNV-1a hash,
+//! word n-grams combine the hashes of neighbouring tokens, and the hashing
+//! trick puts each term into one of 2^bits columns with a sign taken from
+//! another bit of its hash, so collisions cancel out on average instead of
+//! adding up. The output is the row's non-zero columns, sorted, with their
+//! (signed) term frequency, or 1 + ln(tf) with `sublinear`.
+//!
+//! Tokens: runs of letters and digits (Unicode: `char::is_alphanumeric`),
+//! with inner apostrophes kept (`don't`); each emoji a token of its own
+//! (skin tones, variation selectors and joiners dropped); `@mentions` and
+//! `#hashtags` keep their sign; URLs and HTML entities as the options say.
+
+use std::borrow::Cow;
+
+/// What to do with a kind of token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRule {
+    /// A token of its own, as written.
+    Keep,
+    /// Left out.
+    Drop,
+    /// One token standing for all of its kind (`@user`, `<url>`).
+    Replace,
+}
+
+/// The text options of a feature.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextOptions {
+    /// Columns: 2^bits (1..=24).
+    pub bits: u32,
+    /// Word n-grams 1..=ngrams (1..=4).
+    pub ngrams: usize,
+    /// `@mentions`.
+    pub mentions: TokenRule,
+    /// `http://`, `https://` and `www.` links.
+    pub urls: TokenRule,
+    /// Decode HTML entities (`&amp;`, `&lt;`, `&#39;`, ...) first.
+    pub html_entities: bool,
+    /// 1 + ln(tf) instead of tf.
+    pub sublinear: bool,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            bits: 20,
+            ngrams: 2,
+            mentions: TokenRule::Keep,
+            urls: TokenRule::Replace,
+            html_entities: true,
+            sublinear: false,
+        }
+    }
+}
+
+impl TextOptions {
+    /// Checks the ranges, naming the option at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=24).contains(&self.bits) {
+            return Err(format!(
+                "`bits` should be 1..=24 (2^bits columns), not {}",
+                self.bits
+            ));
+        }
+        if !(1..=4).contains(&self.ngrams) {
+            return Err(format!("`ngrams` should be 1..=4, not {}", self.ngrams));
+        }
+        Ok(())
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a over bytes, continuing from `h`.
+#[inline]
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// A final mix (splitmix64's), so that low bits depend on every input bit.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// True for the code points an emoji is made of (pictographs, symbols,
+/// dingbats, flags' regional indicators).
+fn is_emoji(c: char) -> bool {
+    matches!(c as u32, 0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x2190..=0x21FF | 0x2300..=0x23FF)
+        && !is_emoji_modifier(c)
+}
+
+/// Skin tones, variation selectors and the zero-width joiner: parts of an
+/// emoji that are not tokens.
+fn is_emoji_modifier(c: char) -> bool {
+    matches!(c as u32, 0x1F3FB..=0x1F3FF | 0xFE00..=0xFE0F | 0x200D)
+}
+
+/// `text` with HTML entities decoded (borrowed when there are none).
+pub fn decode_entities(text: &str) -> Cow<'_, str> {
+    if !text.contains('&') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let decoded = tail.find(';').filter(|&end| end <= 10).and_then(|end| {
+            let name = &tail[1..end];
+            let c = match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "nbsp" => Some(' '),
+                _ => name
+                    .strip_prefix("#x")
+                    .or_else(|| name.strip_prefix("#X"))
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .or_else(|| name.strip_prefix('#').and_then(|d| d.parse::<u32>().ok()))
+                    .and_then(char::from_u32),
+            }?;
+            Some((c, end + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &tail[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Text to hashed term counts; keeps its buffers between calls.
+#[derive(Debug, Clone)]
+pub struct TextHasher {
+    options: TextOptions,
+    mask: u64,
+    /// This text's token hashes, in order.
+    tokens: Vec<u64>,
+    /// (column, signed count) before merging.
+    terms: Vec<(u32, f64)>,
+    /// One token's lower-cased bytes.
+    lower: String,
+}
+
+impl TextHasher {
+    /// A hasher with `options` (checked).
+    pub fn new(options: TextOptions) -> Result<TextHasher, String> {
+        options.validate()?;
+        Ok(TextHasher {
+            mask: (1u64 << options.bits) - 1,
+            options,
+            tokens: Vec::new(),
+            terms: Vec::new(),
+            lower: String::new(),
+        })
+    }
+
+    /// Columns: 2^bits.
+    pub fn width(&self) -> usize {
+        1 << self.options.bits
+    }
+
+    /// The options.
+    pub fn options(&self) -> &TextOptions {
+        &self.options
+    }
+
+    fn push_token(&mut self, token: &str) {
+        let h = if token.is_ascii() {
+            // most tokens: lower-case byte by byte, nothing copied
+            let mut h = FNV_OFFSET;
+            for b in token.bytes() {
+                h ^= b.to_ascii_lowercase() as u64;
+                h = h.wrapping_mul(FNV_PRIME);
+            }
+            h
+        } else {
+            self.lower.clear();
+            for c in token.chars() {
+                self.lower.extend(c.to_lowercase());
+            }
+            fnv(FNV_OFFSET, self.lower.as_bytes())
+        };
+        self.tokens.push(h);
+    }
+
+    /// The token hashes of `text`, in order.
+    pub fn tokens(&mut self, text: &str) -> &[u64] {
+        self.tokens.clear();
+        let text = if self.options.html_entities {
+            decode_entities(text)
+        } else {
+            Cow::Borrowed(text)
+        };
+        let mut chars = text.char_indices().peekable();
+        while let Some((start, c)) = chars.next() {
+            // links: up to the next white space
+            if c == 'h' || c == 'w' {
+                let rest = &text[start..];
+                if rest.starts_with("http://")
+                    || rest.starts_with("https://")
+                    || rest.starts_with("www.")
+                {
+                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                    while chars.peek().is_some_and(|&(i, _)| i < start + end) {
+                        chars.next();
+                    }
+                    match self.options.urls {
+                        TokenRule::Keep => self.push_token(&rest[..end]),
+                        TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"<url>")),
+                        TokenRule::Drop => {}
+                    }
+                    continue;
+                }
+            }
+            if is_emoji(c) {
+                let mut buf = [0u8; 4];
+                self.tokens
+                    .push(fnv(FNV_OFFSET, c.encode_utf8(&mut buf).as_bytes()));
+                continue;
+            }
+            let sigil = (c == '@' || c == '#')
+                && chars
+                    .peek()
+                    .is_some_and(|&(_, n)| n.is_alphanumeric() || n == '_');
+            if !(c.is_alphanumeric() || sigil) {
+                continue;
+            }
+            // a word: letters, digits, `_`, and apostrophes between letters
+            let mut end = start + c.len_utf8();
+            while let Some(&(i, n)) = chars.peek() {
+                let inner_apostrophe = (n == '\'' || n == '\u{2019}')
+                    && text[i + n.len_utf8()..]
+                        .chars()
+                        .next()
+                        .is_some_and(char::is_alphanumeric);
+                if n.is_alphanumeric() || n == '_' || inner_apostrophe {
+                    end = i + n.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let word = &text[start..end];
+            if c == '@' {
+                match self.options.mentions {
+                    TokenRule::Keep => self.push_token(word),
+                    TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"@user")),
+                    TokenRule::Drop => {}
+                }
+            } else {
+                self.push_token(word);
+            }
+        }
+        &self.tokens
+    }
+
+    /// The non-zero columns of `text`: (column, value), sorted by column,
+    /// each column once. Values are signed term frequencies (1 + ln(tf)
+    /// with `sublinear`, keeping the sign of the summed counts).
+    pub fn hash(&mut self, text: &str, out: &mut Vec<(u32, f64)>) {
+        self.tokens(text);
+        self.terms.clear();
+        let n = self.tokens.len();
+        for i in 0..n {
+            let mut h = FNV_OFFSET;
+            for k in 0..self.options.ngrams.min(n - i) {
+                // an n-gram's hash: its tokens' hashes in order, and its length
+                h = fnv(h, &self.tokens[i + k].to_le_bytes());
+                let m = mix(h ^ (k as u64 + 1));
+                let column = (m & self.mask) as u32;
+                let sign = if m >> 63 == 0 { 1.0 } else { -1.0 };
+                self.terms.push((column, sign));
+            }
+        }
+        self.terms.sort_unstable_by_key(|&(c, _)| c);
+        out.clear();
+        for &(c, v) in &self.terms {
+            match out.last_mut() {
+                Some((last, acc)) if *last == c => *acc += v,
+                _ => out.push((c, v)),
+            }
+        }
+        out.retain(|&(_, v)| v != 0.0);
+        if self.options.sublinear {
+            for (_, v) in out.iter_mut() {
+                *v = v.signum() * (1.0 + v.abs().ln());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher(f: impl FnOnce(&mut TextOptions)) -> TextHasher {
+        let mut o = TextOptions::default();
+        f(&mut o);
+        TextHasher::new(o).expect("valid")
+    }
+
+    fn token_count(h: &mut TextHasher, text: &str) -> usize {
+        h.tokens(text).len()
+    }
+
+    #[test]
+    fn words_numbers_emoji_and_sigils_are_tokens_case_folded() {
+        let mut h = hasher(|_| {});
+        let a = h
+            .tokens("@United Flight 1234 was LATE 😡😡 #fail don't")
+            .to_vec();
+        // @united, flight, 1234, was, late, 😡, 😡, #fail, don't
+        assert_eq!(a.len(), 9, "{a:?}");
+        let b = h
+            .tokens("@united flight 1234 was late 😡 😡 #FAIL DON'T")
+            .to_vec();
+        assert_eq!(a, b, "case and spacing do not matter");
+        assert_eq!(a[5], a[6], "the same emoji twice");
+        assert_eq!(
+            token_count(&mut h, "👍🏽 ok"),
+            2,
+            "a skin tone is not a token"
+        );
+        assert_eq!(token_count(&mut h, "... !!! ,,,"), 0);
+        assert_eq!(
+            token_count(&mut h, "Ça coûte 5€ à l'aéroport"),
+            5,
+            "ça coûte 5 à l'aéroport"
+        );
+    }
+
+    #[test]
+    fn urls_and_mentions_follow_their_rules() {
+        let mut keep = hasher(|o| {
+            o.urls = TokenRule::Keep;
+        });
+        let mut replace = hasher(|_| {});
+        let mut drop = hasher(|o| {
+            o.urls = TokenRule::Drop;
+            o.mentions = TokenRule::Drop;
+        });
+        let text = "see http://t.co/abc and https://t.co/xyz @jetblue";
+        let k = keep.tokens(text).to_vec();
+        let r = replace.tokens(text).to_vec();
+        assert_eq!(k.len(), 5);
+        assert_ne!(k[1], k[3], "kept links differ");
+        assert_eq!(r[1], r[3], "replaced links are one token");
+        assert_eq!(drop.tokens(text).len(), 2, "see, and");
+        let mut users = hasher(|o| o.mentions = TokenRule::Replace);
+        let a = users.tokens("@united").to_vec();
+        let b = users.tokens("@delta").to_vec();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn html_entities_are_decoded_first() {
+        assert_eq!(
+            decode_entities("a &amp; b &lt;3 &#39;x&#x27; &bogus; &"),
+            "a & b <3 'x' &bogus; &"
+        );
+        let mut h = hasher(|_| {});
+        let a = h.tokens("rock &amp; roll").to_vec();
+        let b = h.tokens("rock & roll").to_vec();
+        assert_eq!(a, b);
+        let mut raw = hasher(|o| o.html_entities = false);
+        assert_eq!(raw.tokens("rock &amp; roll").len(), 3, "rock amp roll");
+    }
+
+    #[test]
+    fn columns_are_sorted_unique_within_range_and_stable() {
+        let mut h = hasher(|o| o.bits = 10);
+        let mut out = Vec::new();
+        h.hash("the cat sat on the mat the end", &mut out);
+        assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "{out:?}");
+        assert!(out.iter().all(|&(c, v)| c < 1024 && v != 0.0));
+        // 8 unigrams + 7 bigrams, "the" three times
+        let total: f64 = out.iter().map(|(_, v)| v.abs()).sum();
+        assert!((11.0..=15.0).contains(&total), "{out:?}");
+        let mut again = Vec::new();
+        h.hash("the cat sat on the mat the end", &mut again);
+        assert_eq!(out, again);
+        let mut other = hasher(|o| o.bits = 10);
+        let mut third = Vec::new();
+        other.hash("the cat sat on the mat the end", &mut third);
+        assert_eq!(
+            out, third,
+            "the same columns in another hasher (another process)"
+        );
+    }
+
+    #[test]
+    fn repeated_terms_count_and_sublinear_damps_them() {
+        let mut tf = hasher(|o| o.ngrams = 1);
+        let mut out = Vec::new();
+        tf.hash("bad bad bad", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.abs(), 3.0);
+        let mut sub = hasher(|o| {
+            o.ngrams = 1;
+            o.sublinear = true;
+        });
+        sub.hash("bad bad bad", &mut out);
+        assert!((out[0].1.abs() - (1.0 + 3f64.ln())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn signs_split_about_evenly_and_bigrams_are_order_sensitive() {
+        let mut h = hasher(|o| o.ngrams = 1);
+        let mut out = Vec::new();
+        let words: Vec<String> = (0..2000).map(|i| format!("w{i}")).collect();
+        h.hash(&words.join(" "), &mut out);
+        let negative = out.iter().filter(|(_, v)| *v < 0.0).count();
+        assert!(
+            (800..1200).contains(&negative),
+            "{negative} of {}",
+            out.len()
+        );
+        let mut bi = hasher(|o| o.ngrams = 2);
+        let (mut ab, mut ba) = (Vec::new(), Vec::new());
+        bi.hash("not good", &mut ab);
+        bi.hash("good not", &mut ba);
+        assert_ne!(ab, ba, "the bigram differs");
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        let e = TextHasher::new(TextOptions {
+            bits: 30,
+            ..TextOptions::default()
+        })
+        .expect_err("too many bits");
+        assert!(e.contains("`bits`"), "{e}");
+        let e = TextHasher::new(TextOptions {
+            ngrams: 0,
+            ..TextOptions::default()
+        })
+        .expect_err("no n-grams");
+        assert!(e.contains("`ngrams`"), "{e}");
+    }
+}
