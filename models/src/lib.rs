@@ -15,6 +15,8 @@
 //! - [`keyed`]: [`KeyedModel`], one model per key with a shared fallback.
 //! - [`metrics`]: prequential metrics, cumulative and over a rolling window.
 //! - [`snapshot`]: versioned plain-data snapshots of a model.
+//! - [`sparse`]: binary and softmax logistic regression over sparse
+//!   (hashed) rows.
 //! - [`baseline`]: batch linear and logistic regression through smartcore.
 //! - [`error`]: the crate's error type.
 
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod optim;
 pub mod scaler;
 pub mod snapshot;
+pub mod sparse;
 
 pub use error::ModelError;
 pub use keyed::KeyedModel;
