@@ -3,7 +3,8 @@
 //! over the WebDriver protocol, against the real binary on the real broker
 //! with readings flowing and tokens required. The page asks for a token,
 //! then shows every configured model, its charts' points change from one
-//! look to the next, and the browser logs no console error. The screenshot
+//! look to the next, a backfill shows with its state, and the browser logs
+//! no console error. The screenshot
 //! goes to `$CARGO_TARGET_DIR/dashboard.png` (or `STREAMFIT_TEST_SCREENSHOT`);
 //! the README shows one.
 
@@ -280,6 +281,28 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
     assert!(
         recent.as_u64().expect("count") > 1,
         "recent predictions listed"
+    );
+
+    // a backfill shows on the waits card, with its state
+    let r = authed
+        .post(format!("http://{}/v1/models/waits/backfill", run.http))
+        .json(&json!({ "from": "earliest", "force": true }))
+        .send()
+        .await
+        .expect("backfill answers");
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let shown = browser
+        .until(
+            "return document.querySelector('section[data-model=waits] .backfill')?.textContent || ''",
+            Duration::from_secs(30),
+            "the backfill on the page",
+        )
+        .await;
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.starts_with("backfill from earliest")),
+        "{shown}"
     );
 
     let shot = browser
