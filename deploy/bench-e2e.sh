@@ -32,19 +32,7 @@ service() {
   conf=$(bench_config "$model" "$topic" "$run_id-$round-$eos" "$http")
   STREAMFIT_SERVICE_EXACTLY_ONCE="$eos" STREAMFIT_SERVICE_INSTANCE_ID="bench-$run_id-$round-$eos" \
     STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-e2e.log" &
-  local pid=$!
-  local start="" now count=0 first=0
-  for _ in $(seq 1 2400); do
-    count=$(curl -sf "http://$http/metrics" 2>/dev/null | awk '/^streamfit_readings_predicted_total/ {print $2}')
-    count=${count:-0}
-    now=$(date +%s.%N)
-    if [ -z "$start" ] && [ "$count" -gt 0 ]; then start=$now; first=$count; fi
-    [ "$count" -ge "$n" ] && break
-    sleep 0.05
-  done
-  kill -TERM "$pid"; wait "$pid" || true
-  [ "$count" -ge "$n" ] || { echo "bench-e2e: error: the service predicted only $count of $n readings in time (log: $cache/bench-e2e.log)" >&2; exit 1; }
-  python3 -c "print(round(($n - $first) / ($now - $start)))"
+  bench_predict_rate "$http" "$n" $! "$cache/bench-e2e.log" || exit 1
 }
 
 # backfill: `streamfit replay` trains the model from the whole topic (no

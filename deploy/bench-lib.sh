@@ -71,3 +71,21 @@ bench_wait_ready() {
   echo "bench: error: the service on $url was not ready within 60 s (log: $cache/bench*.log)" >&2
   return 1
 }
+
+# bench_predict_rate HTTP N PID LOG: polls the service PID serving on HTTP
+# until it has predicted N readings (2 minutes at most), stops it, and
+# prints its readings/s from its first prediction to its last
+bench_predict_rate() {
+  local http="$1" n="$2" pid="$3" log="$4" start="" now count=0 first=0
+  for _ in $(seq 1 2400); do
+    count=$(curl -sf "http://$http/metrics" 2>/dev/null | awk '/^streamfit_readings_predicted_total/ {print $2}')
+    count=${count:-0}
+    now=$(date +%s.%N)
+    if [ -z "$start" ] && [ "$count" -gt 0 ]; then start=$now; first=$count; fi
+    [ "$count" -ge "$n" ] && break
+    sleep 0.05
+  done
+  kill -TERM "$pid"; wait "$pid" || true
+  [ "$count" -ge "$n" ] || { echo "bench: error: the service predicted only $count of $n readings in time (log: $log)" >&2; return 1; }
+  python3 -c "print(round(($n - $first) / ($now - $start)))"
+}

@@ -22,23 +22,12 @@ upper="$(echo "$model" | tr 'a-z-' 'A-Z_')"
 
 # run MODE ROUND: readings/s of a fresh service predicting the whole topic
 run() {
-  local mode="$1" round="$2" http conf pid start="" now count=0 first=0
+  local mode="$1" round="$2" http conf
   http=$(bench_http)
   conf=$(bench_config "$model" "$topic" "$run_id-$round-$mode" "$http")
   env "STREAMFIT_MODEL_${upper}__TEST_THEN_TRAIN=$mode" STREAMFIT_SERVICE_INSTANCE_ID="ttt-$run_id-$round-$mode" \
     STREAMFIT_LOG=warn "$bin/streamfit" run --config "$conf" 2>>"$cache/bench-test-then-train.log" &
-  pid=$!
-  for _ in $(seq 1 2400); do
-    count=$(curl -sf "http://$http/metrics" 2>/dev/null | awk '/^streamfit_readings_predicted_total/ {print $2}')
-    count=${count:-0}
-    now=$(date +%s.%N)
-    if [ -z "$start" ] && [ "$count" -gt 0 ]; then start=$now; first=$count; fi
-    [ "$count" -ge "$n" ] && break
-    sleep 0.05
-  done
-  kill -TERM "$pid"; wait "$pid" || true
-  [ "$count" -ge "$n" ] || { echo "bench: error: only $count of $n predicted (log: $cache/bench-test-then-train.log)" >&2; exit 1; }
-  python3 -c "print(round(($n - $first) / ($now - $start)))"
+  bench_predict_rate "$http" "$n" $! "$cache/bench-test-then-train.log" || exit 1
 }
 
 echo "| round | model | reading (readings/s) | batch (readings/s) | reading / batch |"

@@ -625,17 +625,7 @@ mod tests {
     }
 
     fn learned(m: &ModelConfig) -> Pipeline {
-        let mut p = Pipeline::new(m).expect("pipeline");
-        let readings = rising_waits(50);
-        let inputs: Vec<Input<'_>> = readings
-            .iter()
-            .map(|r| Input {
-                key: Some("soarin"),
-                bytes: r.as_bytes(),
-            })
-            .collect();
-        let mut out = Vec::new();
-        p.process(&inputs, &mut out);
+        let (_, p) = predictions(m, &rising_waits(50), 50);
         assert!(p.learned() > 0);
         p
     }
