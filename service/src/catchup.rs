@@ -206,12 +206,22 @@ pub fn wait(config: &Config, opts: &Options) -> Result<Vec<Standing>> {
     }
     let started = Instant::now();
     let mut said = Instant::now();
+    let mut unreachable: Option<String> = None;
     loop {
         let page = if opts.predicted.is_empty() {
             None
         } else {
             // a service restarting does not answer for a moment: not caught up
-            metrics_page(&url).ok()
+            match metrics_page(&url) {
+                Ok(page) => {
+                    unreachable = None;
+                    Some(page)
+                }
+                Err(e) => {
+                    unreachable = Some(format!("{e:#}"));
+                    None
+                }
+            }
         };
         let mut standings = Vec::new();
         for w in &watched {
@@ -247,8 +257,11 @@ pub fn wait(config: &Config, opts: &Options) -> Result<Vec<Standing>> {
             );
         }
         if started.elapsed() >= opts.timeout {
+            let http = unreachable
+                .map(|e| format!("; the predicted counters could not be read: {e} (give the service's URL with --url)"))
+                .unwrap_or_default();
             bail!(
-                "the models did not catch up within {} s: {}; is the service running (log, GET /readyz)?",
+                "the models did not catch up within {} s: {}{http}; is the service running (log, GET /readyz)?",
                 opts.timeout.as_secs(),
                 text.join("; ")
             );

@@ -97,4 +97,22 @@ async fn the_wait_returns_once_every_reading_is_predicted_and_not_before() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+    // a counter that cannot be read says so, and what to give
+    let out = wait(
+        &run.config,
+        &[
+            "--timeout",
+            "2",
+            "--predicted",
+            "waits=1",
+            "--url",
+            "http://127.0.0.1:1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the predicted counters could not be read") && err.contains("--url"),
+        "{err}"
+    );
 }
