@@ -241,8 +241,10 @@ fn run_with(
         w.commit_busy = Some(busy);
     }
     // once an ACL refused an output, whatever failed next (the producer
-    // is in an error state) is that refusal: named by topic
-    let result = w.consume(cancel).map_err(|e| {
+    // is in an error state) is that refusal, named by topic: in the loop,
+    // or in the last batches `finish` processes when the loop has stopped
+    let result = w.consume(cancel);
+    let result = w.finish(result).map_err(|e| {
         match producer.context().denied_write(&config.kafka) {
             Some(denied) => {
                 tracing::warn!(model = %m.name, error = %format!("{e:#}"), "the loop failed after a refused write");
@@ -251,7 +253,6 @@ fn run_with(
             None => e,
         }
     });
-    let result = w.finish(result);
     // closes the request channel: the committer ends
     w.commits = None;
     let stuck = w.commit_busy.as_ref().and_then(|b| b.stuck()).is_some();
