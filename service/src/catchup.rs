@@ -136,23 +136,39 @@ impl Watched {
     }
 }
 
-fn metrics_page(url: &str) -> Result<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .get(format!("{url}/metrics"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .with_context(|| format!("the service does not answer at {url}/metrics"))?;
-        if !r.status().is_success() {
-            bail!("{url}/metrics answered {}", r.status());
-        }
-        r.text().await.context("cannot read /metrics")
-    })
+/// Reads the service's `/metrics` page: one runtime and one keep-alive
+/// client for the whole wait, not one per look.
+struct MetricsReader {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl MetricsReader {
+    fn new() -> Result<MetricsReader> {
+        Ok(MetricsReader {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    fn page(&self, url: &str) -> Result<String> {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{url}/metrics"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .with_context(|| format!("the service does not answer at {url}/metrics"))?;
+            if !r.status().is_success() {
+                bail!("{url}/metrics answered {}", r.status());
+            }
+            r.text().await.context("cannot read /metrics")
+        })
+    }
 }
 
 /// Waits until every model has caught up; prints where things stand to
@@ -207,12 +223,13 @@ pub fn wait(config: &Config, opts: &Options) -> Result<Vec<Standing>> {
     let started = Instant::now();
     let mut said = Instant::now();
     let mut unreachable: Option<String> = None;
+    let reader = MetricsReader::new()?;
     loop {
         let page = if opts.predicted.is_empty() {
             None
         } else {
             // a service restarting does not answer for a moment: not caught up
-            match metrics_page(&url) {
+            match reader.page(&url) {
                 Ok(page) => {
                     unreachable = None;
                     Some(page)
