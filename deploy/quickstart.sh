@@ -54,14 +54,16 @@ curl -sf "http://$http/readyz" >/dev/null || { echo "quickstart: error: streamfi
 predicted() {
   bench_metric "$http" streamfit_readings_predicted_total "$1"
 }
-models=(waits-v1 waits heart-v1 heart)
+models=(waits-v1 waits heart-v1 heart tweets sentiment)
 declare -A before
 for m in "${models[@]}"; do before[$m]=$(predicted "$m"); done
 
 "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic waits.readings
 "$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic clinical.readings
+"$bin/load-test" publish --data "$data/airline-tweets/tweets.jsonl" --topic tweets.readings
 waits_n=637768
 heart_n=$(( $(wc -l < "$data/heart-failure/heart.csv") - 1 ))
+tweets_n=$(wc -l < "$data/airline-tweets/tweets.jsonl")
 
 # caught up: the consumer groups' lag 0 on every partition (every
 # prediction committed) and each predicted counter up by what was just
@@ -71,6 +73,7 @@ echo "quickstart: waiting for every model to catch up"
 want=()
 for m in "${models[@]}"; do
   n=$waits_n; [[ "$m" == heart* ]] && n=$heart_n
+  [[ "$m" == tweets || "$m" == sentiment ]] && n=$tweets_n
   want+=(--predicted "$m=$(( ${before[$m]} + n ))")
 done
 "$bin/streamfit" wait --config deploy/streamfit.toml "${want[@]}" --timeout 900 --pid "$(cat "$pidfile")" \
@@ -85,6 +88,10 @@ echo
 echo "quickstart: POST /v1/models/heart/predict"
 curl -sf -X POST "http://$http/v1/models/heart/predict" -H 'content-type: application/json' \
   -d '{"patient_id": "new", "age": 61, "sex": "M", "chest_pain_type": "ASY", "resting_bp": 140, "cholesterol": 0, "fasting_bs": 1, "resting_ecg": "ST", "max_hr": 110, "exercise_angina": "Y", "oldpeak": 2.0, "st_slope": "Flat"}'
+echo
+echo "quickstart: POST /v1/models/sentiment/predict"
+curl -sf -X POST "http://$http/v1/models/sentiment/predict" -H 'content-type: application/json' \
+  -d '{"airline": "United", "text": "@united thanks for the quick rebooking, great crew!"}'
 echo
 echo
 echo "quickstart: done; streamfit keeps serving on http://$http (stop: deploy/quickstart.sh stop)"

@@ -26,6 +26,9 @@ pub enum FeatureError {
         /// The field's name.
         field: String,
     },
+    /// A plain-text message is not UTF-8.
+    #[error("message should be UTF-8 text, but {0}")]
+    NotText(String),
     /// A field appears twice in one reading.
     #[error("`{field}` should appear once, but appears twice")]
     Duplicate {
@@ -58,7 +61,9 @@ impl FeatureError {
             | FeatureError::Missing { field }
             | FeatureError::Duplicate { field } => Some(field),
             FeatureError::Spec { key, .. } => Some(key),
-            FeatureError::Json(_) | FeatureError::TooLarge { .. } => None,
+            FeatureError::Json(_) | FeatureError::NotText(_) | FeatureError::TooLarge { .. } => {
+                None
+            }
         }
     }
 

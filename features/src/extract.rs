@@ -17,7 +17,8 @@ use arrayvec::ArrayVec;
 
 use crate::decode::{bytes_eq, decode_into, text, Fields, Names, Reading, Slots, Value};
 use crate::error::FeatureError;
-use crate::spec::{FeatureDef, FeatureSpec, Reset};
+use crate::spec::{FeatureDef, FeatureSpec, InputFormat, Reset};
+use crate::text::{hash_value, TextHasher, TextOptions};
 use crate::time::{sin_cos_turns, Timestamp};
 
 /// A fast, non-cryptographic hasher (the Fx hash of rustc) for the short
@@ -83,6 +84,26 @@ pub struct Extracted<'a> {
     pub event_time: Option<i64>,
 }
 
+/// What the target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelKind {
+    /// A number (regression).
+    Number,
+    /// 0 or 1 (a number or a boolean).
+    Binary,
+    /// One of several classes (a string, or a number or boolean taken as
+    /// text), given as the class's number: declared in the spec's
+    /// `target.classes`, or learned in order of appearance.
+    Classes,
+}
+
+/// The most classes learned in order of appearance.
+pub const MAX_CLASSES: usize = 1000;
+
+/// Sparse columns: a feature's own range starts at its number times this
+/// (2^24 columns each, up to 256 sparse features).
+const SPARSE_RANGE_BITS: u32 = 24;
+
 /// The largest magnitude a numeric field or label may have. Beyond it a
 /// reading is refused: squares and sums of such values overflow the online
 /// scalers, and no real measurement is that large.
@@ -104,6 +125,30 @@ pub struct FeatureState {
     keys: KeyMap,
     /// Learned vocabularies, one per `max_values` categorical, in spec order.
     vocab: Vec<Vec<String>>,
+    /// Multiclass: the classes, in their numbers' order (declared, or
+    /// learned in order of appearance).
+    #[serde(default)]
+    classes: Vec<String>,
+    /// Per `text` feature with `idf`: documents and document frequencies.
+    #[serde(default)]
+    doc_freq: Vec<DocFreq>,
+}
+
+/// Documents seen and, per column, how many had it: an online IDF.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DocFreq {
+    docs: u64,
+    df: FastMap<u32, u64>,
+}
+
+impl DocFreq {
+    /// The IDF of a column of a document being scored, the document
+    /// counted: ln((1 + N) / (1 + df)) + 1, as scikit-learn's smooth IDF.
+    fn idf(&self, column: u32) -> f64 {
+        let n = (self.docs + 1) as f64;
+        let df = (self.df.get(&column).copied().unwrap_or(0) + 1) as f64;
+        ((1.0 + n) / (1.0 + df)).ln() + 1.0
+    }
 }
 
 impl FeatureState {
@@ -127,6 +172,11 @@ impl FeatureState {
                 self.keys.remove(key);
             }
         }
+    }
+
+    /// Multiclass: the classes, numbered in this order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
     }
 
     /// Takes every key's state out (a checkpoint writes them apart from
@@ -238,6 +288,25 @@ impl FixedValues {
     }
 }
 
+/// A feature of sparse columns.
+#[derive(Debug, Clone)]
+enum SparseStep {
+    Text {
+        slot: usize,
+        hasher: TextHasher,
+        optional: bool,
+        base: u32,
+        /// Its [`DocFreq`], with `idf`.
+        idf: Option<usize>,
+    },
+    Hashed {
+        slot: usize,
+        bits: u32,
+        optional: bool,
+        base: u32,
+    },
+}
+
 #[derive(Debug, Clone)]
 struct HistSpec {
     slot: usize,
@@ -265,7 +334,14 @@ pub struct FeatureExtractor {
     names: Vec<String>,
     scale_mask: Vec<bool>,
     needs_time: bool,
-    classification: bool,
+    label_kind: LabelKind,
+    /// Multiclass with the classes in the spec (none learned).
+    declared_classes: bool,
+    sparse_steps: Vec<SparseStep>,
+    /// Describes the sparse features (a checkpoint's weights stand for them).
+    sparse_names: Vec<String>,
+    /// `format = "text"`: the slot the message's text goes to.
+    text_slot: Option<usize>,
     state: FeatureState,
     /// Not state: a cache of a pure function of the timestamp text.
     time_memo: TimeMemo,
@@ -347,7 +423,20 @@ const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 impl FeatureExtractor {
     /// Builds an extractor; `classification` makes the target a 0/1 label.
     pub fn new(spec: FeatureSpec, classification: bool) -> Result<Self, FeatureError> {
+        let kind = if classification {
+            LabelKind::Binary
+        } else {
+            LabelKind::Number
+        };
+        Self::for_label(spec, kind)
+    }
+
+    /// Builds an extractor whose target is of `label_kind`.
+    pub fn for_label(spec: FeatureSpec, label_kind: LabelKind) -> Result<Self, FeatureError> {
         let mut fields = Fields::default();
+        let mut sparse_steps = Vec::new();
+        let mut sparse_names = Vec::new();
+        let mut idf_count = 0;
         let key_slot = spec.key.as_deref().map(|k| fields.slot(k));
         let ts_slot = spec.timestamp.as_deref().map(|t| fields.slot(t));
         let target_slot = fields.slot(&spec.target.field);
@@ -367,7 +456,74 @@ impl FeatureExtractor {
         }
         for (i, f) in spec.features.iter().enumerate() {
             let at = |k: &str| format!("features[{i}].{k}");
+            let base = (sparse_steps.len() as u32) << SPARSE_RANGE_BITS;
+            if matches!(f, FeatureDef::Text { .. } | FeatureDef::Hashed { .. })
+                && sparse_steps.len() == 256
+            {
+                return Err(spec_error(
+                    at("kind"),
+                    "is one sparse (text or hashed) feature too many: at most 256",
+                ));
+            }
             match f {
+                FeatureDef::Text {
+                    field,
+                    bits,
+                    ngrams,
+                    mentions,
+                    urls,
+                    html_entities,
+                    sublinear,
+                    idf,
+                    optional,
+                } => {
+                    let options = TextOptions {
+                        bits: *bits,
+                        ngrams: *ngrams,
+                        mentions: *mentions,
+                        urls: *urls,
+                        html_entities: *html_entities,
+                        sublinear: *sublinear,
+                    };
+                    let hasher = TextHasher::new(options.clone()).map_err(|e| {
+                        let key = if e.contains("`bits`") {
+                            "bits"
+                        } else {
+                            "ngrams"
+                        };
+                        spec_error(at(key), e)
+                    })?;
+                    sparse_names.push(format!("{field}~text({options:?}, idf {idf})"));
+                    sparse_steps.push(SparseStep::Text {
+                        slot: fields.slot(field),
+                        hasher,
+                        optional: *optional,
+                        base,
+                        idf: idf.then(|| {
+                            idf_count += 1;
+                            idf_count - 1
+                        }),
+                    });
+                }
+                FeatureDef::Hashed {
+                    field,
+                    bits,
+                    optional,
+                } => {
+                    if !(1..=24).contains(bits) {
+                        return Err(spec_error(
+                            at("bits"),
+                            format!("should be 1..=24 (2^bits columns), not {bits}"),
+                        ));
+                    }
+                    sparse_names.push(format!("{field}~hashed(bits {bits})"));
+                    sparse_steps.push(SparseStep::Hashed {
+                        slot: fields.slot(field),
+                        bits: *bits,
+                        optional: *optional,
+                        base,
+                    });
+                }
                 FeatureDef::Numeric {
                     field,
                     missing,
@@ -571,6 +727,58 @@ impl FeatureExtractor {
         if spec.max_reading_bytes == 0 {
             return Err(spec_error("max_reading_bytes", "should be at least 1"));
         }
+        let text_slot = match spec.format {
+            InputFormat::Json => None,
+            InputFormat::Text => {
+                let only_text = match spec.features.as_slice() {
+                    [FeatureDef::Text { field, .. }] => Some(fields.slot(field)),
+                    _ => None,
+                };
+                if only_text.is_none() {
+                    return Err(spec_error(
+                        "features",
+                        "should be one `text` feature and nothing else with `format = \"text\"`: the message is the text, there are no other fields",
+                    ));
+                }
+                if spec.timestamp.is_some() {
+                    return Err(spec_error(
+                        "timestamp",
+                        "should be unset with `format = \"text\"`: a plain-text message has no fields",
+                    ));
+                }
+                only_text
+            }
+        };
+        let mut classes = Vec::new();
+        match (&spec.target.classes, label_kind) {
+            (Some(declared), LabelKind::Classes) => {
+                if declared.len() < 2 {
+                    return Err(spec_error(
+                        "target.classes",
+                        "should list at least two classes (or be left out to learn them)",
+                    ));
+                }
+                for (j, c) in declared.iter().enumerate() {
+                    if declared[..j].contains(c) {
+                        return Err(spec_error("target.classes", format!("lists {c:?} twice")));
+                    }
+                }
+                if declared.len() > MAX_CLASSES {
+                    return Err(spec_error(
+                        "target.classes",
+                        format!("should list at most {MAX_CLASSES} classes"),
+                    ));
+                }
+                classes = declared.clone();
+            }
+            (Some(_), _) => {
+                return Err(spec_error(
+                    "target.classes",
+                    "is for `task = \"multiclass\"`; remove it, or make the task multiclass",
+                ))
+            }
+            (None, _) => {}
+        }
         let mut starts = vec![0];
         for step in &steps {
             let last = starts.last().copied().unwrap_or(0);
@@ -583,7 +791,13 @@ impl FeatureExtractor {
             state: FeatureState {
                 keys: KeyMap::default(),
                 vocab: vec![Vec::new(); vocab_count],
+                classes,
+                doc_freq: vec![DocFreq::default(); idf_count],
             },
+            declared_classes: spec.target.classes.is_some(),
+            sparse_steps,
+            sparse_names,
+            text_slot,
             spec,
             fields,
             key_slot,
@@ -595,7 +809,7 @@ impl FeatureExtractor {
             names,
             scale_mask,
             needs_time,
-            classification,
+            label_kind,
             time_memo: TimeMemo::default(),
         })
     }
@@ -672,8 +886,43 @@ impl FeatureExtractor {
         self.state.keys.remove(key);
     }
 
+    /// Describes the sparse (text, hashed) features, in spec order.
+    pub fn sparse_names(&self) -> &[String] {
+        &self.sparse_names
+    }
+
+    /// True if readings have sparse columns (text or hashed features).
+    pub fn has_sparse(&self) -> bool {
+        !self.sparse_steps.is_empty()
+    }
+
+    /// What the target is.
+    pub fn label_kind(&self) -> LabelKind {
+        self.label_kind
+    }
+
+    /// Multiclass: the classes known, numbered in this order.
+    pub fn classes(&self) -> &[String] {
+        &self.state.classes
+    }
+
     /// Replaces the state (restoring a checkpoint).
     pub fn set_state(&mut self, state: FeatureState) -> Result<(), FeatureError> {
+        if self.declared_classes && state.classes != self.state.classes {
+            return Err(spec_error(
+                "target.classes",
+                format!(
+                    "are {:?}, but the checkpoint was written with {:?}: the learned weights would go to other classes",
+                    self.state.classes, state.classes
+                ),
+            ));
+        }
+        if state.doc_freq.len() != self.state.doc_freq.len() {
+            return Err(spec_error(
+                "features",
+                "the checkpoint was written for a different feature spec (the text features' `idf`)",
+            ));
+        }
         if state.vocab.len() != self.state.vocab.len()
             || state
                 .keys
@@ -689,12 +938,26 @@ impl FeatureExtractor {
         Ok(())
     }
 
-    /// Extracts one reading into `row` and updates the keyed state.
+    /// Extracts one reading into `row` and updates the keyed state. For
+    /// a spec with sparse features, see [`FeatureExtractor::extract_sparse`].
     pub fn extract<'a>(
         &mut self,
         bytes: &'a [u8],
         kafka_key: Option<&'a str>,
         row: &mut [f64],
+    ) -> Result<Extracted<'a>, FeatureError> {
+        self.extract_sparse(bytes, kafka_key, row, &mut Vec::new())
+    }
+
+    /// Extracts one reading: dense columns into `row`, sparse ones (text,
+    /// hashed) into `sparse` as (column, value) sorted by column; updates
+    /// the state (keys, vocabularies, classes, document frequencies).
+    pub fn extract_sparse<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        kafka_key: Option<&'a str>,
+        row: &mut [f64],
+        sparse: &mut Vec<(u32, f64)>,
     ) -> Result<Extracted<'a>, FeatureError> {
         // built here, not returned by a function: see `Slots::reset`
         let mut reading = Reading {
@@ -719,6 +982,23 @@ impl FeatureExtractor {
         if self.learns_vocab {
             self.update_vocab(&reading);
         }
+        if let (LabelKind::Classes, Some(label)) = (self.label_kind, extracted.label) {
+            if label as usize == self.state.classes.len() {
+                if let Ok(Some(c)) = self.category(&reading, self.target_slot, true) {
+                    self.state
+                        .classes
+                        .push(String::from_utf8_lossy(&c).into_owned());
+                }
+            }
+        }
+        sparse.clear();
+        if !self.sparse_steps.is_empty() {
+            let mut steps = std::mem::take(&mut self.sparse_steps);
+            let mut doc_freq = std::mem::take(&mut self.state.doc_freq);
+            self.sparse_columns(&reading, &mut steps, &mut doc_freq, true, sparse);
+            self.sparse_steps = steps;
+            self.state.doc_freq = doc_freq;
+        }
         Ok(extracted)
     }
 
@@ -729,15 +1009,96 @@ impl FeatureExtractor {
         kafka_key: Option<&'a str>,
         row: &mut [f64],
     ) -> Result<Extracted<'a>, FeatureError> {
+        self.extract_readonly_sparse(bytes, kafka_key, row, &mut Vec::new())
+    }
+
+    /// [`FeatureExtractor::extract_sparse`] without touching the state.
+    pub fn extract_readonly_sparse<'a>(
+        &self,
+        bytes: &'a [u8],
+        kafka_key: Option<&'a str>,
+        row: &mut [f64],
+        sparse: &mut Vec<(u32, f64)>,
+    ) -> Result<Extracted<'a>, FeatureError> {
         let mut reading = Reading::empty(&self.fields);
-        self.fill(
+        let extracted = self.fill(
             &mut reading,
             bytes,
             kafka_key,
             row,
             Keys::Read(&self.state.keys),
             None,
-        )
+        )?;
+        sparse.clear();
+        if !self.sparse_steps.is_empty() {
+            // the hashers' buffers are scratch: a copy for this reading
+            let mut steps = self.sparse_steps.clone();
+            let mut doc_freq = Vec::new();
+            self.sparse_columns(&reading, &mut steps, &mut doc_freq, false, sparse);
+        }
+        Ok(extracted)
+    }
+
+    /// The sparse columns of a reading whose fields `fill` has checked;
+    /// with `learn`, counts the reading's terms in the document frequencies.
+    fn sparse_columns(
+        &self,
+        reading: &Reading<'_>,
+        steps: &mut [SparseStep],
+        doc_freq: &mut [DocFreq],
+        learn: bool,
+        out: &mut Vec<(u32, f64)>,
+    ) {
+        for step in steps {
+            match step {
+                SparseStep::Text {
+                    slot,
+                    hasher,
+                    base,
+                    idf,
+                    ..
+                } => {
+                    let Ok(Some(bytes)) = self.category(reading, *slot, true) else {
+                        continue;
+                    };
+                    let text = String::from_utf8_lossy(&bytes);
+                    let from = out.len();
+                    hasher.append(&text, *base, out);
+                    let Some(d) = *idf else { continue };
+                    let freq = if learn { doc_freq.get_mut(d) } else { None };
+                    let known = if learn {
+                        None
+                    } else {
+                        self.state.doc_freq.get(d)
+                    };
+                    match (freq, known) {
+                        (Some(f), _) => {
+                            for (c, v) in out[from..].iter_mut() {
+                                *v *= f.idf(*c);
+                            }
+                            f.docs += 1;
+                            for (c, _) in &out[from..] {
+                                *f.df.entry(*c).or_insert(0) += 1;
+                            }
+                        }
+                        (None, Some(f)) => {
+                            for (c, v) in out[from..].iter_mut() {
+                                *v *= f.idf(*c);
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                }
+                SparseStep::Hashed {
+                    slot, bits, base, ..
+                } => {
+                    if let Ok(Some(bytes)) = self.category(reading, *slot, true) {
+                        let (c, v) = hash_value(&bytes, *bits);
+                        out.push((c | *base, v));
+                    }
+                }
+            }
+        }
     }
 
     fn num(
@@ -815,7 +1176,19 @@ impl FeatureExtractor {
                 ),
             ));
         }
-        decode_into(bytes, &self.fields, reading)?;
+        match self.text_slot {
+            None => decode_into(bytes, &self.fields, reading)?,
+            Some(slot) => {
+                if let Err(e) = std::str::from_utf8(bytes) {
+                    return Err(FeatureError::NotText(format!(
+                        "byte {} is not (after {} valid bytes)",
+                        e.valid_up_to(),
+                        e.valid_up_to()
+                    )));
+                }
+                reading.values[slot] = Value::Str(Cow::Borrowed(bytes));
+            }
+        }
         let reading = &*reading;
         let key: Option<Cow<'a, str>> = match (kafka_key, self.key_slot) {
             (Some(k), _) => Some(Cow::Borrowed(k)),
@@ -878,10 +1251,14 @@ impl FeatureExtractor {
             }
         };
         let target = self.fields.name(self.target_slot);
+        let classification = self.label_kind == LabelKind::Binary;
         let label = match &reading.values[self.target_slot] {
             Value::Absent | Value::Null => None,
+            _ if self.label_kind == LabelKind::Classes => {
+                self.class_of(reading, matches!(keys, Keys::Update(_)))?
+            }
             Value::Num(v) if self.spec.target.missing.contains(v) => None,
-            Value::Num(v) if self.classification => {
+            Value::Num(v) if classification => {
                 if *v == 0.0 || *v == 1.0 {
                     Some(*v)
                 } else {
@@ -896,7 +1273,7 @@ impl FeatureExtractor {
                     format!("{v:e}"),
                 ))
             }
-            Value::Bool(b) if self.classification => Some(f64::from(u8::from(*b))),
+            Value::Bool(b) if classification => Some(f64::from(u8::from(*b))),
             other => return Err(FeatureError::wrong(target, "a number", other.describe())),
         };
         // the one lookup of the key: read for the row, then updated
@@ -1029,6 +1406,12 @@ impl FeatureExtractor {
                 }
             }
         }
+        // the sparse features' fields must be text (or numbers, booleans)
+        for step in &self.sparse_steps {
+            let (SparseStep::Text { slot, optional, .. }
+            | SparseStep::Hashed { slot, optional, .. }) = step;
+            self.category(reading, *slot, *optional)?;
+        }
         if let (Some(m), Some(text), false) = (memo, ts_text, memo_hit) {
             m.text.clear();
             m.text.extend_from_slice(text);
@@ -1057,6 +1440,38 @@ impl FeatureExtractor {
             baseline,
             event_time: ts.map(|t| t.unix_millis()),
         })
+    }
+
+    /// The class number of a reading's target: a known class's, the next
+    /// one for a new class when classes are learned (`learn`), else an error
+    /// (declared classes) or no label (ad-hoc scoring).
+    fn class_of(&self, reading: &Reading<'_>, learn: bool) -> Result<Option<f64>, FeatureError> {
+        let Some(c) = self.category(reading, self.target_slot, true)? else {
+            return Ok(None);
+        };
+        let known = &self.state.classes;
+        if let Some(j) = known.iter().position(|k| k.as_bytes() == c.as_ref()) {
+            return Ok(Some(j as f64));
+        }
+        let name = self.fields.name(self.target_slot);
+        if self.declared_classes {
+            return Err(FeatureError::wrong(
+                name,
+                "one of the classes in `target.classes`",
+                format!("{:?}", String::from_utf8_lossy(&c)),
+            ));
+        }
+        if !learn {
+            return Ok(None);
+        }
+        if known.len() >= MAX_CLASSES {
+            return Err(FeatureError::wrong(
+                name,
+                "one of the 1000 classes learned so far (the most a model learns)",
+                format!("{:?}", String::from_utf8_lossy(&c)),
+            ));
+        }
+        Ok(Some(known.len() as f64))
     }
 
     /// Adds a learned categorical's new value to its vocabulary.
@@ -1140,6 +1555,186 @@ mod tests {
 
     fn toml_like(s: &str) -> FeatureSpec {
         toml::from_str(s).expect("valid spec")
+    }
+
+    #[test]
+    fn text_and_hashed_features_give_sparse_columns_beside_the_dense_row() {
+        let spec = toml_like(
+            r#"
+            target = { field = "y" }
+            features = [
+              { kind = "numeric", field = "x" },
+              { kind = "text", field = "t", bits = 10, ngrams = 2 },
+              { kind = "hashed", field = "user", bits = 8, optional = true },
+            ]
+        "#,
+        );
+        let mut x = FeatureExtractor::new(spec, true).expect("valid");
+        assert_eq!(x.width(), 1, "sparse features add no dense column");
+        assert!(x.has_sparse());
+        assert_eq!(x.sparse_names().len(), 2);
+        let (mut row, mut sparse) = (vec![0.0; 1], Vec::new());
+        let r = br#"{"x": 2, "t": "Great great flight &amp; crew", "user": "u1", "y": 1}"#;
+        let e = x
+            .extract_sparse(r, None, &mut row, &mut sparse)
+            .expect("valid");
+        assert_eq!((row[0], e.label), (2.0, Some(1.0)));
+        // text: 4 unigrams and 3 bigrams ("great" twice), all below 2^10;
+        // the hashed user in the second sparse feature's range (from 2^24)
+        let text: Vec<(u32, f64)> = sparse
+            .iter()
+            .copied()
+            .filter(|(c, _)| *c < 1 << 24)
+            .collect();
+        let user: Vec<(u32, f64)> = sparse
+            .iter()
+            .copied()
+            .filter(|(c, _)| *c >= 1 << 24)
+            .collect();
+        assert_eq!(user.len(), 1);
+        assert!(
+            user[0].0 >= 1 << 24 && user[0].0 < (1 << 24) + 256,
+            "{user:?}"
+        );
+        assert!(text.iter().all(|(c, _)| *c < 1024));
+        let mass: f64 = text.iter().map(|(_, v)| v.abs()).sum();
+        assert!(mass <= 8.0 && text.len() >= 5, "{text:?}");
+        assert!(sparse.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        // read-only extraction gives the same columns
+        let mut again = Vec::new();
+        x.extract_readonly_sparse(r, None, &mut row, &mut again)
+            .expect("valid");
+        assert_eq!(again, sparse);
+        // a text field that is an object is refused, and the state untouched
+        let bad = br#"{"x": 2, "t": {"a": 1}, "y": 1}"#;
+        let err = x
+            .extract_sparse(bad, None, &mut row, &mut sparse)
+            .expect_err("refused");
+        assert_eq!(err.field(), Some("t"));
+    }
+
+    #[test]
+    fn online_idf_weighs_rare_terms_up_and_counts_documents_only_when_learning() {
+        let spec = toml_like(
+            r#"
+            target = { field = "y" }
+            features = [ { kind = "text", field = "t", bits = 12, ngrams = 1, idf = true } ]
+        "#,
+        );
+        let mut x = FeatureExtractor::new(spec, true).expect("valid");
+        let (mut row, mut sparse) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            x.extract_sparse(br#"{"t": "delayed"}"#, None, &mut row, &mut sparse)
+                .expect("valid");
+        }
+        let mut common = Vec::new();
+        x.extract_readonly_sparse(br#"{"t": "delayed"}"#, None, &mut row, &mut common)
+            .expect("valid");
+        let mut rare = Vec::new();
+        x.extract_readonly_sparse(br#"{"t": "lovely"}"#, None, &mut row, &mut rare)
+            .expect("valid");
+        assert!(
+            rare[0].1.abs() > 2.0 * common[0].1.abs(),
+            "{rare:?} {common:?}"
+        );
+        let before = x.state().clone();
+        x.extract_readonly_sparse(br#"{"t": "lovely"}"#, None, &mut row, &mut rare)
+            .expect("valid");
+        assert_eq!(x.state(), &before, "scoring leaves the counts alone");
+    }
+
+    #[test]
+    fn classes_are_declared_or_learned_in_order_of_appearance() {
+        let learned = toml_like(
+            r#"
+            target = { field = "s" }
+            features = [ { kind = "text", field = "t", bits = 8 } ]
+        "#,
+        );
+        let mut x = FeatureExtractor::for_label(learned, LabelKind::Classes).expect("valid");
+        let (mut row, mut sparse) = (Vec::new(), Vec::new());
+        let mut label = |x: &mut FeatureExtractor, json: &str| {
+            x.extract_sparse(json.as_bytes(), None, &mut row, &mut sparse)
+                .map(|e| e.label)
+        };
+        assert_eq!(label(&mut x, r#"{"t":"a","s":"neutral"}"#), Ok(Some(0.0)));
+        assert_eq!(label(&mut x, r#"{"t":"a","s":"negative"}"#), Ok(Some(1.0)));
+        assert_eq!(label(&mut x, r#"{"t":"a","s":"neutral"}"#), Ok(Some(0.0)));
+        assert_eq!(label(&mut x, r#"{"t":"a"}"#), Ok(None), "unlabelled");
+        assert_eq!(x.classes(), ["neutral", "negative"]);
+        // scoring a reading of a class never seen: no label, nothing learned
+        let e = x
+            .extract_readonly_sparse(
+                br#"{"t":"a","s":"positive"}"#,
+                None,
+                &mut [],
+                &mut Vec::new(),
+            )
+            .expect("valid");
+        assert_eq!(e.label, None);
+        assert_eq!(x.classes().len(), 2);
+
+        let declared = toml_like(
+            r#"
+            target = { field = "s", classes = ["negative", "neutral", "positive"] }
+            features = [ { kind = "text", field = "t", bits = 8 } ]
+        "#,
+        );
+        let mut x =
+            FeatureExtractor::for_label(declared.clone(), LabelKind::Classes).expect("valid");
+        assert_eq!(label(&mut x, r#"{"t":"a","s":"positive"}"#), Ok(Some(2.0)));
+        let e = label(&mut x, r#"{"t":"a","s":"angry"}"#).expect_err("not declared");
+        assert!(e.to_string().contains("target.classes"), "{e}");
+        // a checkpoint of other classes is refused
+        let mut other = declared.clone();
+        other.target.classes = Some(vec!["no".into(), "yes".into()]);
+        let mut y = FeatureExtractor::for_label(other, LabelKind::Classes).expect("valid");
+        let e = y.set_state(x.state().clone()).expect_err("other classes");
+        assert!(e.to_string().contains("target.classes"), "{e}");
+        // classes are for multiclass only
+        let e = FeatureExtractor::new(declared, true).expect_err("binary");
+        assert_eq!(e.field(), Some("target.classes"));
+    }
+
+    #[test]
+    fn plain_text_messages_fill_the_one_text_feature() {
+        let spec = toml_like(
+            r#"
+            format = "text"
+            target = { field = "s" }
+            features = [ { kind = "text", field = "t", bits = 8, ngrams = 1 } ]
+        "#,
+        );
+        let mut x = FeatureExtractor::for_label(spec.clone(), LabelKind::Classes).expect("valid");
+        let (mut row, mut sparse) = (Vec::new(), Vec::new());
+        let e = x
+            .extract_sparse(
+                "{not json} at all ✈️".as_bytes(),
+                Some("k1"),
+                &mut row,
+                &mut sparse,
+            )
+            .expect("any UTF-8 text");
+        assert_eq!((e.key.as_deref(), e.label), (Some("k1"), None));
+        assert_eq!(
+            sparse.len(),
+            5,
+            "not, json, at, all and the emoji: {sparse:?}"
+        );
+        let e = x
+            .extract_sparse(b"caf\xe9", None, &mut row, &mut sparse)
+            .expect_err("Latin-1");
+        assert!(matches!(e, FeatureError::NotText(_)), "{e}");
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        // the message is the text: nothing else can be a feature
+        let mut two = spec;
+        two.features.push(FeatureDef::Hashed {
+            field: "user".into(),
+            bits: 8,
+            optional: true,
+        });
+        let e = FeatureExtractor::new(two, false).expect_err("two features");
+        assert_eq!(e.field(), Some("features"));
     }
 
     #[test]
@@ -1363,6 +1958,7 @@ mod tests {
             target: TargetSpec {
                 field: "y".into(),
                 missing: vec![],
+                classes: None,
             },
             baseline: None,
             features: vec![FeatureDef::Numeric {
@@ -1375,6 +1971,7 @@ mod tests {
                 max: Some(1000.0),
             }],
             max_reading_bytes: 100,
+            format: Default::default(),
         };
         let mut x = FeatureExtractor::new(spec, true).expect("valid");
         let mut row = vec![0.0; 2];

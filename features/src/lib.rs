@@ -28,5 +28,5 @@ pub mod text;
 pub mod time;
 
 pub use error::{DatasetError, FeatureError};
-pub use extract::{Extracted, FeatureExtractor, FeatureState, KeyMap, KeyState};
+pub use extract::{Extracted, FeatureExtractor, FeatureState, KeyMap, KeyState, LabelKind};
 pub use spec::FeatureSpec;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::TokenRule;
+
 /// How a model reads its readings: key, time, target and features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +26,21 @@ pub struct FeatureSpec {
     /// Readings larger than this many bytes are rejected.
     #[serde(default = "default_max_reading_bytes")]
     pub max_reading_bytes: usize,
+    /// What a message is: a JSON object, or the text itself.
+    #[serde(default)]
+    pub format: InputFormat,
+}
+
+/// What the bytes of a reading are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFormat {
+    /// A JSON object with the fields the spec names.
+    #[default]
+    Json,
+    /// Plain UTF-8 text (what `kafka-console-producer` sends): the value of
+    /// the spec's one `text` feature; the reading has no label.
+    Text,
 }
 
 fn default_max_reading_bytes() -> usize {
@@ -39,6 +56,10 @@ pub struct TargetSpec {
     /// Values that mean "no label" (e.g. `-999` for a closed ride).
     #[serde(default)]
     pub missing: Vec<f64>,
+    /// Multiclass: the classes, in order; without it the classes are
+    /// learned in order of appearance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
 }
 
 /// When keyed state (lags, running means) starts afresh.
@@ -57,6 +78,21 @@ fn yes() -> bool {
 }
 fn one() -> usize {
     1
+}
+fn two() -> usize {
+    2
+}
+fn text_bits() -> u32 {
+    20
+}
+fn hashed_bits() -> u32 {
+    18
+}
+fn replace() -> TokenRule {
+    TokenRule::Replace
+}
+fn keep() -> TokenRule {
+    TokenRule::Keep
 }
 
 /// One feature (one or more columns of the row).
@@ -100,6 +136,49 @@ pub enum FeatureDef {
         #[serde(default)]
         buckets: Option<usize>,
         /// Allow the field to be absent or null (an all-zero encoding).
+        #[serde(default)]
+        optional: bool,
+    },
+    /// Free text: words, numbers and emoji (lower-cased), word n-grams
+    /// 1..=`ngrams`, hashed into 2^`bits` sparse columns with a signed hash,
+    /// valued by term frequency (or 1 + ln tf, or times an online IDF).
+    Text {
+        /// The field.
+        field: String,
+        /// 2^bits columns (1..=24).
+        #[serde(default = "text_bits")]
+        bits: u32,
+        /// Word n-grams 1..=ngrams (1..=4).
+        #[serde(default = "two")]
+        ngrams: usize,
+        /// `@mentions`: `keep`, `drop` or `replace` (one `@user` token).
+        #[serde(default = "keep")]
+        mentions: TokenRule,
+        /// Links: `keep`, `drop` or `replace` (one `<url>` token).
+        #[serde(default = "replace")]
+        urls: TokenRule,
+        /// Decode HTML entities (`&amp;`, `&#39;`, ...) first.
+        #[serde(default = "yes")]
+        html_entities: bool,
+        /// 1 + ln(tf) instead of tf.
+        #[serde(default)]
+        sublinear: bool,
+        /// Times an inverse document frequency learned online.
+        #[serde(default)]
+        idf: bool,
+        /// Allow the field to be absent or null (no columns).
+        #[serde(default)]
+        optional: bool,
+    },
+    /// A high-cardinality category hashed into one of 2^`bits` sparse
+    /// columns (signed), with no vocabulary to keep.
+    Hashed {
+        /// The field.
+        field: String,
+        /// 2^bits columns (1..=24).
+        #[serde(default = "hashed_bits")]
+        bits: u32,
+        /// Allow the field to be absent or null (no column).
         #[serde(default)]
         optional: bool,
     },

@@ -1,5 +1,5 @@
-//! Text into hashed, sparse term counts: the first half of the `text`
-//! feature kind (issue 17; the model side, sparse rows, comes next).
+//! Text into hashed, sparse term counts: the `text` feature kind (and the
+//! hash of the `hashed` kind).
 //!
 //! [`TextHasher::hash`] walks the text once, without allocating a token:
 //! each token's bytes (lower-cased) go straight into a 64-bit FNV-1a hash,
@@ -282,6 +282,13 @@ impl TextHasher {
     /// each column once. Values are signed term frequencies (1 + ln(tf)
     /// with `sublinear`, keeping the sign of the summed counts).
     pub fn hash(&mut self, text: &str, out: &mut Vec<(u32, f64)>) {
+        out.clear();
+        self.append(text, 0, out);
+    }
+
+    /// [`TextHasher::hash`], appended to `out` with `base` or-ed into each
+    /// column (a feature's own range of columns, above bit `bits`).
+    pub fn append(&mut self, text: &str, base: u32, out: &mut Vec<(u32, f64)>) {
         self.tokens(text);
         self.terms.clear();
         let n = self.tokens.len();
@@ -297,20 +304,35 @@ impl TextHasher {
             }
         }
         self.terms.sort_unstable_by_key(|&(c, _)| c);
-        out.clear();
+        let from = out.len();
         for &(c, v) in &self.terms {
-            match out.last_mut() {
-                Some((last, acc)) if *last == c => *acc += v,
-                _ => out.push((c, v)),
+            match out[from..].last_mut() {
+                Some((last, acc)) if *last == c | base => *acc += v,
+                _ => out.push((c | base, v)),
             }
         }
-        out.retain(|&(_, v)| v != 0.0);
+        let mut keep = from;
+        for i in from..out.len() {
+            if out[i].1 != 0.0 {
+                out[keep] = out[i];
+                keep += 1;
+            }
+        }
+        out.truncate(keep);
         if self.options.sublinear {
-            for (_, v) in out.iter_mut() {
+            for (_, v) in out[from..].iter_mut() {
                 *v = v.signum() * (1.0 + v.abs().ln());
             }
         }
     }
+}
+
+/// The column of a hashed category value: a signed one-hot in 2^`bits`
+/// columns (the sign from another bit of the hash, as for text terms).
+pub fn hash_value(value: &[u8], bits: u32) -> (u32, f64) {
+    let m = mix(fnv(FNV_OFFSET, value));
+    let column = (m & ((1u64 << bits) - 1)) as u32;
+    (column, if m >> 63 == 0 { 1.0 } else { -1.0 })
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ impl BatchModel {
                         .map(|(v, w)| if v.is_nan() { 0.0 } else { v * w })
                         .sum::<f64>();
                 match self.task {
-                    Task::Regression => raw,
+                    Task::Regression | Task::Multiclass => raw,
                     Task::Classification => sigmoid(raw),
                 }
             })

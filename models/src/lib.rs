@@ -14,15 +14,17 @@
 //! - [`linear`]: [`LinearModel`], one weight vector learned online.
 //! - [`keyed`]: [`KeyedModel`], one model per key with a shared fallback.
 //! - [`metrics`]: prequential metrics, cumulative and over a rolling window.
+//! - [`sparse`]: [`SparseModel`], binary and softmax logistic regression
+//!   over rows with sparse (hashed) and dense columns.
+//! - [`learner`]: [`Learner`], a dense or a sparse model.
 //! - [`snapshot`]: versioned plain-data snapshots of a model.
-//! - [`sparse`]: binary and softmax logistic regression over sparse
-//!   (hashed) rows.
 //! - [`baseline`]: batch linear and logistic regression through smartcore.
 //! - [`error`]: the crate's error type.
 
 pub mod baseline;
 pub mod error;
 pub mod keyed;
+pub mod learner;
 pub mod linear;
 pub mod loss;
 pub mod metrics;
@@ -33,9 +35,11 @@ pub mod sparse;
 
 pub use error::ModelError;
 pub use keyed::KeyedModel;
+pub use learner::Learner;
 pub use linear::{BatchMode, LinearModel, LinearParams, ValidLinearParams};
 pub use loss::Loss;
 pub use metrics::{MetricSet, Prequential, Task};
 pub use optim::OptimizerParams;
 pub use scaler::{OnlineScaler, Scaling};
 pub use snapshot::ModelSnapshot;
+pub use sparse::SparseModel;

@@ -19,10 +19,14 @@ pub enum Task {
     Regression,
     /// The probability of class 1.
     Classification,
+    /// One of several classes, with a probability per class.
+    Multiclass,
 }
 
 /// One set of metrics over some scored readings. Regression fills `mae`,
-/// `rmse` and `r2`; classification fills `log_loss`, `accuracy` and `roc_auc`.
+/// `rmse` and `r2`; classification fills `log_loss`, `accuracy` and
+/// `roc_auc`; multiclass fills `log_loss`, `accuracy`, `macro_f1` and
+/// `class_f1`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricSet {
     /// Readings scored.
@@ -45,6 +49,88 @@ pub struct MetricSet {
     /// Area under the ROC curve (ties count half).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roc_auc: Option<f64>,
+    /// Multiclass: the mean over classes of each class's F1 score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
+    /// Multiclass: each class's F1 score, in class order (0 for a class
+    /// neither predicted nor seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_f1: Option<Vec<f64>>,
+}
+
+/// One scored reading of a multiclass model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    /// The class predicted (the most probable).
+    pub predicted: u32,
+    /// The class of the label.
+    pub label: u32,
+    /// The probability the model gave the label's class.
+    pub p_label: f64,
+}
+
+/// Per class: true positives, false positives, false negatives.
+type Confusion = Vec<[u64; 3]>;
+
+fn confuse(c: &mut Confusion, s: &ClassScore) {
+    let need = s.predicted.max(s.label) as usize + 1;
+    if c.len() < need {
+        c.resize(need, [0; 3]);
+    }
+    if s.predicted == s.label {
+        c[s.label as usize][0] += 1;
+    } else {
+        c[s.predicted as usize][1] += 1;
+        c[s.label as usize][2] += 1;
+    }
+}
+
+/// Per-class F1 and their mean (over the classes seen or predicted).
+fn f1s(c: &Confusion) -> (Vec<f64>, Option<f64>) {
+    let f1: Vec<f64> = c
+        .iter()
+        .map(|&[tp, fp, fn_]| {
+            let d = 2 * tp + fp + fn_;
+            if d == 0 {
+                0.0
+            } else {
+                2.0 * tp as f64 / d as f64
+            }
+        })
+        .collect();
+    let live: Vec<f64> = c
+        .iter()
+        .zip(&f1)
+        .filter(|(k, _)| k.iter().any(|&n| n > 0))
+        .map(|(_, &f)| f)
+        .collect();
+    let mean = (!live.is_empty()).then(|| live.iter().sum::<f64>() / live.len() as f64);
+    (f1, mean)
+}
+
+/// Exact multiclass metrics of scored readings.
+pub fn evaluate_classes(scores: &[ClassScore]) -> MetricSet {
+    let mut m = MetricSet {
+        count: scores.len() as u64,
+        ..Default::default()
+    };
+    if scores.is_empty() {
+        return m;
+    }
+    let mut c = Confusion::new();
+    let (mut ll, mut correct) = (0.0, 0u64);
+    for s in scores {
+        confuse(&mut c, s);
+        ll -= s.p_label.clamp(LOG_LOSS_EPS, 1.0).ln();
+        correct += u64::from(s.predicted == s.label);
+    }
+    let n = scores.len() as f64;
+    let (f1, macro_f1) = f1s(&c);
+    m.log_loss = Some(ll / n);
+    m.accuracy = Some(correct as f64 / n);
+    m.macro_f1 = macro_f1;
+    m.class_f1 = Some(f1);
+    m
 }
 
 fn log_loss_one(p: f64, y: f64) -> f64 {
@@ -117,6 +203,11 @@ pub fn evaluate(task: Task, preds: &[f64], labels: &[f64]) -> MetricSet {
             m.accuracy = Some(correct / nf);
             m.roc_auc = roc_auc(&preds[..n], &labels[..n]);
         }
+        Task::Multiclass => {
+            // the probabilities are not in `preds`: see `evaluate_classes`
+            let correct = preds.iter().zip(labels).filter(|(p, y)| p == y).count();
+            m.accuracy = Some(correct as f64 / nf);
+        }
     }
     m
 }
@@ -136,6 +227,12 @@ pub struct Prequential {
     /// Scores histogram for a cumulative AUC: (negatives, positives) per bin.
     auc_bins: Vec<(u64, u64)>,
     recent: VecDeque<(f64, f64)>,
+    /// Multiclass: the confusion counts per class.
+    #[serde(default)]
+    confusion: Confusion,
+    /// Multiclass: the rolling window's scores (`recent` stays empty).
+    #[serde(default)]
+    recent_classes: VecDeque<ClassScore>,
 }
 
 const AUC_BINS: usize = 1000;
@@ -159,7 +256,21 @@ impl Prequential {
                 Vec::new()
             },
             recent: VecDeque::new(),
+            confusion: Confusion::new(),
+            recent_classes: VecDeque::new(),
         }
+    }
+
+    /// Records one scored reading of a multiclass model.
+    pub fn update_class(&mut self, score: ClassScore) {
+        self.count += 1;
+        self.sum_log_loss -= score.p_label.clamp(LOG_LOSS_EPS, 1.0).ln();
+        self.correct += u64::from(score.predicted == score.label);
+        confuse(&mut self.confusion, &score);
+        if self.recent_classes.len() == self.window {
+            self.recent_classes.pop_front();
+        }
+        self.recent_classes.push_back(score);
     }
 
     /// Records one scored reading.
@@ -171,6 +282,10 @@ impl Prequential {
                 self.sum_sq += (pred - label) * (pred - label);
                 self.sum_y += label;
                 self.sum_yy += label * label;
+            }
+            Task::Multiclass => {
+                // a class without its probability: counted, not scored
+                self.correct += u64::from(pred == label);
             }
             Task::Classification => {
                 self.sum_log_loss += log_loss_one(pred, label);
@@ -212,6 +327,19 @@ impl Prequential {
         while self.recent.len() > self.window {
             self.recent.pop_front();
         }
+        if self.confusion.len() < other.confusion.len() {
+            self.confusion.resize(other.confusion.len(), [0; 3]);
+        }
+        for (a, b) in self.confusion.iter_mut().zip(&other.confusion) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.recent_classes
+            .extend(other.recent_classes.iter().copied());
+        while self.recent_classes.len() > self.window {
+            self.recent_classes.pop_front();
+        }
     }
 
     /// Readings scored so far.
@@ -249,12 +377,23 @@ impl Prequential {
                 }
                 m.roc_auc = (pos > 0.0 && neg > 0.0).then(|| area / (pos * neg));
             }
+            Task::Multiclass => {
+                let (f1, macro_f1) = f1s(&self.confusion);
+                m.log_loss = Some(self.sum_log_loss / n);
+                m.accuracy = Some(self.correct as f64 / n);
+                m.macro_f1 = macro_f1;
+                m.class_f1 = Some(f1);
+            }
         }
         m
     }
 
     /// Exact metrics over the rolling window.
     pub fn rolling(&self) -> MetricSet {
+        if self.task == Task::Multiclass {
+            let scores: Vec<ClassScore> = self.recent_classes.iter().copied().collect();
+            return evaluate_classes(&scores);
+        }
         let (p, y): (Vec<f64>, Vec<f64>) = self.recent.iter().copied().unzip();
         evaluate(self.task, &p, &y)
     }
@@ -291,6 +430,57 @@ mod tests {
         assert_eq!(m.accuracy, want.accuracy);
         assert_eq!(m.roc_auc, want.roc_auc);
         assert_eq!(a.count(), 5);
+    }
+
+    #[test]
+    fn multiclass_by_hand_and_live_equals_exact() {
+        let s = |predicted, label, p_label| ClassScore {
+            predicted,
+            label,
+            p_label,
+        };
+        // class 0: tp 2, fp 1, fn 0; class 1: tp 1, fp 0, fn 1; class 2: tp 0, fp 1, fn 1
+        let scores = [
+            s(0, 0, 0.8),
+            s(0, 0, 0.6),
+            s(1, 1, 0.7),
+            s(0, 1, 0.2),
+            s(2, 2, 0.5),
+            s(2, 2, 0.4),
+        ];
+        let scores = [&scores[..4], &[s(1, 2, 0.3), s(2, 0, 0.1)]].concat();
+        let m = evaluate_classes(&scores);
+        let f1 = m.class_f1.clone().expect("f1");
+        // class 0: tp 2 fp 1 fn 1 = 4/6; class 1: tp 1 fp 1 fn 1 = 2/4; class 2: tp 0 fp 1 fn 1 = 0
+        assert_relative_eq!(f1[0], 4.0 / 6.0);
+        assert_relative_eq!(f1[1], 0.5);
+        assert_relative_eq!(f1[2], 0.0);
+        assert_relative_eq!(m.macro_f1.expect("macro"), (4.0 / 6.0 + 0.5) / 3.0);
+        assert_relative_eq!(m.accuracy.expect("acc"), 0.5);
+        let ll = -[0.8f64, 0.6, 0.7, 0.2, 0.3, 0.1]
+            .iter()
+            .map(|p| p.ln())
+            .sum::<f64>()
+            / 6.0;
+        assert_relative_eq!(m.log_loss.expect("ll"), ll, epsilon = 1e-12);
+
+        let mut live = Prequential::new(Task::Multiclass, 4);
+        let (mut a, mut b) = (live.clone(), live.clone());
+        for (i, x) in scores.iter().enumerate() {
+            live.update_class(*x);
+            if i % 2 == 0 {
+                a.update_class(*x)
+            } else {
+                b.update_class(*x)
+            }
+        }
+        let cum = live.cumulative();
+        assert_eq!(cum.class_f1, m.class_f1);
+        assert_eq!(cum.macro_f1, m.macro_f1);
+        assert_relative_eq!(cum.log_loss.expect("ll"), ll, epsilon = 1e-12);
+        assert_eq!(live.rolling(), evaluate_classes(&scores[2..]));
+        a.merge(&b);
+        assert_eq!(a.cumulative().class_f1, m.class_f1, "merged");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Versioned, plain-data snapshots of a [`KeyedModel`].
+//! Versioned, plain-data snapshots of a [`Learner`] (dense or sparse).
 //!
 //! A snapshot is serde data (JSON on the wire, with exact float round trips),
 //! so a restored model predicts bit-identically and keeps learning exactly as
@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::keyed::KeyedModel;
+use crate::learner::Learner;
 
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -18,12 +18,12 @@ pub struct ModelSnapshot {
     /// The snapshot format version, [`SNAPSHOT_FORMAT`] when written by this build.
     pub format_version: u32,
     /// The model.
-    pub model: KeyedModel,
+    pub model: Learner,
 }
 
 impl ModelSnapshot {
     /// Freezes `model`.
-    pub fn of(model: &KeyedModel) -> Self {
+    pub fn of(model: &Learner) -> Self {
         ModelSnapshot {
             format_version: SNAPSHOT_FORMAT,
             model: model.clone(),
@@ -32,14 +32,14 @@ impl ModelSnapshot {
 
     /// Returns the model, if the snapshot's format is one this build reads
     /// and its parameters are still valid.
-    pub fn restore(self) -> Result<KeyedModel, ModelError> {
+    pub fn restore(self) -> Result<Learner, ModelError> {
         if self.format_version != SNAPSHOT_FORMAT {
             return Err(ModelError::SnapshotVersion {
                 expected: SNAPSHOT_FORMAT,
                 actual: self.format_version,
             });
         }
-        self.model.shared().params().validate()?;
+        self.model.validate()?;
         Ok(self.model)
     }
 }
@@ -47,6 +47,7 @@ impl ModelSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyed::KeyedModel;
     use crate::linear::LinearParams;
     use crate::loss::Loss;
     use crate::optim::OptimizerParams;
@@ -110,11 +111,15 @@ mod tests {
                     .learn_slice(Some(keys[i % 3]), &x, y)
                     .expect("learns");
             }
-            let json = serde_json::to_string(&ModelSnapshot::of(&original)).expect("serialises");
-            let mut restored = serde_json::from_str::<ModelSnapshot>(&json)
+            let json = serde_json::to_string(&ModelSnapshot::of(&Learner::Dense(original.clone())))
+                .expect("serialises");
+            let Learner::Dense(mut restored) = serde_json::from_str::<ModelSnapshot>(&json)
                 .expect("parses")
                 .restore()
-                .expect("restores");
+                .expect("restores")
+            else {
+                panic!("a dense model comes back dense");
+            };
             for (i, (x, y)) in rows(2, 500).into_iter().enumerate() {
                 let key = Some(keys[i % 4 % 3]);
                 let a = original.predict_slice(key, &x).expect("predicts");
@@ -130,7 +135,8 @@ mod tests {
     #[test]
     fn other_format_versions_are_refused() {
         let params = LinearParams::default().validate().expect("valid");
-        let mut snap = ModelSnapshot::of(&KeyedModel::new(params, vec![false], false));
+        let mut snap =
+            ModelSnapshot::of(&Learner::Dense(KeyedModel::new(params, vec![false], false)));
         snap.format_version = 99;
         assert_eq!(
             snap.restore().expect_err("refused").to_string(),

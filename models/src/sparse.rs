@@ -1,19 +1,35 @@
-//! Learners over sparse rows (hashed text columns, issue 17): a reading
-//! touches only its non-zero columns, so 2^20 columns cost what the
-//! reading's terms cost. Weights live in a map of the columns ever touched,
-//! each with its AdaGrad accumulator; snapshots list them sorted.
+//! [`SparseModel`]: binary or multinomial (softmax) logistic regression over
+//! rows with a sparse part (hashed text and category columns) and a dense
+//! part (numbers, one-hot categories), learned one reading at a time.
 //!
-//! [`SparseLogistic`] (binary) and [`SparseSoftmax`] (multinomial) learn
-//! one reading at a time with AdaGrad and an optional L2 penalty applied
-//! to the touched columns. Not yet wired into the service's pipeline: the
-//! `text` feature kind and the pipeline's sparse rows come with them.
+//! A reading touches only its non-zero sparse columns, so 2^20 hashed
+//! columns cost what the reading's terms cost. Sparse weights live in a map
+//! of the columns ever touched, each with its optimiser state; dense
+//! columns are standardised online (as in [`crate::LinearModel`]) and have
+//! a weight vector of their own. Optimisers: the per-coordinate ones of
+//! [`OptimizerParams`] (SGD, AdaGrad, FTRL-Proximal); the others keep state
+//! that couples coordinates or grows with every column and are refused with
+//! the reason. Snapshots list the sparse columns sorted, so they are
+//! deterministic and round-trip exactly.
+//!
+//! Multiclass: one weight set per class, classes numbered 0.. in the order
+//! the caller gives (declared or learned in order of appearance); a class
+//! seen for the first time gets a fresh weight set, so the number of
+//! classes may grow while learning.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::loss::sigmoid;
+use crate::error::ModelError;
+use crate::linear::{LinearParams, ValidLinearParams};
+use crate::loss::{sigmoid, Loss};
+use crate::optim::OptimizerParams;
+use crate::scaler::OnlineScaler;
+
+/// The most classes a multiclass model learns.
+pub const MAX_CLASSES: usize = 1000;
 
 /// A hasher for column numbers, which are hashes already: one multiply.
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,243 +49,517 @@ impl Hasher for ColumnHasher {
     }
 }
 
-/// One column's weight and the sum of its squared gradients.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// One weight and its optimiser state: AdaGrad's sum of squared gradients
+/// in `a`; FTRL's `z` in `a` and `n` in `b`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Slot {
     w: f64,
-    g2: f64,
+    a: f64,
+    b: f64,
 }
 
-/// AdaGrad's step settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SparseParams {
-    /// Base learning rate.
-    pub learning_rate: f64,
-    /// Added to the root of the accumulator.
-    pub epsilon: f64,
-    /// L2 penalty on the touched weights.
-    pub l2: f64,
+/// The optimiser of a sparse model, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Sgd {
+        lr: f64,
+        power_t: f64,
+        l2: f64,
+    },
+    Adagrad {
+        lr: f64,
+        eps: f64,
+        l2: f64,
+    },
+    Ftrl {
+        alpha: f64,
+        beta: f64,
+        l1: f64,
+        l2: f64,
+    },
 }
 
-impl Default for SparseParams {
-    fn default() -> Self {
-        SparseParams {
-            learning_rate: 0.1,
-            epsilon: 1e-6,
-            l2: 0.0,
+impl Step {
+    fn of(p: &LinearParams) -> Result<Step, ModelError> {
+        if p.l1 != 0.0 && !matches!(p.optimizer, OptimizerParams::Ftrl { .. }) {
+            return Err(ModelError::InvalidParam {
+                name: "l1",
+                expected: "0 with sparse (text or hashed) features unless the optimizer is ftrl",
+                actual: p.l1.to_string(),
+            });
+        }
+        Ok(match p.optimizer {
+            OptimizerParams::Sgd {
+                learning_rate,
+                power_t,
+            } => Step::Sgd {
+                lr: learning_rate,
+                power_t,
+                l2: p.l2,
+            },
+            OptimizerParams::Adagrad {
+                learning_rate,
+                epsilon,
+            } => Step::Adagrad {
+                lr: learning_rate,
+                eps: epsilon,
+                l2: p.l2,
+            },
+            OptimizerParams::Ftrl { alpha, beta } => Step::Ftrl {
+                alpha,
+                beta,
+                l1: p.l1,
+                l2: p.l2,
+            },
+            other => {
+                let d = format!("{other:?}");
+                return Err(ModelError::InvalidParam {
+                    name: "optimizer.kind",
+                    expected: "sgd, adagrad or ftrl for a model with sparse (text or hashed) features or several classes (per-coordinate optimisers)",
+                    actual: d
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap_or_default()
+                        .to_lowercase(),
+                });
+            }
+        })
+    }
+
+    /// Moves `s` against the gradient `g` of the loss by its weight; `t` is
+    /// the number of steps taken (from 1); penalties unless `bias`.
+    #[inline]
+    fn apply(&self, s: &mut Slot, g: f64, t: f64, bias: bool) {
+        match *self {
+            Step::Sgd { lr, power_t, l2 } => {
+                let g = if bias { g } else { g + l2 * s.w };
+                s.w -= lr / t.powf(power_t) * g;
+            }
+            Step::Adagrad { lr, eps, l2 } => {
+                let g = if bias { g } else { g + l2 * s.w };
+                s.a += g * g;
+                s.w -= lr * g / (s.a.sqrt() + eps);
+            }
+            Step::Ftrl {
+                alpha,
+                beta,
+                l1,
+                l2,
+            } => {
+                let (l1, l2) = if bias { (0.0, 0.0) } else { (l1, l2) };
+                let sigma = ((s.b + g * g).sqrt() - s.b.sqrt()) / alpha;
+                s.a += g - sigma * s.w;
+                s.b += g * g;
+                s.w = if s.a.abs() <= l1 {
+                    0.0
+                } else {
+                    -(s.a - s.a.signum() * l1) / ((beta + s.b.sqrt()) / alpha + l2)
+                };
+            }
         }
     }
 }
 
-impl SparseParams {
-    /// Checks the ranges, naming the parameter at fault.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(format!(
-                "`learning_rate` should be a finite number > 0, not {}",
-                self.learning_rate
-            ));
-        }
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            return Err(format!(
-                "`epsilon` should be a finite number > 0, not {}",
-                self.epsilon
-            ));
-        }
-        if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            return Err(format!(
-                "`l2` should be a finite number >= 0, not {}",
-                self.l2
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Weights of the columns ever touched, and a bias.
+/// One class's weights: the sparse columns ever touched, the dense
+/// columns, and a bias.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SparseWeights {
-    slots: HashMap<u32, Slot, BuildHasherDefault<ColumnHasher>>,
+struct Head {
+    sparse: HashMap<u32, Slot, BuildHasherDefault<ColumnHasher>>,
+    dense: Vec<Slot>,
     bias: Slot,
 }
 
-impl SparseWeights {
-    /// The raw score of a row: its columns' weights times their values, plus the bias.
-    pub fn score(&self, x: &[(u32, f64)]) -> f64 {
-        x.iter()
-            .map(|&(c, v)| self.slots.get(&c).map_or(0.0, |s| s.w * v))
-            .sum::<f64>()
-            + self.bias.w
-    }
-
-    /// One AdaGrad step for the gradient `g` of the loss by the score.
-    pub fn step(&mut self, x: &[(u32, f64)], g: f64, p: &SparseParams) {
-        let adagrad = |s: &mut Slot, gi: f64| {
-            s.g2 += gi * gi;
-            s.w -= p.learning_rate * gi / (s.g2.sqrt() + p.epsilon);
-        };
-        for &(c, v) in x {
-            let s = self.slots.entry(c).or_default();
-            let gi = g * v + p.l2 * s.w;
-            adagrad(s, gi);
+impl Head {
+    fn new(dense: usize) -> Head {
+        Head {
+            dense: vec![Slot::default(); dense],
+            ..Head::default()
         }
-        adagrad(&mut self.bias, g);
     }
 
-    /// Columns with a weight.
-    pub fn len(&self) -> usize {
-        self.slots.len()
+    #[inline]
+    fn score(&self, z: &[f64], x: &[(u32, f64)]) -> f64 {
+        let sparse: f64 = x
+            .iter()
+            .map(|&(c, v)| self.sparse.get(&c).map_or(0.0, |s| s.w * v))
+            .sum();
+        let dense: f64 = self.dense.iter().zip(z).map(|(s, v)| s.w * v).sum();
+        sparse + dense + self.bias.w
     }
 
-    /// True when no column has a weight.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    /// The weight of a column (0 if never touched).
-    pub fn weight(&self, column: u32) -> f64 {
-        self.slots.get(&column).map_or(0.0, |s| s.w)
+    /// One step; false, and the head as it was, if a weight it would
+    /// touch would become non-finite. The new slots are worked out in
+    /// `new` first and written once all are finite.
+    fn step(
+        &mut self,
+        z: &[f64],
+        x: &[(u32, f64)],
+        g: f64,
+        t: f64,
+        opt: &Step,
+        new: &mut Vec<Slot>,
+    ) -> bool {
+        new.clear();
+        for &(c, v) in x {
+            let mut s = self.sparse.get(&c).copied().unwrap_or_default();
+            opt.apply(&mut s, g * v, t, false);
+            new.push(s);
+        }
+        for (s, &v) in self.dense.iter().zip(z) {
+            let mut s = *s;
+            if v != 0.0 {
+                opt.apply(&mut s, g * v, t, false);
+            }
+            new.push(s);
+        }
+        let mut bias = self.bias;
+        opt.apply(&mut bias, g, t, true);
+        if !(bias.w.is_finite() && new.iter().all(|s| s.w.is_finite())) {
+            return false;
+        }
+        for (&(c, _), s) in x.iter().zip(new.iter()) {
+            self.sparse.insert(c, *s);
+        }
+        self.dense.copy_from_slice(&new[x.len()..]);
+        self.bias = bias;
+        true
     }
 }
 
-/// The plain form of [`SparseWeights`]: (column, weight, accumulator) sorted
-/// by column, then the bias's pair.
+/// The plain form of a [`Head`]: sparse (column, weight, a, b) sorted by
+/// column, the dense slots, the bias.
 #[derive(Serialize, Deserialize)]
-struct SparseWeightsData {
-    columns: Vec<(u32, f64, f64)>,
-    bias: (f64, f64),
+struct HeadData {
+    sparse: Vec<(u32, f64, f64, f64)>,
+    dense: Vec<Slot>,
+    bias: Slot,
 }
 
-impl Serialize for SparseWeights {
+impl Serialize for Head {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut columns: Vec<(u32, f64, f64)> =
-            self.slots.iter().map(|(&c, x)| (c, x.w, x.g2)).collect();
-        columns.sort_unstable_by_key(|x| x.0);
-        SparseWeightsData {
-            columns,
-            bias: (self.bias.w, self.bias.g2),
+        let mut sparse: Vec<(u32, f64, f64, f64)> = self
+            .sparse
+            .iter()
+            .map(|(&c, x)| (c, x.w, x.a, x.b))
+            .collect();
+        sparse.sort_unstable_by_key(|x| x.0);
+        HeadData {
+            sparse,
+            dense: self.dense.clone(),
+            bias: self.bias,
         }
         .serialize(s)
     }
 }
 
-impl<'de> Deserialize<'de> for SparseWeights {
+impl<'de> Deserialize<'de> for Head {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let data = SparseWeightsData::deserialize(d)?;
-        Ok(SparseWeights {
-            slots: data
-                .columns
+        let data = HeadData::deserialize(d)?;
+        Ok(Head {
+            sparse: data
+                .sparse
                 .into_iter()
-                .map(|(c, w, g2)| (c, Slot { w, g2 }))
+                .map(|(c, w, a, b)| (c, Slot { w, a, b }))
                 .collect(),
-            bias: Slot {
-                w: data.bias.0,
-                g2: data.bias.1,
-            },
+            dense: data.dense,
+            bias: data.bias,
         })
     }
 }
 
-/// Binary logistic regression over sparse rows.
+/// Logistic regression over a dense and a sparse part: binary (the
+/// probability of class 1) or multinomial (a probability per class).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SparseLogistic {
-    params: SparseParams,
-    weights: SparseWeights,
+pub struct SparseModel {
+    params: ValidLinearParams,
+    multiclass: bool,
+    scaler: OnlineScaler,
+    /// One (binary) or one per class seen or declared.
+    heads: Vec<Head>,
+    learned: u64,
+    /// Steps taken (SGD's decay).
+    steps: u64,
+    #[serde(skip)]
+    scratch: Scratch,
 }
 
-impl SparseLogistic {
-    /// A fresh model (the parameters checked).
-    pub fn new(params: SparseParams) -> Result<SparseLogistic, String> {
-        params.validate()?;
-        Ok(SparseLogistic {
+/// Reused buffers: not state, so equal whatever they hold.
+#[derive(Debug, Clone, Default)]
+struct Scratch(Vec<f64>, Vec<f64>, Vec<Slot>);
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Scratch) -> bool {
+        true
+    }
+}
+
+impl SparseModel {
+    /// A fresh model: binary, or `classes` classes to start with (more may
+    /// come while learning). `scale_mask` says which dense columns are
+    /// standardised online. The learner must use the logistic loss (the
+    /// multinomial one with several classes) and a per-coordinate optimiser.
+    pub fn new(
+        params: ValidLinearParams,
+        scale_mask: Vec<bool>,
+        classes: Option<usize>,
+    ) -> Result<SparseModel, ModelError> {
+        Self::check(params.get(), classes.is_some())?;
+        let dense = scale_mask.len();
+        let heads = match classes {
+            Some(k) => vec![Head::new(dense); k.min(MAX_CLASSES)],
+            None => vec![Head::new(dense)],
+        };
+        Ok(SparseModel {
+            scaler: OnlineScaler::with_scaling(scale_mask, params.get().scaling),
             params,
-            weights: SparseWeights::default(),
+            multiclass: classes.is_some(),
+            heads,
+            learned: 0,
+            steps: 0,
+            scratch: Scratch::default(),
         })
     }
 
-    /// The probability of class 1.
-    pub fn predict(&self, x: &[(u32, f64)]) -> f64 {
-        sigmoid(self.weights.score(x))
-    }
-
-    /// Learns one reading labelled 0 or 1.
-    pub fn learn(&mut self, x: &[(u32, f64)], y: f64) {
-        let g = self.predict(x) - y;
-        self.weights.step(x, g, &self.params);
-    }
-
-    /// The weights.
-    pub fn weights(&self) -> &SparseWeights {
-        &self.weights
-    }
-}
-
-/// Multinomial (softmax) logistic regression over sparse rows: one weight
-/// set per class, classes numbered 0..k.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SparseSoftmax {
-    params: SparseParams,
-    classes: Vec<SparseWeights>,
-}
-
-impl SparseSoftmax {
-    /// A fresh model for `k` classes (at least 2).
-    pub fn new(k: usize, params: SparseParams) -> Result<SparseSoftmax, String> {
-        params.validate()?;
-        if k < 2 {
-            return Err(format!("a softmax model needs at least 2 classes, not {k}"));
+    fn check(p: &LinearParams, multiclass: bool) -> Result<Step, ModelError> {
+        if p.loss != Loss::Logistic && !(multiclass && p.loss == Loss::default()) {
+            return Err(ModelError::InvalidParam {
+                name: "loss.kind",
+                expected: "logistic with sparse (text or hashed) features or several classes",
+                actual: format!("{:?}", p.loss).to_lowercase(),
+            });
         }
-        Ok(SparseSoftmax {
-            params,
-            classes: vec![SparseWeights::default(); k],
-        })
+        Step::of(p)
     }
 
-    /// Classes.
-    pub fn k(&self) -> usize {
-        self.classes.len()
-    }
-
-    /// Each class's probability, into `out` (length k).
-    pub fn predict(&self, x: &[(u32, f64)], out: &mut Vec<f64>) {
-        out.clear();
-        out.extend(self.classes.iter().map(|w| w.score(x)));
-        let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut sum = 0.0;
-        for v in out.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
+    /// Takes new hyper-parameters of the same kind, keeping what was learned.
+    pub fn retune(&mut self, params: ValidLinearParams) -> Result<(), ModelError> {
+        Self::check(params.get(), self.multiclass)?;
+        let (old, new) = (self.params.get(), params.get());
+        let kind = |o: &OptimizerParams| {
+            std::mem::discriminant(o) == std::mem::discriminant(&new.optimizer)
+        };
+        if !kind(&old.optimizer) {
+            return Err(ModelError::Retune {
+                name: "optimizer.kind",
+                kept: format!("{:?}", old.optimizer),
+                new: format!("{:?}", new.optimizer),
+            });
         }
-        for v in out.iter_mut() {
-            *v /= sum;
+        if old.scaling != new.scaling {
+            return Err(ModelError::Retune {
+                name: "scaling",
+                kept: format!("{:?}", old.scaling),
+                new: format!("{:?}", new.scaling),
+            });
+        }
+        self.params = params;
+        Ok(())
+    }
+
+    /// The hyper-parameters.
+    pub fn params(&self) -> &LinearParams {
+        self.params.get()
+    }
+
+    /// True for a multinomial model.
+    pub fn is_multiclass(&self) -> bool {
+        self.multiclass
+    }
+
+    /// Classes with a weight set (multiclass), 2 for a binary model.
+    pub fn classes(&self) -> usize {
+        if self.multiclass {
+            self.heads.len()
+        } else {
+            2
         }
     }
 
-    /// Learns one reading of class `y` (< k).
-    pub fn learn(
-        &mut self,
-        x: &[(u32, f64)],
-        y: usize,
-        scratch: &mut Vec<f64>,
-    ) -> Result<(), String> {
-        if y >= self.classes.len() {
-            return Err(format!(
-                "class {y} is not one of the model's {} classes",
-                self.classes.len()
-            ));
+    /// Dense columns the model expects.
+    pub fn n_dense(&self) -> usize {
+        self.scaler.len()
+    }
+
+    /// Sparse columns with a weight (over all classes).
+    pub fn sparse_columns(&self) -> usize {
+        self.heads.iter().map(|h| h.sparse.len()).sum()
+    }
+
+    /// Labelled readings learned.
+    pub fn learned(&self) -> u64 {
+        self.learned
+    }
+
+    /// The dense weights and bias of class `k` (0 for a binary model), on
+    /// standardised columns.
+    pub fn dense_weights(&self, k: usize) -> Option<(Vec<f64>, f64)> {
+        self.heads
+            .get(k)
+            .map(|h| (h.dense.iter().map(|s| s.w).collect(), h.bias.w))
+    }
+
+    /// The weight of sparse column `c` for class `k`.
+    pub fn sparse_weight(&self, k: usize, c: u32) -> f64 {
+        self.heads
+            .get(k)
+            .and_then(|h| h.sparse.get(&c))
+            .map_or(0.0, |s| s.w)
+    }
+
+    fn check_row(&self, dense: &[f64]) -> Result<(), ModelError> {
+        if dense.len() != self.scaler.len() {
+            return Err(ModelError::WrongFeatureCount {
+                expected: self.scaler.len(),
+                actual: dense.len(),
+            });
         }
-        self.predict(x, scratch);
-        for (k, w) in self.classes.iter_mut().enumerate() {
-            let g = scratch[k] - if k == y { 1.0 } else { 0.0 };
-            w.step(x, g, &self.params);
+        if let Some((index, &value)) = dense.iter().enumerate().find(|(_, v)| v.is_infinite()) {
+            return Err(ModelError::NonFinite { index, value });
         }
         Ok(())
     }
+
+    fn scores(&self, z: &[f64], x: &[(u32, f64)], out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(self.heads.iter().map(|h| h.score(z, x)));
+        if self.multiclass {
+            softmax(out);
+        } else if let Some(p) = out.first_mut() {
+            *p = sigmoid(*p);
+        }
+    }
+
+    /// Predicts one reading: for a binary model the probability of class 1
+    /// (and `probs` empty); for a multiclass one the most probable class's
+    /// number, with each class's probability in `probs` (empty before any
+    /// class is known).
+    pub fn predict(
+        &self,
+        dense: &[f64],
+        sparse: &[(u32, f64)],
+        probs: &mut Vec<f64>,
+    ) -> Result<f64, ModelError> {
+        self.check_row(dense)?;
+        let mut z = [0.0; 64];
+        let mut heap = Vec::new();
+        let z: &mut [f64] = if dense.len() <= z.len() {
+            &mut z[..dense.len()]
+        } else {
+            heap.resize(dense.len(), 0.0);
+            &mut heap
+        };
+        self.scaler.transform(dense, z);
+        self.scores(z, sparse, probs);
+        if self.multiclass {
+            Ok(argmax(probs).map_or(f64::NAN, |k| k as f64))
+        } else {
+            let p = probs.first().copied().unwrap_or(0.5);
+            probs.clear();
+            Ok(p)
+        }
+    }
+
+    /// Learns one reading: `y` is 0 or 1 (binary) or the class number.
+    pub fn learn(
+        &mut self,
+        dense: &[f64],
+        sparse: &[(u32, f64)],
+        y: f64,
+    ) -> Result<(), ModelError> {
+        self.check_row(dense)?;
+        let opt = Step::of(self.params.get())?;
+        if self.multiclass {
+            if !(y >= 0.0 && y.fract() == 0.0 && (y as usize) < MAX_CLASSES) {
+                return Err(ModelError::InvalidLabel {
+                    expected: "a class number below 1000",
+                    actual: y,
+                });
+            }
+            let k = y as usize;
+            if k >= self.heads.len() {
+                let n = self.scaler.len();
+                self.heads.resize_with(k + 1, || Head::new(n));
+            }
+        } else if y != 0.0 && y != 1.0 {
+            return Err(ModelError::InvalidLabel {
+                expected: "0 or 1",
+                actual: y,
+            });
+        }
+        let mut z = std::mem::take(&mut self.scratch.0);
+        let mut p = std::mem::take(&mut self.scratch.1);
+        let mut new = std::mem::take(&mut self.scratch.2);
+        z.resize(dense.len(), 0.0);
+        self.scaler.update_transform(dense, &mut z);
+        self.scores(&z, sparse, &mut p);
+        let t = (self.steps + 1) as f64;
+        let mut ok = true;
+        for (k, head) in self.heads.iter_mut().enumerate() {
+            let target = if self.multiclass {
+                f64::from(u8::from(k as f64 == y))
+            } else {
+                y
+            };
+            // a head refused leaves the others stepped: rare enough (a
+            // weight overflowing) that the model is then reported diverged
+            ok &= head.step(&z, sparse, p[k] - target, t, &opt, &mut new);
+        }
+        self.scratch = Scratch(z, p, new);
+        if !ok {
+            return Err(ModelError::Diverged {
+                value: f64::INFINITY,
+            });
+        }
+        self.steps += 1;
+        self.learned += 1;
+        Ok(())
+    }
+}
+
+/// Probabilities from scores, in place (stable: the largest score subtracted).
+fn softmax(v: &mut [f64]) {
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// The index of the largest value (the first of ties).
+pub fn argmax(v: &[f64]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, &x) in v.iter().enumerate() {
+        if best.is_none_or(|(_, b)| x > b) {
+            best = Some((i, x));
+        }
+    }
+    best.map(|b| b.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn params(opt: OptimizerParams) -> ValidLinearParams {
+        LinearParams {
+            loss: Loss::Logistic,
+            optimizer: opt,
+            ..LinearParams::default()
+        }
+        .validate()
+        .expect("valid")
+    }
+
+    fn adagrad() -> ValidLinearParams {
+        params(OptimizerParams::Adagrad {
+            learning_rate: 0.1,
+            epsilon: 1e-6,
+        })
+    }
 
     /// Rows of two classes: class 1 has column 7, class 0 column 9; both have noise columns.
     fn row(i: u32, class1: bool) -> Vec<(u32, f64)> {
@@ -279,89 +569,134 @@ mod tests {
     }
 
     #[test]
-    fn logistic_learns_the_column_that_separates_and_touches_only_its_columns() {
-        let mut m = SparseLogistic::new(SparseParams::default()).expect("valid");
-        for i in 0..400 {
-            m.learn(&row(i, i % 2 == 0), if i % 2 == 0 { 1.0 } else { 0.0 });
+    fn binary_learns_the_column_that_separates_and_touches_only_its_columns() {
+        for opt in [
+            OptimizerParams::Adagrad {
+                learning_rate: 0.1,
+                epsilon: 1e-6,
+            },
+            OptimizerParams::Sgd {
+                learning_rate: 0.5,
+                power_t: 0.25,
+            },
+            OptimizerParams::Ftrl {
+                alpha: 0.5,
+                beta: 1.0,
+            },
+        ] {
+            let mut m = SparseModel::new(params(opt), vec![], None).expect("valid");
+            let mut probs = Vec::new();
+            for i in 0..400 {
+                let y = f64::from(u8::from(i % 2 == 0));
+                m.learn(&[], &row(i, i % 2 == 0), y).expect("learns");
+            }
+            let p1 = m.predict(&[], &row(1, true), &mut probs).expect("p");
+            let p0 = m.predict(&[], &row(2, false), &mut probs).expect("p");
+            assert!(p1 > 0.75 && p0 < 0.25, "{opt:?}: {p1} {p0}");
+            assert!(m.sparse_weight(0, 7) > 0.0 && m.sparse_weight(0, 9) < 0.0);
+            assert_eq!(m.sparse_columns(), 52, "7, 9 and 50 noise columns");
+            assert!(probs.is_empty(), "binary: no class list");
         }
-        assert!(
-            m.predict(&row(1, true)) > 0.75,
-            "{}",
-            m.predict(&row(1, true))
-        );
-        assert!(
-            m.predict(&row(2, false)) < 0.25,
-            "{}",
-            m.predict(&row(2, false))
-        );
-        assert!(m.weights().weight(7) > 0.0 && m.weights().weight(9) < 0.0);
-        assert_eq!(
-            m.weights().len(),
-            52,
-            "columns 7, 9 and 50 noise columns, nothing else"
-        );
     }
 
     #[test]
-    fn softmax_probabilities_sum_to_one_and_it_learns_three_classes() {
-        let mut m = SparseSoftmax::new(3, SparseParams::default()).expect("valid");
-        let (mut p, mut scratch) = (Vec::new(), Vec::new());
-        m.predict(&[(1, 1.0)], &mut p);
-        assert_eq!(p, vec![1.0 / 3.0; 3], "untrained: uniform");
+    fn dense_and_sparse_columns_learn_together() {
+        // class 1 when the dense column is large (in its own units: 1000s)
+        let mut m = SparseModel::new(adagrad(), vec![true, false], None).expect("valid");
+        for i in 0..2000u32 {
+            let y = i % 2 == 0;
+            let dense = [if y { 3000.0 } else { 1000.0 } + f64::from(i % 7), 1.0];
+            m.learn(&dense, &[(1000 + i % 50, 1.0)], f64::from(u8::from(y)))
+                .expect("learns");
+        }
+        let mut probs = Vec::new();
+        let hi = m.predict(&[3100.0, 1.0], &[], &mut probs).expect("p");
+        let lo = m.predict(&[900.0, 1.0], &[], &mut probs).expect("p");
+        assert!(hi > 0.9 && lo < 0.1, "{hi} {lo}");
+        let e = m.predict(&[1.0], &[], &mut probs).expect_err("width");
+        assert!(e.to_string().contains("2 values"), "{e}");
+    }
+
+    #[test]
+    fn softmax_sums_to_one_grows_its_classes_and_learns_them() {
+        let mut m = SparseModel::new(adagrad(), vec![], Some(0)).expect("valid");
+        let mut p = Vec::new();
+        assert!(m.predict(&[], &[(1, 1.0)], &mut p).expect("p").is_nan());
+        assert!(p.is_empty(), "no class known yet");
         for i in 0..600u32 {
-            let y = (i % 3) as usize;
-            m.learn(&[(y as u32 * 10, 1.0), (500 + i % 7, 1.0)], y, &mut scratch)
-                .expect("a known class");
+            let y = i % 3;
+            m.learn(&[], &[(y * 10, 1.0), (500 + i % 7, 1.0)], f64::from(y))
+                .expect("learns");
         }
-        for y in 0..3usize {
-            m.predict(&[(y as u32 * 10, 1.0)], &mut p);
+        assert_eq!(m.classes(), 3);
+        for y in 0..3u32 {
+            let best = m.predict(&[], &[(y * 10, 1.0)], &mut p).expect("p");
+            assert_eq!(p.len(), 3);
             assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-            let best = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|x| x.0);
-            assert_eq!(best, Some(y), "{p:?}");
+            assert_eq!(best, f64::from(y), "{p:?}");
         }
-        let e = m
-            .learn(&[(1, 1.0)], 3, &mut scratch)
-            .expect_err("no class 3");
-        assert!(e.contains("class 3"), "{e}");
+        let e = m.learn(&[], &[], 2.5).expect_err("not a class");
+        assert!(e.to_string().contains("class number"), "{e}");
     }
 
     #[test]
     fn snapshots_are_sorted_and_round_trip_exactly() {
-        let mut m = SparseLogistic::new(SparseParams::default()).expect("valid");
+        let mut m = SparseModel::new(adagrad(), vec![true], Some(2)).expect("valid");
         for i in 0..50 {
-            m.learn(&row(i, i % 3 == 0), (i % 3 == 0) as u8 as f64);
+            m.learn(&[f64::from(i)], &row(i, i % 3 == 0), f64::from(i % 3))
+                .expect("learns");
         }
         let json = serde_json::to_string(&m).expect("serialises");
-        let back: SparseLogistic = serde_json::from_str(&json).expect("deserialises");
-        assert_eq!(back, m);
-        assert_eq!(
-            serde_json::to_string(&back).expect("again"),
-            json,
-            "deterministic"
-        );
+        let mut back: SparseModel = serde_json::from_str(&json).expect("deserialises");
+        assert!(back == m, "the same model");
+        assert_eq!(serde_json::to_string(&back).expect("again"), json);
         let v: serde_json::Value = serde_json::from_str(&json).expect("json");
-        let cols: Vec<u64> = v["weights"]["columns"]
+        let cols: Vec<u64> = v["heads"][0]["sparse"]
             .as_array()
             .expect("columns")
             .iter()
             .map(|c| c[0].as_u64().expect("column"))
             .collect();
         assert!(cols.windows(2).all(|w| w[0] < w[1]));
+        // and it goes on learning the same
+        let (mut p, mut q) = (Vec::new(), Vec::new());
+        for i in 50..80 {
+            m.learn(&[f64::from(i)], &row(i, true), 1.0)
+                .expect("learns");
+            back.learn(&[f64::from(i)], &row(i, true), 1.0)
+                .expect("learns");
+        }
+        m.predict(&[3.0], &row(3, true), &mut p).expect("p");
+        back.predict(&[3.0], &row(3, true), &mut q).expect("p");
+        assert_eq!(p, q);
     }
 
     #[test]
-    fn bad_parameters_name_the_parameter() {
-        let e = SparseLogistic::new(SparseParams {
-            learning_rate: 0.0,
-            ..SparseParams::default()
-        })
-        .expect_err("no rate");
-        assert!(e.contains("`learning_rate`"), "{e}");
-        let e = SparseSoftmax::new(1, SparseParams::default()).expect_err("one class");
-        assert!(e.contains("2 classes"), "{e}");
+    fn other_losses_and_optimisers_are_refused_naming_the_key() {
+        let adam = params(OptimizerParams::Adam {
+            learning_rate: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        });
+        let e = SparseModel::new(adam, vec![], None).expect_err("adam");
+        assert!(e.to_string().contains("`optimizer.kind`"), "{e}");
+        let squared = LinearParams::default().validate().expect("valid");
+        let e = SparseModel::new(squared, vec![], None).expect_err("squared");
+        assert!(e.to_string().contains("`loss.kind`"), "{e}");
+        SparseModel::new(squared, vec![], Some(3)).expect("the default loss is fine for softmax");
+        let mut m = SparseModel::new(adagrad(), vec![], None).expect("valid");
+        let e = m
+            .retune(params(OptimizerParams::Ftrl {
+                alpha: 0.1,
+                beta: 1.0,
+            }))
+            .expect_err("another kind");
+        assert!(e.to_string().contains("optimizer.kind"), "{e}");
+        m.retune(params(OptimizerParams::Adagrad {
+            learning_rate: 0.3,
+            epsilon: 1e-6,
+        }))
+        .expect("same kind");
     }
 }

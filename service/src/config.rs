@@ -286,6 +286,8 @@ pub enum TaskName {
     Regression,
     /// A 0/1 label and its probability.
     Classification,
+    /// One of several classes, with a probability per class.
+    Multiclass,
 }
 
 /// See [`ModelConfig::test_then_train`].
@@ -367,6 +369,11 @@ pub struct ModelConfig {
     /// Largest reading accepted, in bytes.
     #[serde(default = "default_max_reading_bytes")]
     pub max_reading_bytes: usize,
+    /// What a message is: `json` (an object with the fields), or `text`
+    /// (the value is the text of the one `text` feature, the key the
+    /// message key: what `kafka-console-producer` sends).
+    #[serde(default)]
+    pub format: features::spec::InputFormat,
     /// Rolling window of the live metrics, in readings.
     #[serde(default = "default_metrics_window")]
     pub metrics_window: usize,
@@ -397,7 +404,27 @@ impl ModelConfig {
             baseline: self.baseline.clone(),
             features: self.features.clone(),
             max_reading_bytes: self.max_reading_bytes,
+            format: self.format,
         }
+    }
+
+    /// What the model predicts.
+    pub fn model_task(&self) -> models::Task {
+        match self.task {
+            TaskName::Regression => models::Task::Regression,
+            TaskName::Classification => models::Task::Classification,
+            TaskName::Multiclass => models::Task::Multiclass,
+        }
+    }
+
+    /// The feature extractor of the model's spec and task.
+    pub fn extractor(&self) -> Result<features::FeatureExtractor, features::FeatureError> {
+        let label = match self.task {
+            TaskName::Regression => features::LabelKind::Number,
+            TaskName::Classification => features::LabelKind::Binary,
+            TaskName::Multiclass => features::LabelKind::Classes,
+        };
+        features::FeatureExtractor::for_label(self.feature_spec(), label)
     }
 
     /// The input topic, or an error naming the key to set.
@@ -569,8 +596,9 @@ impl Config {
                 );
             }
             let at = format!("model `{}`", m.name);
-            let classification = m.learner.loss.is_classification();
-            match (m.task, classification) {
+            let logistic = m.learner.loss.is_classification();
+            let classification = m.task != TaskName::Regression;
+            match (m.task, logistic) {
                 (TaskName::Classification, false) => {
                     bail!("{at}: `learner.loss` should be `logistic` for a classification task")
                 }
@@ -589,11 +617,22 @@ impl Config {
             if m.baseline.is_some() && classification {
                 bail!("{at}: `baseline` is for regression models only");
             }
-            m.learner
+            let params = m
+                .learner
                 .validate()
                 .with_context(|| format!("{at}: `learner` is not valid"))?;
-            features::FeatureExtractor::new(m.feature_spec(), classification)
+            let extractor = m
+                .extractor()
                 .with_context(|| format!("{at}: the feature spec is not valid"))?;
+            let multiclass = m.task == TaskName::Multiclass;
+            models::Learner::new(
+                params,
+                extractor.scale_mask(),
+                m.per_key,
+                extractor.has_sparse(),
+                multiclass.then(|| extractor.classes().len()),
+            )
+            .with_context(|| format!("{at}: the learner does not fit the features or task"))?;
             if m.batch.max_readings == 0 {
                 bail!("{at}: `batch.max_readings` should be at least 1");
             }
@@ -601,9 +640,7 @@ impl Config {
                 bail!("{at}: `metrics_window` should be at least 1");
             }
             if let Some(k) = m.max_keys {
-                let keyed = m.per_key
-                    || features::FeatureExtractor::new(m.feature_spec(), classification)
-                        .is_ok_and(|x| x.keeps_key_state());
+                let keyed = m.per_key || extractor.keeps_key_state();
                 if k == 0 || !keyed {
                     bail!("{at}: `max_keys` should be at least 1, on a model that keeps state per key (`per_key = true`, or lag and running-mean features), but is {k}");
                 }

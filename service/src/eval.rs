@@ -12,9 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use features::arrow_io::PredictionLog;
 use features::datasets::{load_readings, KeyedReading};
-use features::FeatureExtractor;
-use models::metrics::{evaluate, MetricSet, Task};
-use models::KeyedModel;
+use models::metrics::{evaluate, evaluate_classes, ClassScore, MetricSet, Task};
+use models::Learner;
 use serde::Serialize;
 
 use crate::config::ModelConfig;
@@ -48,6 +47,11 @@ pub struct EvalReport {
     pub second_half: MetricSet,
     /// Metrics over the last 20% of the scored readings.
     pub last_20pct: MetricSet,
+    /// Metrics over the first 20% of the scored readings: the window
+    /// hyper-parameters are chosen on.
+    pub first_20pct: MetricSet,
+    /// Metrics over the last 80%: held out from the choice.
+    pub last_80pct: MetricSet,
     /// With `--hindsight`: a smartcore batch model fitted on the first 80%
     /// of the scored readings, scored on the last 20%.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,36 +59,56 @@ pub struct EvalReport {
 }
 
 /// Every valid reading extracted in stream order (keyed state advancing as
-/// in a run): a row-major matrix and, per row, its key, label and baseline.
+/// in a run): a row-major matrix and, per row, its key, label, baseline
+/// and sparse columns.
 struct Extracted {
     rows: ndarray::Array2<f64>,
     keys: Vec<Option<String>>,
     labels: Vec<Option<f64>>,
     baselines: Vec<f64>,
+    /// Every row's sparse columns back to back; row i's end at `ends[i]`.
+    sparse: Vec<(u32, f64)>,
+    ends: Vec<usize>,
+    has_sparse: bool,
+    classes: usize,
+}
+
+impl Extracted {
+    fn sparse_of(&self, i: usize) -> &[(u32, f64)] {
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.sparse[from..self.ends[i]]
+    }
 }
 
 fn extract_all(config: &ModelConfig, readings: &[KeyedReading]) -> Result<(Extracted, Vec<bool>)> {
-    let classification = config.learner.loss.is_classification();
-    let mut extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
+    let mut extractor = config.extractor()?;
     let width = extractor.width();
     let mut row = vec![0.0; width];
     let mut flat = Vec::with_capacity(readings.len() * width);
     let (mut keys, mut labels, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sparse, mut one, mut ends) = (Vec::new(), Vec::new(), Vec::new());
     for r in readings {
-        if let Ok(e) = extractor.extract(&r.json, r.key.as_deref(), &mut row) {
+        if let Ok(e) = extractor.extract_sparse(&r.json, r.key.as_deref(), &mut row, &mut one) {
             flat.extend_from_slice(&row);
             keys.push(e.key.map(|k| k.into_owned()));
             labels.push(e.label);
             baselines.push(e.baseline);
+            sparse.extend_from_slice(&one);
+            ends.push(sparse.len());
         }
     }
     let rows = ndarray::Array2::from_shape_vec((labels.len(), width), flat)?;
+    let classes = (config.model_task() == Task::Multiclass).then(|| extractor.classes().len());
     Ok((
         Extracted {
             rows,
             keys,
             labels,
             baselines,
+            sparse,
+            ends,
+            has_sparse: extractor.has_sparse(),
+            classes: classes.unwrap_or(0),
         },
         extractor.scale_mask(),
     ))
@@ -94,6 +118,10 @@ fn extract_all(config: &ModelConfig, readings: &[KeyedReading]) -> Result<(Extra
 /// scores it on the last 20% (the "hindsight" rows of BENCHMARKS.md).
 pub fn hindsight(config: &ModelConfig, readings: &[KeyedReading]) -> Result<MetricSet> {
     let (all, _) = extract_all(config, readings)?;
+    anyhow::ensure!(
+        !all.has_sparse && config.model_task() != Task::Multiclass,
+        "`--hindsight` fits a dense batch model: it is for models without `text` or `hashed` features and with two classes at most"
+    );
     let labelled: Vec<usize> = (0..all.labels.len())
         .filter(|&i| all.labels[i].is_some())
         .collect();
@@ -176,16 +204,11 @@ pub fn run(
     let mut model_only = (0..passes)
         .map(|_| model_only_rate(config, &rows, &scale_mask, batch))
         .collect::<Result<Vec<_>>>()?;
-    let Pass {
-        preds,
-        labels,
-        invalid,
-        task,
-        ..
-    } = first;
-    let n = preds.len();
+    let n = first.preds.len();
     let half = n / 2;
     let last = n - n / 5;
+    let fifth = n / 5;
+    let invalid = first.invalid;
     Ok(EvalReport {
         model: config.name.clone(),
         batch,
@@ -196,9 +219,11 @@ pub fn run(
         seconds,
         readings_per_second: readings.len() as f64 / seconds.max(1e-9),
         model_only_readings_per_second: median(&mut model_only),
-        all: evaluate(task, &preds, &labels),
-        second_half: evaluate(task, &preds[half..], &labels[half..]),
-        last_20pct: evaluate(task, &preds[last..], &labels[last..]),
+        all: first.metrics(0..n),
+        second_half: first.metrics(half..n),
+        last_20pct: first.metrics(last..n),
+        first_20pct: first.metrics(0..fifth),
+        last_80pct: first.metrics(fifth..n),
         hindsight_last_20pct: None,
     })
 }
@@ -218,9 +243,21 @@ fn median(v: &mut [f64]) -> f64 {
 struct Pass {
     preds: Vec<f64>,
     labels: Vec<f64>,
+    /// Multiclass: each scored reading's classes and the label's probability.
+    scores: Vec<ClassScore>,
     invalid: usize,
     seconds: f64,
     task: Task,
+}
+
+impl Pass {
+    /// Exact metrics over a range of the scored readings.
+    fn metrics(&self, r: std::ops::Range<usize>) -> MetricSet {
+        match self.task {
+            Task::Multiclass => evaluate_classes(&self.scores[r]),
+            task => evaluate(task, &self.preds[r.clone()], &self.labels[r]),
+        }
+    }
 }
 
 fn timed_pass(
@@ -235,6 +272,8 @@ fn timed_pass(
     let mut pipeline = Pipeline::new(&whole)?;
     let mut preds = Vec::with_capacity(inputs.len());
     let mut labels = Vec::with_capacity(inputs.len());
+    let mut scores = Vec::new();
+    let multiclass = pipeline.task() == Task::Multiclass;
     let mut outcomes = Vec::with_capacity(batch);
     let mut invalid = 0;
     let start = Instant::now();
@@ -246,6 +285,17 @@ fn timed_pass(
                     if let Some(y) = p.label {
                         preds.push(p.prediction);
                         labels.push(y);
+                        if multiclass {
+                            scores.push(ClassScore {
+                                predicted: if p.prediction.is_nan() {
+                                    u32::MAX
+                                } else {
+                                    p.prediction as u32
+                                },
+                                label: y as u32,
+                                p_label: p.probabilities.get(y as usize).copied().unwrap_or(0.0),
+                            });
+                        }
                     }
                     if let Some(log) = log.as_deref_mut() {
                         log.push(
@@ -264,6 +314,7 @@ fn timed_pass(
     Ok(Pass {
         preds,
         labels,
+        scores,
         invalid,
         seconds: start.elapsed().as_secs_f64(),
         task: pipeline.task(),
@@ -278,26 +329,25 @@ fn model_only_rate(
     scale_mask: &[bool],
     batch: usize,
 ) -> Result<f64> {
-    let classification = config.learner.loss.is_classification();
     let rows = &all.rows;
-    let mut model = KeyedModel::new(
+    let task = config.model_task();
+    let mut model = Learner::new(
         config.learner.validate()?,
         scale_mask.to_vec(),
         config.per_key,
-    );
-    let task = if classification {
-        Task::Classification
-    } else {
-        Task::Regression
-    };
+        all.has_sparse,
+        (task == Task::Multiclass).then_some(all.classes),
+    )?;
+    let mut probs = Vec::new();
     let mut sink = 0.0;
     let start = Instant::now();
     let indices: Vec<usize> = (0..all.labels.len()).collect();
     for chunk in indices.chunks(batch) {
         for &i in chunk {
             let key = all.keys[i].as_deref();
-            sink +=
-                model.predict_slice(key, rows.row(i).as_slice().unwrap_or(&[]))? + all.baselines[i];
+            let row = rows.row(i);
+            let dense = row.as_slice().unwrap_or(&[]);
+            sink += model.predict(key, dense, all.sparse_of(i), &mut probs)? + all.baselines[i];
         }
         for &i in chunk {
             if let Some(y) = all.labels[i] {
@@ -307,9 +357,10 @@ fn model_only_rate(
                     y
                 };
                 // a refused step is counted in the main run; here only speed matters
-                let _ = model.learn_slice(
+                let _ = model.learn(
                     all.keys[i].as_deref(),
                     rows.row(i).as_slice().unwrap_or(&[]),
+                    all.sparse_of(i),
                     target,
                 );
             }
@@ -330,6 +381,12 @@ fn fmt_metrics(task: Task, m: &MetricSet) -> String {
             f(m.accuracy),
             f(m.roc_auc)
         ),
+        Task::Multiclass => format!(
+            "log loss {}  accuracy {}  macro-F1 {}",
+            f(m.log_loss),
+            f(m.accuracy),
+            f(m.macro_f1)
+        ),
     }
 }
 
@@ -347,7 +404,7 @@ impl EvalReport {
             })
             .unwrap_or_default();
         format!(
-            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}",
+            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}",
             self.model,
             self.batch,
             self.readings,
@@ -356,6 +413,8 @@ impl EvalReport {
             fmt_metrics(task, &self.all),
             fmt_metrics(task, &self.second_half),
             fmt_metrics(task, &self.last_20pct),
+            fmt_metrics(task, &self.first_20pct),
+            fmt_metrics(task, &self.last_80pct),
             self.seconds,
             self.readings_per_second,
             self.model_only_readings_per_second,

@@ -41,6 +41,7 @@ pub mod live;
 pub mod memory;
 pub mod pipeline;
 pub mod predlog;
+pub mod render;
 pub mod replay;
 pub mod routing;
 pub mod server;

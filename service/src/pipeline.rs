@@ -9,9 +9,9 @@
 
 use std::borrow::Cow;
 
-use features::{FeatureError, FeatureExtractor, FeatureState};
-use models::metrics::{MetricSet, Prequential, Task};
-use models::{KeyedModel, ModelError, ModelSnapshot};
+use features::{FeatureError, FeatureExtractor, FeatureState, LabelKind};
+use models::metrics::{ClassScore, MetricSet, Prequential, Task};
+use models::{Learner, ModelError, ModelSnapshot};
 
 use crate::keys::{Changed, Recency};
 use serde::{Deserialize, Serialize};
@@ -99,9 +99,12 @@ pub enum Outcome<'a> {
 pub struct Prediction<'a> {
     /// The entity key (borrowed from the reading or its Kafka key).
     pub key: Option<Cow<'a, str>>,
-    /// The predicted value, or the probability of class 1.
+    /// The predicted value, the probability of class 1, or (multiclass)
+    /// the number of the most probable class.
     pub prediction: f64,
-    /// The label, if the reading had one.
+    /// Multiclass: each class's probability, in class order (else empty).
+    pub probabilities: Vec<f64>,
+    /// The label (multiclass: its class number), if the reading had one.
     pub label: Option<f64>,
     /// Event time, Unix milliseconds.
     pub event_time: Option<i64>,
@@ -138,13 +141,15 @@ pub struct Pipeline {
     name: String,
     task: Task,
     extractor: FeatureExtractor,
-    model: KeyedModel,
+    model: Learner,
     round_to: Option<f64>,
     metrics: Prequential,
     version: u64,
     seen: u64,
     learn_errors: u64,
     rows: Vec<f64>,
+    /// The batch's sparse columns, back to back (see `Pending::sparse`).
+    sparse: Vec<(u32, f64)>,
     pending: Vec<Pending>,
     /// Keys whose state a checkpoint must write (when any state is keyed).
     changed: Option<Changed>,
@@ -162,6 +167,8 @@ pub struct Pipeline {
 struct Pending {
     label: Option<f64>,
     baseline: f64,
+    /// The reading's sparse columns: a range of `Pipeline::sparse`.
+    sparse: (usize, usize),
 }
 
 impl Clone for Pipeline {
@@ -179,6 +186,7 @@ impl Clone for Pipeline {
             seen: self.seen,
             learn_errors: self.learn_errors,
             rows: Vec::new(),
+            sparse: Vec::new(),
             pending: Vec::new(),
             // readers need neither the checkpoint's bookkeeping nor the cap's
             changed: None,
@@ -206,15 +214,21 @@ pub struct BatchStats {
 impl Pipeline {
     /// Builds a fresh pipeline from a `[[model]]` table.
     pub fn new(config: &ModelConfig) -> anyhow::Result<Pipeline> {
-        let classification = config.learner.loss.is_classification();
-        let extractor = FeatureExtractor::new(config.feature_spec(), classification)?;
-        let params = config.learner.validate()?;
-        let model = KeyedModel::new(params, extractor.scale_mask(), config.per_key);
-        let task = if classification {
-            Task::Classification
-        } else {
-            Task::Regression
+        let task = config.model_task();
+        let label = match task {
+            Task::Regression => LabelKind::Number,
+            Task::Classification => LabelKind::Binary,
+            Task::Multiclass => LabelKind::Classes,
         };
+        let extractor = FeatureExtractor::for_label(config.feature_spec(), label)?;
+        let params = config.learner.validate()?;
+        let model = Learner::new(
+            params,
+            extractor.scale_mask(),
+            config.per_key,
+            extractor.has_sparse(),
+            (task == Task::Multiclass).then(|| extractor.classes().len()),
+        )?;
         let keyed = extractor.keeps_key_state() || config.per_key;
         Ok(Pipeline {
             name: config.name.clone(),
@@ -227,6 +241,7 @@ impl Pipeline {
             seen: 0,
             learn_errors: 0,
             rows: Vec::new(),
+            sparse: Vec::new(),
             pending: Vec::new(),
             changed: keyed.then(Changed::default),
             max_keys: config.max_keys.filter(|_| keyed),
@@ -307,8 +322,13 @@ impl Pipeline {
     }
 
     /// The model.
-    pub fn model(&self) -> &KeyedModel {
+    pub fn model(&self) -> &Learner {
         &self.model
+    }
+
+    /// Multiclass: the classes known, numbered in this order (else empty).
+    pub fn classes(&self) -> &[String] {
+        self.extractor.classes()
     }
 
     /// The feature extractor.
@@ -332,13 +352,42 @@ impl Pipeline {
         (self.metrics.cumulative(), self.metrics.rolling())
     }
 
-    fn output(&self, key: Option<&str>, row: &[f64], baseline: f64) -> Result<f64, ModelError> {
-        let y = self.model.predict_slice(key, row)?;
+    /// The model's output for a reading: the value, the probability of
+    /// class 1, or the most probable class with each class's probability
+    /// in `probs`.
+    fn output(
+        &self,
+        key: Option<&str>,
+        row: &[f64],
+        sparse: &[(u32, f64)],
+        baseline: f64,
+        probs: &mut Vec<f64>,
+    ) -> Result<f64, ModelError> {
+        let y = self.model.predict(key, row, sparse, probs)?;
         Ok(match (self.task, self.round_to) {
             (Task::Regression, Some(step)) => ((baseline + y) / step).round() * step,
             (Task::Regression, None) => baseline + y,
-            (Task::Classification, _) => y,
+            (Task::Classification | Task::Multiclass, _) => y,
         })
+    }
+
+    /// Scores one labelled prediction in the live metrics.
+    fn score(&mut self, prediction: f64, probs: &[f64], label: f64) {
+        if self.task == Task::Multiclass {
+            let k = label as usize;
+            self.metrics.update_class(ClassScore {
+                predicted: if prediction.is_nan() {
+                    // no class known before this one: nothing was right
+                    u32::MAX
+                } else {
+                    prediction as u32
+                },
+                label: k as u32,
+                p_label: probs.get(k).copied().unwrap_or(0.0),
+            });
+        } else {
+            self.metrics.update(prediction, label);
+        }
     }
 
     /// Processes one micro-batch test-then-train; `out` gets one outcome per
@@ -352,18 +401,25 @@ impl Pipeline {
         self.pending.clear();
         let mut rows = std::mem::take(&mut self.rows);
         rows.resize(batch.len() * width, 0.0);
+        let mut sparse_all = std::mem::take(&mut self.sparse);
+        sparse_all.clear();
+        let mut sparse = Vec::new();
         let mut stats = BatchStats::default();
         // 1. extract and predict (and, reading by reading, learn)
         for (i, input) in batch.iter().enumerate() {
             let row = &mut rows[i * width..(i + 1) * width];
-            let extracted = match self.extractor.extract(input.bytes, input.key, row) {
-                Ok(e) => e,
-                Err(e) => {
-                    stats.invalid += 1;
-                    out.push(Outcome::Invalid(e));
-                    continue;
-                }
-            };
+            let extracted =
+                match self
+                    .extractor
+                    .extract_sparse(input.bytes, input.key, row, &mut sparse)
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        stats.invalid += 1;
+                        out.push(Outcome::Invalid(e));
+                        continue;
+                    }
+                };
             if let Some(k) = extracted.key.as_deref() {
                 if self.changed.is_some() {
                     self.note_key(i, k);
@@ -372,34 +428,42 @@ impl Pipeline {
             if self.per_reading {
                 // a key this reading pushed out goes before anything is learned
                 for (_, victim) in self.evicted.drain(..) {
-                    self.model.set_key_model(&victim, None);
+                    self.model.forget_key(&victim);
                     stats.evicted += 1;
                 }
             }
             let key = extracted.key.as_deref();
-            let prediction = match self.output(key, row, extracted.baseline) {
-                Ok(p) => p,
-                Err(e) => {
-                    stats.invalid += 1;
-                    out.push(Outcome::Invalid(FeatureError::Json(format!(
-                        "the model refused it: {e}"
-                    ))));
-                    continue;
-                }
-            };
+            let mut probabilities = Vec::new();
+            let prediction =
+                match self.output(key, row, &sparse, extracted.baseline, &mut probabilities) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        stats.invalid += 1;
+                        out.push(Outcome::Invalid(FeatureError::Json(format!(
+                            "the model refused it: {e}"
+                        ))));
+                        continue;
+                    }
+                };
             if let Some(label) = extracted.label {
-                self.metrics.update(prediction, label);
+                self.score(prediction, &probabilities, label);
                 if self.per_reading {
-                    self.learn(key, row, label, extracted.baseline, &mut stats);
+                    self.learn(key, row, &sparse, label, extracted.baseline, &mut stats);
                 }
+            }
+            let from = sparse_all.len();
+            if !self.per_reading {
+                sparse_all.extend_from_slice(&sparse);
             }
             self.pending.push(Pending {
                 label: extracted.label,
                 baseline: extracted.baseline,
+                sparse: (from, sparse_all.len()),
             });
             out.push(Outcome::Predicted(Prediction {
                 key: extracted.key,
                 prediction,
+                probabilities,
                 label: extracted.label,
                 event_time: extracted.event_time,
             }));
@@ -413,7 +477,7 @@ impl Pipeline {
         let whole_batch = !self.per_reading;
         for (i, outcome) in out.iter().enumerate().filter(|_| whole_batch) {
             while let Some((_, victim)) = evictions.next_if(|(at, _)| *at <= i) {
-                self.model.set_key_model(victim, None);
+                self.model.forget_key(victim);
             }
             let Outcome::Predicted(prediction) = outcome else {
                 continue;
@@ -422,16 +486,18 @@ impl Pipeline {
             row_index += 1;
             let Some(label) = p.label else { continue };
             let row = &rows[i * width..(i + 1) * width];
+            let (from, to) = p.sparse;
             self.learn(
                 prediction.key.as_deref(),
                 row,
+                &sparse_all[from..to],
                 label,
                 p.baseline,
                 &mut stats,
             );
         }
         for (_, victim) in evictions {
-            self.model.set_key_model(victim, None);
+            self.model.forget_key(victim);
         }
         stats.evicted += evicted.len();
         let mut evicted = evicted;
@@ -440,6 +506,7 @@ impl Pipeline {
         pending.clear();
         self.pending = pending;
         self.rows = rows;
+        self.sparse = sparse_all;
         self.seen += stats.predicted as u64;
         if stats.learned > 0 {
             self.version += 1;
@@ -453,15 +520,16 @@ impl Pipeline {
         &mut self,
         key: Option<&str>,
         row: &[f64],
+        sparse: &[(u32, f64)],
         label: f64,
         baseline: f64,
         stats: &mut BatchStats,
     ) {
         let target = match self.task {
             Task::Regression => label - baseline,
-            Task::Classification => label,
+            Task::Classification | Task::Multiclass => label,
         };
-        match self.model.learn_slice(key, row, target) {
+        match self.model.learn(key, row, sparse, target) {
             Ok(()) => stats.learned += 1,
             Err(e) => {
                 self.learn_errors += 1;
@@ -477,16 +545,35 @@ impl Pipeline {
         key: Option<&'a str>,
     ) -> Result<Prediction<'a>, FeatureError> {
         let mut row = vec![0.0; self.extractor.width()];
-        let e = self.extractor.extract_readonly(bytes, key, &mut row)?;
+        let mut sparse = Vec::new();
+        let e = self
+            .extractor
+            .extract_readonly_sparse(bytes, key, &mut row, &mut sparse)?;
+        let mut probabilities = Vec::new();
         let prediction = self
-            .output(e.key.as_deref(), &row, e.baseline)
+            .output(
+                e.key.as_deref(),
+                &row,
+                &sparse,
+                e.baseline,
+                &mut probabilities,
+            )
             .map_err(|err| FeatureError::Json(format!("the model refused it: {err}")))?;
         Ok(Prediction {
             key: e.key,
             prediction,
+            probabilities,
             label: e.label,
             event_time: e.event_time,
         })
+    }
+
+    /// The columns the weights stand for: the dense ones by name, then
+    /// each sparse feature described.
+    fn columns(&self) -> Vec<String> {
+        let mut c = self.extractor.resolved_names();
+        c.extend(self.extractor.sparse_names().iter().cloned());
+        c
     }
 
     /// The pipeline's state as plain data.
@@ -498,7 +585,7 @@ impl Pipeline {
             model: ModelSnapshot::of(&self.model),
             features: self.extractor.state().clone(),
             metrics: self.metrics.clone(),
-            columns: self.extractor.resolved_names(),
+            columns: self.columns(),
             recency: self.recency.clone(),
         }
     }
@@ -520,6 +607,13 @@ impl Pipeline {
             );
         }
         let model = snap.model.restore()?;
+        if kind_of(&model) != kind_of(&self.model) {
+            anyhow::bail!(
+                "the checkpoint's model is {} but the config's is {} (text or hashed features, or the task, changed); start this model afresh (another `service.group_id`, or `streamfit replay`)",
+                kind_of(&model),
+                kind_of(&self.model)
+            );
+        }
         if model.n_features() != self.extractor.width() {
             anyhow::bail!(
                 "the snapshot's model has {} features, but the config's spec gives {}; was the spec changed?",
@@ -531,14 +625,14 @@ impl Pipeline {
         let fresh = self.extractor.clone();
         self.extractor.set_state(snap.features)?;
         if !snap.columns.is_empty() {
-            let now = self.extractor.resolved_names();
+            let now = self.columns();
             if now != snap.columns {
                 self.extractor = fresh;
                 anyhow::bail!("{}", describe_column_change(&snap.columns, &now));
             }
         }
-        let want = *self.model.shared().params();
-        let had = *model.shared().params();
+        let want = *self.model.params();
+        let had = *model.params();
         if want != had {
             let valid = want.validate()?;
             if let Err(e) = model.retune(valid) {
@@ -556,6 +650,14 @@ impl Pipeline {
         self.version = snap.version;
         self.seen = snap.seen;
         Ok(())
+    }
+}
+
+fn kind_of(m: &Learner) -> &'static str {
+    match m {
+        Learner::Dense(_) => "dense",
+        Learner::Sparse(s) if s.is_multiclass() => "sparse multiclass",
+        Learner::Sparse(_) => "sparse binary",
     }
 }
 
@@ -616,12 +718,116 @@ mod tests {
     }
 
     fn shipped_with(env: &[(&str, &str)]) -> ModelConfig {
+        shipped_model("waits-v1", env)
+    }
+
+    fn shipped_model(name: &str, env: &[(&str, &str)]) -> ModelConfig {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
         let text = std::fs::read_to_string(path).expect("shipped config");
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         let c = crate::config::Config::parse(&text, env).expect("valid");
-        c.model("waits-v1").expect("model").clone()
+        c.model(name).expect("model").clone()
+    }
+
+    /// Tweets of three moods, the words saying which, 7 airlines.
+    fn moody_tweets(n: usize) -> Vec<String> {
+        let words = [
+            ("negative", "late lost bags awful delayed"),
+            ("neutral", "flight tomorrow question gate"),
+            ("positive", "thanks great crew lovely"),
+        ];
+        (0..n)
+            .map(|i| {
+                let (mood, w) = words[(i * 7 + i / 5) % 3];
+                let w: Vec<&str> = w.split(' ').collect();
+                format!(
+                    r#"{{"id":"{i}","ts":"2015-02-17T07:{:02}:00Z","airline":"A{}","text":"@air {} {} #{i}","sentiment":"{mood}","negative":{}}}"#,
+                    i % 60,
+                    i % 7,
+                    w[i % w.len()],
+                    w[(i + 1) % w.len()],
+                    u8::from(mood == "negative")
+                )
+            })
+            .collect()
+    }
+
+    /// Each reading's outcome (prediction and probabilities) in batches of `size`.
+    fn outcomes(
+        m: &ModelConfig,
+        readings: &[String],
+        size: usize,
+    ) -> (Vec<(f64, Vec<f64>)>, Pipeline) {
+        let mut p = Pipeline::new(m).expect("pipeline");
+        let inputs: Vec<Input<'_>> = readings
+            .iter()
+            .map(|r| Input {
+                key: None,
+                bytes: r.as_bytes(),
+            })
+            .collect();
+        let (mut got, mut out) = (Vec::new(), Vec::new());
+        for chunk in inputs.chunks(size) {
+            p.process(chunk, &mut out);
+            got.extend(out.iter().map(|o| match o {
+                Outcome::Predicted(x) => (x.prediction, x.probabilities.clone()),
+                Outcome::Invalid(e) => panic!("{e}"),
+            }));
+        }
+        (got, p)
+    }
+
+    #[test]
+    fn a_text_model_learns_three_classes_the_same_in_any_batches_and_restores_exactly() {
+        let m = shipped_model("sentiment", &[]);
+        let tweets = moody_tweets(300);
+        let (one, p1) = outcomes(&m, &tweets, 1);
+        let (big, p90) = outcomes(&m, &tweets, 90);
+        assert_eq!(one, big, "outcomes do not depend on the batch size");
+        assert_eq!(p1.snapshot().model, p90.snapshot().model);
+        assert_eq!(p1.classes(), ["negative", "neutral", "positive"]);
+        let (cum, _) = p1.metrics();
+        assert!(cum.accuracy.expect("accuracy") > 0.8, "{cum:?}");
+        assert!(cum.macro_f1.is_some() && cum.class_f1.as_ref().map(Vec::len) == Some(3));
+        // whole batches: other predictions, the same learning (the sparse
+        // rows are kept for the learning pass)
+        let mut batch = m.clone();
+        batch.test_then_train = TestThenTrain::Batch;
+        let (first, pb) = outcomes(&batch, &tweets, 90);
+        assert_ne!(first, big);
+        assert_eq!(pb.snapshot().model, p90.snapshot().model);
+        // a checkpoint round trip predicts and goes on learning the same
+        let json = serde_json::to_string(&p1.snapshot()).expect("json");
+        let mut restored = Pipeline::new(&m).expect("pipeline");
+        restored
+            .restore(serde_json::from_str(&json).expect("snapshot"))
+            .expect("restores");
+        let more = moody_tweets(330)[300..].to_vec();
+        let mut original = p1;
+        let mut out = Vec::new();
+        let inputs: Vec<Input<'_>> = more
+            .iter()
+            .map(|r| Input {
+                key: None,
+                bytes: r.as_bytes(),
+            })
+            .collect();
+        original.process(&inputs, &mut out);
+        let a: Vec<_> = out.clone();
+        restored.process(&inputs, &mut out);
+        assert_eq!(a, out);
+        assert_eq!(original.snapshot().model, restored.snapshot().model);
+        // the binary text model's checkpoint does not restore as this one
+        let (_, binary) = outcomes(&shipped_model("tweets", &[]), &tweets, 50);
+        let mut snap = binary.snapshot();
+        snap.name = "sentiment".into();
+        let mut p = Pipeline::new(&m).expect("pipeline");
+        let e = format!("{:#}", p.restore(snap).expect_err("refused"));
+        assert!(
+            e.contains("sparse binary") && e.contains("sparse multiclass"),
+            "{e}"
+        );
     }
 
     fn learned(m: &ModelConfig) -> Pipeline {
@@ -709,12 +915,10 @@ mod tests {
         )]);
         let mut p = Pipeline::new(&faster).expect("pipeline");
         p.restore(before.snapshot()).expect("migrated");
-        assert_eq!(p.model().shared().params(), &faster.learner);
+        let dense = |p: &Pipeline| p.model().dense().expect("dense").shared().clone();
+        assert_eq!(dense(&p).params(), &faster.learner);
         assert_eq!(p.learned(), before.learned());
-        assert_eq!(
-            p.model().shared().weights(),
-            before.model().shared().weights()
-        );
+        assert_eq!(dense(&p).weights(), dense(&before).weights());
     }
 
     #[test]

@@ -69,7 +69,12 @@ pub struct Split {
 /// Takes the keyed state out of `snap`.
 pub fn split(mut snap: PipelineSnapshot) -> Split {
     let features = snap.features.take_keys();
-    let models = snap.model.model.take_key_models();
+    let models = snap
+        .model
+        .model
+        .dense_mut()
+        .map(|m| m.take_key_models())
+        .unwrap_or_default();
     let used = snap.recency.take_ticks();
     Split {
         base: snap,
@@ -116,7 +121,9 @@ impl Split {
 /// Puts `key`'s state from its record back into a base snapshot.
 pub fn rebuild(base: &mut PipelineSnapshot, key: &str, record: KeyRecord) {
     base.features.set_key(key, record.features);
-    base.model.model.set_key_model(key, record.model);
+    if let Some(m) = base.model.model.dense_mut() {
+        m.set_key_model(key, record.model);
+    }
     if record.used.is_some() {
         base.recency.set(key, record.used);
     }

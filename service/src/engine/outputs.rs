@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::kafka::ProducerCtx;
 use crate::pipeline::{Input, Outcome};
+use crate::render::{render, Rendered};
 
 #[derive(Serialize)]
 struct Source<'a> {
@@ -25,11 +26,8 @@ struct PredictionMessage<'a> {
     model: &'a str,
     model_version: u64,
     key: Option<&'a str>,
-    prediction: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    probability: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    label: Option<f64>,
+    #[serde(flatten)]
+    rendered: Rendered<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_time: Option<i64>,
     source: Source<'a>,
@@ -53,7 +51,9 @@ pub(super) const MAX_HELD: usize = 500_000;
 pub(super) struct Outputs<'a> {
     pub(super) producer: &'a BaseProducer<ProducerCtx>,
     pub(super) name: &'a str,
-    pub(super) classification: bool,
+    pub(super) task: models::Task,
+    /// Multiclass: the classes' names, in their numbers' order.
+    pub(super) classes: &'a [String],
     pub(super) input: &'a str,
     pub(super) output: &'a str,
     pub(super) dead: &'a str,
@@ -106,23 +106,13 @@ impl Outputs<'_> {
         match outcome {
             Outcome::Predicted(p) => {
                 buf.clear();
-                let (prediction, probability) = if self.classification {
-                    (
-                        if p.prediction >= 0.5 { 1.0 } else { 0.0 },
-                        Some(p.prediction),
-                    )
-                } else {
-                    (p.prediction, None)
-                };
                 serde_json::to_writer(
                     &mut *buf,
                     &PredictionMessage {
                         model: self.name,
                         model_version: self.version,
                         key: p.key.as_deref(),
-                        prediction,
-                        probability,
-                        label: p.label,
+                        rendered: render(self.task, self.classes, p),
                         event_time: p.event_time,
                         source: Source {
                             topic: self.input,

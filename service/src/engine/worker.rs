@@ -556,7 +556,8 @@ impl<'c> Worker<'c> {
         let out = Outputs {
             producer: self.producer,
             name: &self.handle.config.name,
-            classification: part.pipeline.task() == models::Task::Classification,
+            task: part.pipeline.task(),
+            classes: part.pipeline.classes(),
             input: &self.input,
             output: &self.output,
             dead: &self.dead,

@@ -186,15 +186,38 @@ async fn list_models(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "models": list }))
 }
 
+/// The weights of the dense columns by name and the intercept: of the
+/// shared model, or of each class (multiclass); a sparse model also says
+/// how many hashed columns have a weight.
 fn weights_of(p: &Pipeline) -> serde_json::Value {
-    let shared = p.model().shared();
     let names = p.extractor().resolved_names();
-    let weights: serde_json::Map<String, serde_json::Value> = names
-        .iter()
-        .zip(shared.weights().iter())
-        .map(|(n, w)| (n.clone(), json!(w)))
-        .collect();
-    json!({ "weights": weights, "intercept": shared.intercept() })
+    let named = |w: &mut dyn Iterator<Item = f64>| -> serde_json::Map<String, serde_json::Value> {
+        names
+            .iter()
+            .zip(w)
+            .map(|(n, w)| (n.clone(), json!(w)))
+            .collect()
+    };
+    match p.model() {
+        models::Learner::Dense(m) => {
+            let shared = m.shared();
+            json!({ "weights": named(&mut shared.weights().iter().copied()), "intercept": shared.intercept() })
+        }
+        models::Learner::Sparse(m) if m.is_multiclass() => {
+            let (mut weights, mut intercept) = (serde_json::Map::new(), serde_json::Map::new());
+            for (k, class) in p.classes().iter().enumerate() {
+                if let Some((w, b)) = m.dense_weights(k) {
+                    weights.insert(class.clone(), json!(named(&mut w.into_iter())));
+                    intercept.insert(class.clone(), json!(b));
+                }
+            }
+            json!({ "weights": weights, "intercept": intercept, "sparse_weights": m.sparse_columns() })
+        }
+        models::Learner::Sparse(m) => {
+            let (w, b) = m.dense_weights(0).unwrap_or_default();
+            json!({ "weights": named(&mut w.into_iter()), "intercept": b, "sparse_weights": m.sparse_columns() })
+        }
+    }
 }
 
 async fn get_model(
@@ -216,7 +239,7 @@ async fn get_model(
                 "readings_learned": m.learned(),
                 "metrics": { "cumulative": c, "rolling": r },
                 "per_key_models": m.model().key_count(),
-                "per_key_models_first": m.model().per_key().take(KEYS_LISTED).map(|(k, _)| k).collect::<Vec<_>>(),
+                "per_key_models_first": m.model().dense().map(|d| d.per_key().take(KEYS_LISTED).map(|(k, _)| k).collect::<Vec<_>>()).unwrap_or_default(),
                 "keys": m.key_count(),
             })
         })
@@ -231,6 +254,8 @@ async fn get_model(
         "metrics": { "cumulative": cumulative, "rolling": rolling },
         "weights": shared["weights"],
         "intercept": shared["intercept"],
+        "sparse_weights": shared.get("sparse_weights"),
+        "classes": (live.primary().1.task() == models::Task::Multiclass).then(|| p.classes()),
         "weights_partition": primary,
         "weights_note": "weights of the shared model of the partition that has seen the most readings, on standardised features (and target, for regression); model state belongs to an input partition",
         "partitions": partitions,

@@ -286,11 +286,12 @@ fn local(
         Some(first) if partition == busiest => first,
         _ => p.predict_one(bytes, None).map_err(|e| bad(e, index))?,
     };
-    let mut v = if p.task() == models::Task::Classification {
-        json!({ "key": r.key, "prediction": if r.prediction >= 0.5 { 1 } else { 0 }, "probability": r.prediction })
-    } else {
-        json!({ "key": r.key, "prediction": r.prediction })
-    };
+    let mut v = json!(crate::render::render(p.task(), p.classes(), &r));
+    v["key"] = json!(r.key);
+    if let Some(m) = v.as_object_mut() {
+        // an ad-hoc reading's label is not scored: only the model's answer
+        m.remove("label");
+    }
     v["partition"] = json!(partition);
     v["partition_version"] = json!(p.version());
     v["instance"] = json!(state.instance);

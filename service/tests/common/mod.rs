@@ -432,6 +432,18 @@ pub fn waits(n: usize) -> Vec<(Option<String>, Vec<u8>)> {
         .collect()
 }
 
+/// The first `n` airline tweets in time order, as JSON readings (no key).
+pub fn tweets(n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/airline-tweets/tweets.jsonl");
+    features::datasets::load_readings(&path)
+        .expect("the airline tweets are in ../shared")
+        .into_iter()
+        .take(n)
+        .map(|r| (r.key, r.json))
+        .collect()
+}
+
 /// One input message as the broker holds it.
 pub struct InputMessage {
     pub partition: i32,
@@ -542,9 +554,25 @@ pub fn outputs_per_offset(
     counts
 }
 
-/// Asserts two models have the same weights (within 1e-9), shared and per
-/// key, and learned the same number of readings.
-pub fn assert_same_model(got: &models::KeyedModel, want: &models::KeyedModel, what: &str) {
+/// Asserts two models learned the same: a dense one's weights within 1e-9
+/// (shared and per key) and its count of readings learned; a sparse one
+/// exactly (its snapshots are sorted, so equal as JSON).
+pub fn assert_same_model(got: &models::Learner, want: &models::Learner, what: &str) {
+    match (got, want) {
+        (models::Learner::Dense(a), models::Learner::Dense(b)) => assert_same_dense(a, b, what),
+        (models::Learner::Sparse(a), models::Learner::Sparse(b)) => {
+            assert_eq!(a.learned(), b.learned(), "{what}: readings learned");
+            assert_eq!(
+                serde_json::to_string(a).expect("json"),
+                serde_json::to_string(b).expect("json"),
+                "{what}: the sparse model differs from an uninterrupted run's"
+            );
+        }
+        _ => panic!("{what}: one model is dense, the other sparse"),
+    }
+}
+
+fn assert_same_dense(got: &models::KeyedModel, want: &models::KeyedModel, what: &str) {
     let close = |a: &models::LinearModel, b: &models::LinearModel, which: &str| {
         assert_eq!(a.learned(), b.learned(), "{what} {which}: readings learned");
         for (i, (x, y)) in a.weights().iter().zip(b.weights().iter()).enumerate() {

@@ -1,0 +1,146 @@
+//! How a prediction reads in JSON, the same on the output topic and from
+//! `/predict`: `prediction` (the value; class 0 or 1 with its `probability`; or
+//! the class's name with `probabilities` per class) and the `label` as the
+//! reading gave it.
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use models::Task;
+
+use crate::pipeline::Prediction;
+
+/// A predicted or given value: a number, a class's name, or nothing (a
+/// multiclass model that knows no class yet).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value<'a> {
+    /// A number.
+    Num(f64),
+    /// Class 0 or 1 of a binary model.
+    Int(u8),
+    /// A class of a multiclass model.
+    Class(&'a str),
+    /// No class known yet.
+    None,
+}
+
+/// Each class's probability, written as an object in class order.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassProbs<'a> {
+    classes: &'a [String],
+    probs: &'a [f64],
+}
+
+impl Serialize for ClassProbs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.probs.len()))?;
+        for (c, p) in self.classes.iter().zip(self.probs) {
+            m.serialize_entry(c, p)?;
+        }
+        m.end()
+    }
+}
+
+/// The JSON fields of one prediction.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rendered<'a> {
+    /// The value, class 0/1, or the class's name.
+    pub prediction: Value<'a>,
+    /// Binary: the probability of class 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Multiclass: each class's probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<ClassProbs<'a>>,
+    /// The reading's label, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<Value<'a>>,
+}
+
+fn class(classes: &[String], v: f64) -> Value<'_> {
+    if v.is_nan() || v < 0.0 {
+        return Value::None;
+    }
+    classes
+        .get(v as usize)
+        .map_or(Value::None, |c| Value::Class(c))
+}
+
+/// Renders `p` made by a model of `task` whose classes are `classes`.
+pub fn render<'a>(task: Task, classes: &'a [String], p: &'a Prediction<'_>) -> Rendered<'a> {
+    match task {
+        Task::Regression => Rendered {
+            prediction: Value::Num(p.prediction),
+            probability: None,
+            probabilities: None,
+            label: p.label.map(Value::Num),
+        },
+        Task::Classification => Rendered {
+            prediction: Value::Int(u8::from(p.prediction >= 0.5)),
+            probability: Some(p.prediction),
+            probabilities: None,
+            label: p.label.map(Value::Num),
+        },
+        Task::Multiclass => Rendered {
+            prediction: class(classes, p.prediction),
+            probability: None,
+            probabilities: Some(ClassProbs {
+                classes,
+                probs: &p.probabilities,
+            }),
+            label: p.label.map(|l| class(classes, l)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(
+        prediction: f64,
+        probabilities: Vec<f64>,
+        label: Option<f64>,
+    ) -> Prediction<'static> {
+        Prediction {
+            key: None,
+            prediction,
+            probabilities,
+            label,
+            event_time: None,
+        }
+    }
+
+    #[test]
+    fn each_task_reads_as_its_contract_says() {
+        let classes = ["negative".to_owned(), "neutral".into(), "positive".into()];
+        let json = |task, p: &Prediction<'_>| {
+            serde_json::to_value(render(task, &classes, p)).expect("json")
+        };
+        assert_eq!(
+            json(Task::Regression, &prediction(42.5, vec![], Some(40.0))),
+            serde_json::json!({ "prediction": 42.5, "label": 40.0 })
+        );
+        assert_eq!(
+            json(Task::Classification, &prediction(0.75, vec![], None)),
+            serde_json::json!({ "prediction": 1, "probability": 0.75 })
+        );
+        assert_eq!(
+            json(
+                Task::Multiclass,
+                &prediction(2.0, vec![0.1, 0.2, 0.7], Some(0.0))
+            ),
+            serde_json::json!({
+                "prediction": "positive",
+                "probabilities": { "negative": 0.1, "neutral": 0.2, "positive": 0.7 },
+                "label": "negative"
+            })
+        );
+        assert_eq!(
+            json(Task::Multiclass, &prediction(f64::NAN, vec![], None)),
+            serde_json::json!({ "prediction": null, "probabilities": {} }),
+            "no class known yet"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Text streams on the real broker: the shipped `sentiment` model (hashed
+//! text, three classes) learns real airline tweets through a SIGKILL
+//! exactly once; and a `format = "text"` model reads plain-text messages,
+//! as `kafka-console-producer` sends them, dead-letters one that is not
+//! UTF-8, and predicts every other one exactly once across a SIGKILL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits until the model has seen more than `before` readings, then
+/// asserts the kill about to land is mid-stream and kills the service.
+async fn kill_mid_stream(svc: Service, run: &Run, before: u64, n: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = readings_seen(&run.http, &run.model).await;
+    while seen <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no progress past {before} readings within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = readings_seen(&run.http, &run.model).await;
+    }
+    assert!(
+        seen > before && seen < n as u64,
+        "the kill must land mid-stream: {seen} of {n} readings seen"
+    );
+    eprintln!("SIGKILL after {seen} of {n} readings");
+    svc.crash();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentiment_learns_tweets_exactly_once_across_a_sigkill() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup(dir.path(), &bootstrap, "sentiment");
+    let n = 6_000;
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    // 1,000 tweets a second: six seconds of stream to kill into
+    let publisher = publish_steadily(&bootstrap, &run.input, tweets(n), 1_000);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    kill_mid_stream(svc, &run, 0, n).await;
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    publisher.join();
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(120));
+
+    // the live model reports the multiclass metrics, and its classes
+    let detail = model_detail(&run.http, "sentiment").await;
+    let cumulative = &detail["metrics"]["cumulative"];
+    for k in ["accuracy", "macro_f1", "log_loss"] {
+        assert!(cumulative[k].as_f64().is_some(), "{k} in {cumulative}");
+    }
+    assert_eq!(
+        detail["classes"],
+        serde_json::json!(["negative", "neutral", "positive"])
+    );
+    svc.stop();
+
+    // every prediction names its class and gives the three probabilities
+    let outputs = read_topic(&bootstrap, &run.output, 3, n, Duration::from_secs(30));
+    assert_eq!(outputs.len(), n);
+    for (_, payload, _) in &outputs {
+        let v: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+        let p = v["probabilities"].as_object().expect("probabilities");
+        assert_eq!(p.len(), 3, "{v}");
+        let sum: f64 = p.values().filter_map(serde_json::Value::as_f64).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "{v}");
+        let class = v["prediction"].as_str().expect("a class name");
+        let top = p
+            .values()
+            .filter_map(serde_json::Value::as_f64)
+            .fold(0.0, f64::max);
+        assert_eq!(p[class].as_f64(), Some(top), "the most probable class: {v}");
+        assert!(v["label"].is_string(), "the tweet's own label: {v}");
+    }
+    // nothing lost, nothing twice, and each partition's model is the model
+    // of one uninterrupted pass over its tweets
+    verify(&bootstrap, &run, "sentiment", n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_text_messages_are_predicted_exactly_once_and_non_utf8_is_dead_lettered() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup_table(
+        dir.path(),
+        &bootstrap,
+        "texts",
+        3,
+        "",
+        |input, output, dead| {
+            format!(
+                r#"[[model]]
+name = "texts"
+task = "multiclass"
+format = "text"
+input_topic = "{input}"
+output_topic = "{output}"
+dead_letter_topic = "{dead}"
+batch = {{ max_readings = 200, max_linger_ms = 20 }}
+target = {{ field = "sentiment", classes = ["negative", "neutral", "positive"] }}
+features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear = true }} ]
+"#
+            )
+        },
+    );
+    // the tweets' texts as plain messages keyed by the tweet's id; one in
+    // the middle is Latin-1, not UTF-8
+    let n = 4_000;
+    let bad_at = 1_234;
+    let messages: Vec<(Option<String>, Vec<u8>)> = tweets(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, json))| {
+            let v: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+            let id = v["id"].as_str().expect("id").to_owned();
+            let text = if i == bad_at {
+                b"caf\xe9 au lait on board \xa1delicious!".to_vec()
+            } else {
+                v["text"].as_str().expect("text").as_bytes().to_vec()
+            };
+            (Some(id), text)
+        })
+        .collect();
+    let bad_key = messages[bad_at].0.clone().expect("key");
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    let publisher = publish_steadily(&bootstrap, &run.input, messages, 800);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    kill_mid_stream(svc, &run, 0, n).await;
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    publisher.join();
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(120));
+    svc.stop();
+
+    let deads = read_topic(&bootstrap, &run.dead, 3, 1, Duration::from_secs(30));
+    assert_eq!(deads.len(), 1, "exactly the one non-UTF-8 message");
+    let (key, payload, headers) = &deads[0];
+    assert_eq!(key.as_deref(), Some(bad_key.as_bytes()));
+    assert!(
+        payload.starts_with(b"caf\xe9"),
+        "the message as it was sent"
+    );
+    let why = headers.get("streamfit.error").expect("a reason");
+    assert!(
+        why.contains("UTF-8"),
+        "the reason says what is wrong: {why}"
+    );
+
+    let outputs = read_topic(&bootstrap, &run.output, 3, n - 1, Duration::from_secs(30));
+    assert_eq!(outputs.len(), n - 1);
+    for (key, payload, _) in &outputs {
+        let v: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+        assert_eq!(
+            v["key"].as_str().map(str::as_bytes),
+            key.as_deref(),
+            "the message key is the reading's key"
+        );
+        assert_eq!(v["probabilities"].as_object().map(|p| p.len()), Some(3));
+        assert!(v.get("label").is_none(), "a plain text has no label: {v}");
+    }
+    verify(&bootstrap, &run, "texts", n);
+}
