@@ -1061,7 +1061,12 @@ impl FeatureExtractor {
                     let Ok(Some(bytes)) = self.category(reading, *slot, true) else {
                         continue;
                     };
-                    let text = String::from_utf8_lossy(&bytes);
+                    // valid UTF-8 (the decoder's, or checked for plain text):
+                    // checked again, cheaply, rather than trusted unsafely
+                    let text = match std::str::from_utf8(&bytes) {
+                        Ok(t) => Cow::Borrowed(t),
+                        Err(_) => String::from_utf8_lossy(&bytes),
+                    };
                     let from = out.len();
                     hasher.append(&text, *base, out);
                     let Some(d) = *idf else { continue };
@@ -1702,7 +1707,7 @@ mod tests {
             r#"
             format = "text"
             target = { field = "s" }
-            features = [ { kind = "text", field = "t", bits = 8, ngrams = 1 } ]
+            features = [ { kind = "text", field = "t", bits = 16, ngrams = 1 } ]
         "#,
         );
         let mut x = FeatureExtractor::for_label(spec.clone(), LabelKind::Classes).expect("valid");

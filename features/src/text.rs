@@ -109,6 +109,66 @@ fn is_emoji_modifier(c: char) -> bool {
     matches!(c as u32, 0x1F3FB..=0x1F3FF | 0xFE00..=0xFE0F | 0x200D)
 }
 
+/// True if `b` starts with `http://`, `https://` or `www.`.
+#[inline]
+fn is_link(b: &[u8]) -> bool {
+    b.starts_with(b"http://") || b.starts_with(b"https://") || b.starts_with(b"www.")
+}
+
+/// True if the character at byte `i` of `s` continues a word: a letter,
+/// a digit or `_` (what makes `@` and `#` a mention's or hashtag's sign).
+#[inline]
+fn starts_word_char(s: &str, i: usize) -> bool {
+    match s.as_bytes().get(i) {
+        Some(&b) if b < 0x80 => b.is_ascii_alphanumeric() || b == b'_',
+        Some(_) => s[i..].chars().next().is_some_and(char::is_alphanumeric),
+        None => false,
+    }
+}
+
+/// True if the character at byte `i` of `s` is a letter or digit.
+#[inline]
+fn alnum_at(s: &str, i: usize) -> bool {
+    match s.as_bytes().get(i) {
+        Some(&b) if b < 0x80 => b.is_ascii_alphanumeric(),
+        Some(_) => s[i..].chars().next().is_some_and(char::is_alphanumeric),
+        None => false,
+    }
+}
+
+/// The end of the word whose rest starts at byte `i` of `s` (letters,
+/// digits, `_`, and apostrophes between letters), and whether the rest is
+/// all ASCII; `h` goes on hashing the rest's lower-cased ASCII bytes (what
+/// the word's hash is when it is all ASCII).
+#[inline]
+fn word_end(s: &str, mut i: usize, h: &mut u64) -> (usize, bool) {
+    let b = s.as_bytes();
+    let mut ascii = true;
+    while i < b.len() {
+        let d = b[i];
+        if d < 0x80 {
+            if d.is_ascii_alphanumeric() || d == b'_' || (d == b'\'' && alnum_at(s, i + 1)) {
+                *h ^= d.to_ascii_lowercase() as u64;
+                *h = h.wrapping_mul(FNV_PRIME);
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        let Some(c) = s[i..].chars().next() else {
+            break;
+        };
+        let len = c.len_utf8();
+        if c.is_alphanumeric() || (c == '\u{2019}' && alnum_at(s, i + len)) {
+            ascii = false;
+            i += len;
+            continue;
+        }
+        break;
+    }
+    (i, ascii)
+}
+
 /// `text` with HTML entities decoded (borrowed when there are none).
 pub fn decode_entities(text: &str) -> Cow<'_, str> {
     if !text.contains('&') {
@@ -160,7 +220,7 @@ pub struct TextHasher {
     /// This text's token hashes, in order.
     tokens: Vec<u64>,
     /// (column, signed count) before merging.
-    terms: Vec<(u32, f64)>,
+    terms: Vec<u64>,
     /// One token's lower-cased bytes.
     lower: String,
 }
@@ -208,6 +268,10 @@ impl TextHasher {
     }
 
     /// The token hashes of `text`, in order.
+    ///
+    /// One pass over the bytes: ASCII (most of most texts) is classified
+    /// and lower-cased byte by byte and hashed as the word is scanned;
+    /// other characters are decoded one at a time.
     pub fn tokens(&mut self, text: &str) -> &[u64] {
         self.tokens.clear();
         let text = if self.options.html_entities {
@@ -215,67 +279,71 @@ impl TextHasher {
         } else {
             Cow::Borrowed(text)
         };
-        let mut chars = text.char_indices().peekable();
-        while let Some((start, c)) = chars.next() {
-            // links: up to the next white space
-            if c == 'h' || c == 'w' {
-                let rest = &text[start..];
-                if rest.starts_with("http://")
-                    || rest.starts_with("https://")
-                    || rest.starts_with("www.")
-                {
+        let s: &str = &text;
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let c0 = b[i];
+            if c0 < 0x80 {
+                if (c0 == b'h' || c0 == b'w') && is_link(&b[i..]) {
+                    let rest = &s[i..];
                     let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                    while chars.peek().is_some_and(|&(i, _)| i < start + end) {
-                        chars.next();
-                    }
                     match self.options.urls {
                         TokenRule::Keep => self.push_token(&rest[..end]),
                         TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"<url>")),
                         TokenRule::Drop => {}
                     }
+                    i += end;
                     continue;
                 }
-            }
-            if is_emoji(c) {
-                let mut buf = [0u8; 4];
-                self.tokens
-                    .push(fnv(FNV_OFFSET, c.encode_utf8(&mut buf).as_bytes()));
-                continue;
-            }
-            let sigil = (c == '@' || c == '#')
-                && chars
-                    .peek()
-                    .is_some_and(|&(_, n)| n.is_alphanumeric() || n == '_');
-            if !(c.is_alphanumeric() || sigil) {
-                continue;
-            }
-            // a word: letters, digits, `_`, and apostrophes between letters
-            let mut end = start + c.len_utf8();
-            while let Some(&(i, n)) = chars.peek() {
-                let inner_apostrophe = (n == '\'' || n == '\u{2019}')
-                    && text[i + n.len_utf8()..]
-                        .chars()
-                        .next()
-                        .is_some_and(char::is_alphanumeric);
-                if n.is_alphanumeric() || n == '_' || inner_apostrophe {
-                    end = i + n.len_utf8();
-                    chars.next();
+                let sigil = (c0 == b'@' || c0 == b'#') && starts_word_char(s, i + 1);
+                if !(c0.is_ascii_alphanumeric() || sigil) {
+                    i += 1;
+                    continue;
+                }
+                let mut h = (FNV_OFFSET ^ c0.to_ascii_lowercase() as u64).wrapping_mul(FNV_PRIME);
+                let (end, ascii) = word_end(s, i + 1, &mut h);
+                let word = if ascii { Some(h) } else { None };
+                if c0 == b'@' {
+                    match self.options.mentions {
+                        TokenRule::Keep => self.push_word(&s[i..end], word),
+                        TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"@user")),
+                        TokenRule::Drop => {}
+                    }
                 } else {
-                    break;
+                    self.push_word(&s[i..end], word);
                 }
-            }
-            let word = &text[start..end];
-            if c == '@' {
-                match self.options.mentions {
-                    TokenRule::Keep => self.push_token(word),
-                    TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"@user")),
-                    TokenRule::Drop => {}
-                }
+                i = end;
             } else {
-                self.push_token(word);
+                let Some(c) = s[i..].chars().next() else {
+                    break;
+                };
+                let len = c.len_utf8();
+                if is_emoji(c) {
+                    let mut buf = [0u8; 4];
+                    self.tokens
+                        .push(fnv(FNV_OFFSET, c.encode_utf8(&mut buf).as_bytes()));
+                    i += len;
+                } else if c.is_alphanumeric() {
+                    let (end, _) = word_end(s, i + len, &mut 0);
+                    self.push_word(&s[i..end], None);
+                    i = end;
+                } else {
+                    i += len;
+                }
             }
         }
         &self.tokens
+    }
+
+    /// Pushes a word's hash: `ascii_hash` when the word is all ASCII (its
+    /// lower-cased bytes hashed while it was scanned), else worked out here.
+    #[inline]
+    fn push_word(&mut self, word: &str, ascii_hash: Option<u64>) {
+        match ascii_hash {
+            Some(h) => self.tokens.push(h),
+            None => self.push_token(word),
+        }
     }
 
     /// The non-zero columns of `text`: (column, value), sorted by column,
@@ -295,20 +363,22 @@ impl TextHasher {
         for i in 0..n {
             let mut h = FNV_OFFSET;
             for k in 0..self.options.ngrams.min(n - i) {
-                // an n-gram's hash: its tokens' hashes in order, and its length
-                h = fnv(h, &self.tokens[i + k].to_le_bytes());
+                // an n-gram's hash: its tokens' hashes in order (a rotate
+                // and a multiply each), and its length
+                h = (h.rotate_left(23) ^ self.tokens[i + k]).wrapping_mul(FNV_PRIME);
                 let m = mix(h ^ (k as u64 + 1));
-                let column = (m & self.mask) as u32;
-                let sign = if m >> 63 == 0 { 1.0 } else { -1.0 };
-                self.terms.push((column, sign));
+                // (column, sign) packed, so that sorting compares one word
+                self.terms.push((m & self.mask) << 1 | m >> 63);
             }
         }
-        self.terms.sort_unstable_by_key(|&(c, _)| c);
+        self.terms.sort_unstable();
         let from = out.len();
-        for &(c, v) in &self.terms {
+        for &t in &self.terms {
+            let c = (t >> 1) as u32 | base;
+            let v = if t & 1 == 0 { 1.0 } else { -1.0 };
             match out[from..].last_mut() {
-                Some((last, acc)) if *last == c | base => *acc += v,
-                _ => out.push((c | base, v)),
+                Some((last, acc)) if *last == c => *acc += v,
+                _ => out.push((c, v)),
             }
         }
         let mut keep = from;
@@ -321,7 +391,10 @@ impl TextHasher {
         out.truncate(keep);
         if self.options.sublinear {
             for (_, v) in out[from..].iter_mut() {
-                *v = v.signum() * (1.0 + v.abs().ln());
+                // 1 + ln(1) = 1: most terms occur once
+                if v.abs() > 1.0 {
+                    *v = v.signum() * (1.0 + v.abs().ln());
+                }
             }
         }
     }

@@ -72,9 +72,22 @@ impl Learner {
         sparse: &[(u32, f64)],
         y: f64,
     ) -> Result<(), ModelError> {
+        self.learn_predicted(key, dense, sparse, y, None)
+    }
+
+    /// [`Learner::learn`] of a reading the model has just predicted, with
+    /// what [`Learner::predict`] gave (see [`SparseModel::learn_predicted`]).
+    pub fn learn_predicted(
+        &mut self,
+        key: Option<&str>,
+        dense: &[f64],
+        sparse: &[(u32, f64)],
+        y: f64,
+        predicted: Option<(f64, &[f64])>,
+    ) -> Result<(), ModelError> {
         match self {
             Learner::Dense(m) => m.learn_slice(key, dense, y),
-            Learner::Sparse(m) => m.learn(dense, sparse, y),
+            Learner::Sparse(m) => m.learn_predicted(dense, sparse, y, predicted),
         }
     }
 

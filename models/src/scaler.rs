@@ -161,6 +161,12 @@ impl OnlineScaler {
         self.mask.len()
     }
 
+    /// True if some column is standardised (its values change as the
+    /// scaler learns).
+    pub fn scales_any(&self) -> bool {
+        !self.scaled.is_empty()
+    }
+
     /// True when there are no features.
     pub fn is_empty(&self) -> bool {
         self.mask.is_empty()

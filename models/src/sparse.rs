@@ -187,9 +187,8 @@ impl Head {
         sparse + dense + self.bias.w
     }
 
-    /// One step; false, and the head as it was, if a weight it would
-    /// touch would become non-finite. The new slots are worked out in
-    /// `new` first and written once all are finite.
+    /// One step; false, and the head as it was, if a weight it touched
+    /// became non-finite (the old slots are kept in `old` to undo it).
     fn step(
         &mut self,
         z: &[f64],
@@ -197,32 +196,35 @@ impl Head {
         g: f64,
         t: f64,
         opt: &Step,
-        new: &mut Vec<Slot>,
+        old: &mut Vec<Slot>,
     ) -> bool {
-        new.clear();
+        old.clear();
+        let mut ok = true;
         for &(c, v) in x {
-            let mut s = self.sparse.get(&c).copied().unwrap_or_default();
-            opt.apply(&mut s, g * v, t, false);
-            new.push(s);
+            let s = self.sparse.entry(c).or_default();
+            old.push(*s);
+            opt.apply(s, g * v, t, false);
+            ok &= s.w.is_finite();
         }
-        for (s, &v) in self.dense.iter().zip(z) {
-            let mut s = *s;
+        let dense_from = old.len();
+        old.extend_from_slice(&self.dense);
+        for (s, &v) in self.dense.iter_mut().zip(z) {
             if v != 0.0 {
-                opt.apply(&mut s, g * v, t, false);
+                opt.apply(s, g * v, t, false);
+                ok &= s.w.is_finite();
             }
-            new.push(s);
         }
-        let mut bias = self.bias;
-        opt.apply(&mut bias, g, t, true);
-        if !(bias.w.is_finite() && new.iter().all(|s| s.w.is_finite())) {
-            return false;
+        let bias = self.bias;
+        opt.apply(&mut self.bias, g, t, true);
+        ok &= self.bias.w.is_finite();
+        if !ok {
+            for (&(c, _), s) in x.iter().zip(old.iter()) {
+                self.sparse.insert(c, *s);
+            }
+            self.dense.copy_from_slice(&old[dense_from..]);
+            self.bias = bias;
         }
-        for (&(c, _), s) in x.iter().zip(new.iter()) {
-            self.sparse.insert(c, *s);
-        }
-        self.dense.copy_from_slice(&new[x.len()..]);
-        self.bias = bias;
-        true
+        ok
     }
 }
 
@@ -449,13 +451,15 @@ impl SparseModel {
             &mut heap
         };
         self.scaler.transform(dense, z);
-        self.scores(z, sparse, probs);
         if self.multiclass {
+            self.scores(z, sparse, probs);
             Ok(argmax(probs).map_or(f64::NAN, |k| k as f64))
         } else {
-            let p = probs.first().copied().unwrap_or(0.5);
             probs.clear();
-            Ok(p)
+            Ok(self
+                .heads
+                .first()
+                .map_or(0.5, |h| sigmoid(h.score(z, sparse))))
         }
     }
 
@@ -465,6 +469,21 @@ impl SparseModel {
         dense: &[f64],
         sparse: &[(u32, f64)],
         y: f64,
+    ) -> Result<(), ModelError> {
+        self.learn_predicted(dense, sparse, y, None)
+    }
+
+    /// [`SparseModel::learn`] of a reading this model has just predicted,
+    /// unchanged since: `predicted` is what [`SparseModel::predict`] gave
+    /// (the probability of class 1, or each class's probability), reused
+    /// instead of predicting again when no dense column is standardised
+    /// (then learning sees the very same row and weights).
+    pub fn learn_predicted(
+        &mut self,
+        dense: &[f64],
+        sparse: &[(u32, f64)],
+        y: f64,
+        predicted: Option<(f64, &[f64])>,
     ) -> Result<(), ModelError> {
         self.check_row(dense)?;
         let opt = Step::of(self.params.get())?;
@@ -491,7 +510,18 @@ impl SparseModel {
         let mut new = std::mem::take(&mut self.scratch.2);
         z.resize(dense.len(), 0.0);
         self.scaler.update_transform(dense, &mut z);
-        self.scores(&z, sparse, &mut p);
+        let known = predicted.filter(|_| !self.scaler.scales_any());
+        match known {
+            Some((_, probs)) if self.multiclass && probs.len() == self.heads.len() => {
+                p.clear();
+                p.extend_from_slice(probs);
+            }
+            Some((p1, _)) if !self.multiclass => {
+                p.clear();
+                p.push(p1);
+            }
+            _ => self.scores(&z, sparse, &mut p),
+        }
         let t = (self.steps + 1) as f64;
         let mut ok = true;
         for (k, head) in self.heads.iter_mut().enumerate() {

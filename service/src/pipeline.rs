@@ -198,6 +198,15 @@ impl Clone for Pipeline {
     }
 }
 
+/// One reading to learn: its key, dense row, sparse columns and, when the
+/// model predicted it just before and has not changed since, what it said.
+struct Learning<'r> {
+    key: Option<&'r str>,
+    row: &'r [f64],
+    sparse: &'r [(u32, f64)],
+    predicted: Option<(f64, &'r [f64])>,
+}
+
 /// Counts of one processed batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchStats {
@@ -448,7 +457,15 @@ impl Pipeline {
             if let Some(label) = extracted.label {
                 self.score(prediction, &probabilities, label);
                 if self.per_reading {
-                    self.learn(key, row, &sparse, label, extracted.baseline, &mut stats);
+                    // the model predicted this very reading just now
+                    let predicted = Some((prediction, probabilities.as_slice()));
+                    let l = Learning {
+                        key,
+                        row,
+                        sparse: &sparse,
+                        predicted,
+                    };
+                    self.learn(l, label, extracted.baseline, &mut stats);
                 }
             }
             let from = sparse_all.len();
@@ -487,14 +504,13 @@ impl Pipeline {
             let Some(label) = p.label else { continue };
             let row = &rows[i * width..(i + 1) * width];
             let (from, to) = p.sparse;
-            self.learn(
-                prediction.key.as_deref(),
+            let l = Learning {
+                key: prediction.key.as_deref(),
                 row,
-                &sparse_all[from..to],
-                label,
-                p.baseline,
-                &mut stats,
-            );
+                sparse: &sparse_all[from..to],
+                predicted: None,
+            };
+            self.learn(l, label, p.baseline, &mut stats);
         }
         for (_, victim) in evictions {
             self.model.forget_key(victim);
@@ -516,20 +532,21 @@ impl Pipeline {
 
     /// Learns one labelled reading (its target relative to the baseline,
     /// for regression); a refused step is counted and logged.
-    fn learn(
-        &mut self,
-        key: Option<&str>,
-        row: &[f64],
-        sparse: &[(u32, f64)],
-        label: f64,
-        baseline: f64,
-        stats: &mut BatchStats,
-    ) {
+    fn learn(&mut self, l: Learning<'_>, label: f64, baseline: f64, stats: &mut BatchStats) {
+        let Learning {
+            key,
+            row,
+            sparse,
+            predicted,
+        } = l;
         let target = match self.task {
             Task::Regression => label - baseline,
             Task::Classification | Task::Multiclass => label,
         };
-        match self.model.learn(key, row, sparse, target) {
+        match self
+            .model
+            .learn_predicted(key, row, sparse, target, predicted)
+        {
             Ok(()) => stats.learned += 1,
             Err(e) => {
                 self.learn_errors += 1;
