@@ -36,6 +36,13 @@ impl Learner {
         classes: Option<usize>,
     ) -> Result<Learner, ModelError> {
         if !sparse && classes.is_none() {
+            if params.get().naive_bayes.is_some() {
+                return Err(ModelError::InvalidParam {
+                    name: "naive_bayes",
+                    expected: "unset on a model without `text` or `hashed` features (naive Bayes counts sparse columns)",
+                    actual: format!("{:?}", params.get().naive_bayes),
+                });
+            }
             return Ok(Learner::Dense(KeyedModel::new(params, scale_mask, per_key)));
         }
         if per_key {

@@ -52,6 +52,10 @@ pub struct LinearParams {
     /// How the features marked for standardisation are scaled and bounded.
     #[serde(default)]
     pub scaling: Scaling,
+    /// Models with sparse (text, hashed) features: multinomial naive Bayes
+    /// with this additive smoothing, stacked under the logistic model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naive_bayes: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -68,6 +72,7 @@ impl Default for LinearParams {
             batch_mode: BatchMode::default(),
             standardize_target: true,
             scaling: Scaling::default(),
+            naive_bayes: None,
         }
     }
 }
@@ -90,6 +95,14 @@ impl LinearParams {
         self.loss.validate()?;
         self.optimizer.validate()?;
         self.scaling.validate()?;
+        if let Some(alpha) = self.naive_bayes {
+            check(
+                alpha.is_finite() && alpha > 0.0,
+                "naive_bayes",
+                "a finite smoothing > 0 (1.0 is Laplace's)",
+                alpha,
+            )?;
+        }
         check(
             self.l1.is_finite() && self.l1 >= 0.0,
             "l1",

@@ -28,6 +28,9 @@ use crate::loss::{sigmoid, Loss};
 use crate::optim::OptimizerParams;
 use crate::scaler::OnlineScaler;
 
+/// Naive Bayes log-odds are divided by this before they are an input.
+const NB_SCALE: f64 = 5.0;
+
 /// The most classes a multiclass model learns.
 pub const MAX_CLASSES: usize = 1000;
 
@@ -77,6 +80,12 @@ enum Step {
         l1: f64,
         l2: f64,
     },
+    /// Diagonal online Newton (the extended Kalman filter of the logistic
+    /// loss with a diagonal covariance): `a` is a weight's precision beyond
+    /// the prior's, `prior` the prior precision.
+    Newton {
+        prior: f64,
+    },
 }
 
 impl Step {
@@ -111,11 +120,26 @@ impl Step {
                 l1: p.l1,
                 l2: p.l2,
             },
+            OptimizerParams::Newton {
+                prior_variance,
+                forgetting,
+            } => {
+                if forgetting != 1.0 {
+                    return Err(ModelError::InvalidParam {
+                        name: "optimizer.forgetting",
+                        expected: "1 on a model with sparse (text or hashed) features or several classes (its Newton steps are diagonal and do not forget)",
+                        actual: forgetting.to_string(),
+                    });
+                }
+                Step::Newton {
+                    prior: 1.0 / prior_variance,
+                }
+            }
             other => {
                 let d = format!("{other:?}");
                 return Err(ModelError::InvalidParam {
                     name: "optimizer.kind",
-                    expected: "sgd, adagrad or ftrl for a model with sparse (text or hashed) features or several classes (per-coordinate optimisers)",
+                    expected: "sgd, adagrad, ftrl or newton for a model with sparse (text or hashed) features or several classes (per-coordinate optimisers)",
                     actual: d
                         .split([' ', '{'])
                         .next()
@@ -156,6 +180,16 @@ impl Step {
                     -(s.a - s.a.signum() * l1) / ((beta + s.b.sqrt()) / alpha + l2)
                 };
             }
+            // Newton steps need the whole row's variance: see `Head::newton`
+            Step::Newton { .. } => {}
+        }
+    }
+
+    /// The prior precision of a Newton step, if this is one.
+    fn newton_prior(&self) -> Option<f64> {
+        match *self {
+            Step::Newton { prior } => Some(prior),
+            _ => None,
         }
     }
 }
@@ -185,6 +219,46 @@ impl Head {
             .sum();
         let dense: f64 = self.dense.iter().zip(z).map(|(s, v)| s.w * v).sum();
         sparse + dense + self.bias.w
+    }
+
+    /// The score and its variance under the weights' diagonal Gaussian
+    /// (prior precision `prior`; each slot's `a` is its precision beyond).
+    #[inline]
+    fn score_variance(&self, z: &[f64], x: &[(u32, f64)], prior: f64) -> (f64, f64) {
+        let (mut m, mut v) = (self.bias.w, 1.0 / (prior + self.bias.a));
+        for &(c, x) in x {
+            match self.sparse.get(&c) {
+                Some(s) => {
+                    m += s.w * x;
+                    v += x * x / (prior + s.a);
+                }
+                None => v += x * x / prior,
+            }
+        }
+        for (s, &x) in self.dense.iter().zip(z) {
+            m += s.w * x;
+            v += x * x / (prior + s.a);
+        }
+        (m, v)
+    }
+
+    /// A diagonal Newton (EKF) step for the gradient `g` and curvature `h`
+    /// of the loss by the score, whose variance is `v`.
+    fn newton(&mut self, z: &[f64], x: &[(u32, f64)], g: f64, h: f64, v: f64, prior: f64) {
+        let k = g / (1.0 + h * v);
+        let step = |s: &mut Slot, x: f64| {
+            s.w -= x * k / (prior + s.a);
+            s.a += h * x * x;
+        };
+        for &(c, x) in x {
+            step(self.sparse.entry(c).or_default(), x);
+        }
+        for (s, &x) in self.dense.iter_mut().zip(z) {
+            if x != 0.0 {
+                step(s, x);
+            }
+        }
+        step(&mut self.bias, 1.0);
     }
 
     /// One step; false, and the head as it was, if a weight it touched
@@ -225,6 +299,176 @@ impl Head {
             self.bias = bias;
         }
         ok
+    }
+}
+
+/// Multinomial naive Bayes over the sparse columns, stacked under the
+/// logistic model (learner `naive_bayes = alpha`): its class log-odds are
+/// one more input of each class's score, with a weight learned like the
+/// others. Naive Bayes learns from a handful of readings, logistic
+/// regression goes further with many: together they start fast and end
+/// well. Counts are of |value| (hashed columns may be signed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "NaiveBayesData")]
+struct NaiveBayes {
+    alpha: f64,
+    /// Per column, per class: the count and ln(count + alpha), so that a
+    /// prediction takes no logarithm per column.
+    #[serde(with = "column_map")]
+    cells: HashMap<u32, Vec<(f64, f64)>, BuildHasherDefault<ColumnHasher>>,
+    /// Per class: the sum of counts and the readings.
+    totals: Vec<f64>,
+    docs: Vec<f64>,
+    /// The weight of each head's naive Bayes input.
+    weights: Vec<Slot>,
+    /// ln(n + alpha) for whole counts n below its length.
+    #[serde(skip)]
+    table: LnTable,
+}
+
+/// [`NaiveBayes`] as written: its logarithms and table are worked out
+/// again when it is read.
+#[derive(Deserialize)]
+struct NaiveBayesData {
+    alpha: f64,
+    #[serde(with = "column_map")]
+    cells: HashMap<u32, Vec<(f64, f64)>, BuildHasherDefault<ColumnHasher>>,
+    totals: Vec<f64>,
+    docs: Vec<f64>,
+    weights: Vec<Slot>,
+}
+
+impl From<NaiveBayesData> for NaiveBayes {
+    fn from(d: NaiveBayesData) -> NaiveBayes {
+        let mut nb = NaiveBayes {
+            alpha: d.alpha,
+            cells: d.cells,
+            totals: d.totals,
+            docs: d.docs,
+            weights: d.weights,
+            table: LnTable::default(),
+        };
+        nb.ready();
+        nb
+    }
+}
+
+/// ln(n + alpha) for n = 0..1024: counts of terms that occur once per text
+/// are whole numbers, and a table look-up costs less than a logarithm.
+#[derive(Debug, Clone, Default)]
+struct LnTable(Vec<f64>);
+
+impl PartialEq for LnTable {
+    fn eq(&self, _: &LnTable) -> bool {
+        true
+    }
+}
+
+/// A column map written as a list sorted by column (deterministic).
+mod column_map {
+    use super::*;
+
+    type Map = HashMap<u32, Vec<(f64, f64)>, BuildHasherDefault<ColumnHasher>>;
+
+    pub fn serialize<S: serde::Serializer>(m: &Map, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(u32, Vec<f64>)> = m
+            .iter()
+            .map(|(&c, cells)| (c, cells.iter().map(|x| x.0).collect()))
+            .collect();
+        v.sort_unstable_by_key(|x| x.0);
+        v.serialize(s)
+    }
+
+    /// Counts only are written; their logarithms are worked out again.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
+        Ok(Vec::<(u32, Vec<f64>)>::deserialize(d)?
+            .into_iter()
+            .map(|(c, counts)| (c, counts.into_iter().map(|n| (n, f64::NAN)).collect()))
+            .collect())
+    }
+}
+
+impl NaiveBayes {
+    fn new(alpha: f64, classes: usize, heads: usize) -> NaiveBayes {
+        NaiveBayes {
+            alpha,
+            cells: HashMap::default(),
+            totals: vec![0.0; classes],
+            docs: vec![0.0; classes],
+            weights: vec![Slot::default(); heads],
+            table: LnTable::default(),
+        }
+    }
+
+    /// Fills what is not written in a snapshot (the table, the logarithms).
+    fn ready(&mut self) {
+        if self.table.0.is_empty() {
+            self.table = LnTable((0..1024).map(|n| (n as f64 + self.alpha).ln()).collect());
+            let alpha = self.alpha;
+            for cells in self.cells.values_mut() {
+                for (n, l) in cells.iter_mut() {
+                    *l = (*n + alpha).ln();
+                }
+            }
+        }
+    }
+
+    fn grow(&mut self, classes: usize, heads: usize) {
+        if self.totals.len() < classes {
+            self.totals.resize(classes, 0.0);
+            self.docs.resize(classes, 0.0);
+            let unseen = (0.0, self.alpha.ln());
+            for v in self.cells.values_mut() {
+                v.resize(classes, unseen);
+            }
+        }
+        if self.weights.len() < heads {
+            self.weights.resize(heads, Slot::default());
+        }
+    }
+
+    /// Each class's log-probability of `x` (up to a constant), into `out`,
+    /// centred (their mean subtracted).
+    fn log_probs(&self, x: &[(u32, f64)], out: &mut [f64]) {
+        let k = self.totals.len().min(out.len());
+        let n: f64 = self.docs.iter().sum();
+        let d = self.cells.len() as f64 + 1.0;
+        let mass: f64 = x.iter().map(|(_, v)| v.abs()).sum();
+        let unseen = self.alpha.ln();
+        for (j, o) in out.iter_mut().enumerate().take(k) {
+            let prior = ((self.docs[j] + 1.0) / (n + k as f64)).ln();
+            *o = prior - mass * (self.totals[j] + self.alpha * d).ln();
+        }
+        for &(c, v) in x {
+            let a = v.abs();
+            match self.cells.get(&c) {
+                Some(cells) => out
+                    .iter_mut()
+                    .zip(cells)
+                    .for_each(|(o, (_, l))| *o += a * l),
+                None => out[..k].iter_mut().for_each(|o| *o += a * unseen),
+            }
+        }
+        let mean = out[..k].iter().sum::<f64>() / k.max(1) as f64;
+        out[..k].iter_mut().for_each(|o| *o -= mean);
+    }
+
+    fn count(&mut self, x: &[(u32, f64)], class: usize) {
+        let k = self.totals.len();
+        let unseen = (0.0, self.alpha.ln());
+        for &(c, v) in x {
+            let a = v.abs();
+            let cells = self.cells.entry(c).or_insert_with(|| vec![unseen; k]);
+            let n = cells[class].0 + a;
+            let i = n as usize;
+            let l = match self.table.0.get(i) {
+                Some(&l) if i as f64 == n => l,
+                _ => (n + self.alpha).ln(),
+            };
+            cells[class] = (n, l);
+            self.totals[class] += a;
+        }
+        self.docs[class] += 1.0;
     }
 }
 
@@ -281,6 +525,9 @@ pub struct SparseModel {
     learned: u64,
     /// Steps taken (SGD's decay).
     steps: u64,
+    /// Naive Bayes stacked under it (learner `naive_bayes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nb: Option<NaiveBayes>,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -311,6 +558,7 @@ impl SparseModel {
             Some(k) => vec![Head::new(dense); k.min(MAX_CLASSES)],
             None => vec![Head::new(dense)],
         };
+        let heads_len = heads.len();
         Ok(SparseModel {
             scaler: OnlineScaler::with_scaling(scale_mask, params.get().scaling),
             params,
@@ -318,11 +566,24 @@ impl SparseModel {
             heads,
             learned: 0,
             steps: 0,
+            nb: params.get().naive_bayes.map(|alpha| {
+                let k = classes.map_or(2, |k| k.min(MAX_CLASSES));
+                let mut nb = NaiveBayes::new(alpha, k, heads_len);
+                nb.ready();
+                nb
+            }),
             scratch: Scratch::default(),
         })
     }
 
     fn check(p: &LinearParams, multiclass: bool) -> Result<Step, ModelError> {
+        if p.naive_bayes.is_some() && matches!(p.optimizer, OptimizerParams::Newton { .. }) {
+            return Err(ModelError::InvalidParam {
+                name: "naive_bayes",
+                expected: "unset with the newton optimiser (its weight is learned by gradient steps: use sgd, adagrad or ftrl)",
+                actual: format!("{:?}", p.naive_bayes),
+            });
+        }
         if p.loss != Loss::Logistic && !(multiclass && p.loss == Loss::default()) {
             return Err(ModelError::InvalidParam {
                 name: "loss.kind",
@@ -345,6 +606,13 @@ impl SparseModel {
                 name: "optimizer.kind",
                 kept: format!("{:?}", old.optimizer),
                 new: format!("{:?}", new.optimizer),
+            });
+        }
+        if old.naive_bayes != new.naive_bayes {
+            return Err(ModelError::Retune {
+                name: "naive_bayes",
+                kept: format!("{:?}", old.naive_bayes),
+                new: format!("{:?}", new.naive_bayes),
             });
         }
         if old.scaling != new.scaling {
@@ -421,9 +689,72 @@ impl SparseModel {
         Ok(())
     }
 
+    /// The naive Bayes input of each head, into `out` (empty without it).
+    fn nb_inputs(&self, x: &[(u32, f64)], out: &mut Vec<f64>) {
+        out.clear();
+        let Some(nb) = &self.nb else { return };
+        out.resize(nb.totals.len(), 0.0);
+        nb.log_probs(x, out);
+        if !self.multiclass {
+            let odds = out.get(1).copied().unwrap_or(0.0) - out.first().copied().unwrap_or(0.0);
+            out.clear();
+            out.push(odds);
+        }
+        out.iter_mut().for_each(|v| *v /= NB_SCALE);
+    }
+
+    /// Adds each head's naive Bayes term to its score (nothing without it).
+    fn add_nb(&self, x: &[(u32, f64)], out: &mut [f64]) {
+        let Some(nb) = &self.nb else { return };
+        let mut buf = [0.0; 8];
+        let mut heap = Vec::new();
+        let k = nb.totals.len();
+        let lp: &mut [f64] = if k <= buf.len() {
+            &mut buf[..k]
+        } else {
+            heap.resize(k, 0.0);
+            &mut heap
+        };
+        nb.log_probs(x, lp);
+        if self.multiclass {
+            for ((o, v), w) in out.iter_mut().zip(lp.iter()).zip(&nb.weights) {
+                *o += w.w * v / NB_SCALE;
+            }
+        } else if let (Some(o), Some(w)) = (out.first_mut(), nb.weights.first()) {
+            let odds = lp.get(1).copied().unwrap_or(0.0) - lp.first().copied().unwrap_or(0.0);
+            *o += w.w * odds / NB_SCALE;
+        }
+    }
+
+    /// Each head's probability (binary: the one), into `out`; `moderate`
+    /// shrinks a Newton model's scores by their uncertainty (the probit
+    /// approximation of the predictive probability) when predicting.
+    fn probabilities(&self, z: &[f64], x: &[(u32, f64)], moderate: bool, out: &mut Vec<f64>) {
+        match Step::of(self.params.get())
+            .ok()
+            .and_then(|s| s.newton_prior())
+        {
+            Some(prior) if moderate => {
+                out.clear();
+                out.extend(self.heads.iter().map(|h| {
+                    let (m, v) = h.score_variance(z, x, prior);
+                    m / (1.0 + std::f64::consts::PI * v / 8.0).sqrt()
+                }));
+                self.add_nb(x, out);
+                if self.multiclass {
+                    softmax(out);
+                } else if let Some(p) = out.first_mut() {
+                    *p = sigmoid(*p);
+                }
+            }
+            _ => self.scores(z, x, out),
+        }
+    }
+
     fn scores(&self, z: &[f64], x: &[(u32, f64)], out: &mut Vec<f64>) {
         out.clear();
         out.extend(self.heads.iter().map(|h| h.score(z, x)));
+        self.add_nb(x, out);
         if self.multiclass {
             softmax(out);
         } else if let Some(p) = out.first_mut() {
@@ -451,9 +782,15 @@ impl SparseModel {
             &mut heap
         };
         self.scaler.transform(dense, z);
+        let newton = matches!(self.params.get().optimizer, OptimizerParams::Newton { .. });
         if self.multiclass {
-            self.scores(z, sparse, probs);
+            self.probabilities(z, sparse, true, probs);
             Ok(argmax(probs).map_or(f64::NAN, |k| k as f64))
+        } else if self.nb.is_some() || newton {
+            self.probabilities(z, sparse, true, probs);
+            let p = probs.first().copied().unwrap_or(0.5);
+            probs.clear();
+            Ok(p)
         } else {
             probs.clear();
             Ok(self
@@ -499,6 +836,9 @@ impl SparseModel {
                 let n = self.scaler.len();
                 self.heads.resize_with(k + 1, || Head::new(n));
             }
+            if let Some(nb) = &mut self.nb {
+                nb.grow(self.heads.len(), self.heads.len());
+            }
         } else if y != 0.0 && y != 1.0 {
             return Err(ModelError::InvalidLabel {
                 expected: "0 or 1",
@@ -510,7 +850,9 @@ impl SparseModel {
         let mut new = std::mem::take(&mut self.scratch.2);
         z.resize(dense.len(), 0.0);
         self.scaler.update_transform(dense, &mut z);
-        let known = predicted.filter(|_| !self.scaler.scales_any());
+        // a Newton model's prediction is moderated; its step wants the mean's
+        let newton = opt.newton_prior();
+        let known = predicted.filter(|_| !self.scaler.scales_any() && newton.is_none());
         match known {
             Some((_, probs)) if self.multiclass && probs.len() == self.heads.len() => {
                 p.clear();
@@ -530,9 +872,34 @@ impl SparseModel {
             } else {
                 y
             };
+            if let Some(prior) = newton {
+                let (_, v) = head.score_variance(&z, sparse, prior);
+                let h = if self.multiclass {
+                    p[k] * (1.0 - p[k])
+                } else {
+                    p[0] * (1.0 - p[0])
+                };
+                head.newton(&z, sparse, p[k] - target, h, v, prior);
+                continue;
+            }
             // a head refused leaves the others stepped: rare enough (a
             // weight overflowing) that the model is then reported diverged
             ok &= head.step(&z, sparse, p[k] - target, t, &opt, &mut new);
+        }
+        if ok && self.nb.is_some() {
+            let mut inputs = Vec::new();
+            self.nb_inputs(sparse, &mut inputs);
+            if let Some(nb) = &mut self.nb {
+                for (k, (w, v)) in nb.weights.iter_mut().zip(&inputs).enumerate() {
+                    let target = if self.multiclass {
+                        f64::from(u8::from(k as f64 == y))
+                    } else {
+                        y
+                    };
+                    opt.apply(w, (p[k] - target) * v, t, false);
+                }
+                nb.count(sparse, y as usize);
+            }
         }
         self.scratch = Scratch(z, p, new);
         if !ok {
@@ -699,6 +1066,85 @@ mod tests {
         m.predict(&[3.0], &row(3, true), &mut p).expect("p");
         back.predict(&[3.0], &row(3, true), &mut q).expect("p");
         assert_eq!(p, q);
+    }
+
+    #[test]
+    fn naive_bayes_learns_with_the_regression_and_its_snapshot_round_trips() {
+        let with_nb = |alpha: Option<f64>| {
+            LinearParams {
+                loss: Loss::Logistic,
+                naive_bayes: alpha,
+                ..LinearParams::default()
+            }
+            .validate()
+            .expect("valid")
+        };
+        for classes in [None, Some(3)] {
+            let mut m = SparseModel::new(with_nb(Some(0.5)), vec![], classes).expect("valid");
+            let k = classes.unwrap_or(2) as u32;
+            for i in 0..300u32 {
+                let y = i % k;
+                m.learn(&[], &[(y * 10, 1.0), (500 + i % 7, 1.0)], f64::from(y))
+                    .expect("learns");
+            }
+            let nb = m.nb.as_ref().expect("naive Bayes");
+            assert!(
+                nb.weights.iter().all(|w| w.w > 0.0),
+                "its input is used: {:?}",
+                nb.weights
+            );
+            let json = serde_json::to_string(&m).expect("json");
+            let back: SparseModel = serde_json::from_str(&json).expect("reads");
+            assert!(back == m, "the logarithms are worked out again exactly");
+            let (mut p, mut q) = (Vec::new(), Vec::new());
+            for y in 0..k {
+                let a = m.predict(&[], &[(y * 10, 1.0)], &mut p).expect("p");
+                let b = back.predict(&[], &[(y * 10, 1.0)], &mut q).expect("p");
+                assert_eq!((a.to_bits(), &p), (b.to_bits(), &q));
+            }
+        }
+        let newton = LinearParams {
+            loss: Loss::Logistic,
+            naive_bayes: Some(1.0),
+            optimizer: OptimizerParams::Newton {
+                prior_variance: 1.0,
+                forgetting: 1.0,
+            },
+            ..LinearParams::default()
+        }
+        .validate()
+        .expect("valid");
+        let e = SparseModel::new(newton, vec![], None).expect_err("newton");
+        assert!(e.to_string().contains("`naive_bayes`"), "{e}");
+    }
+
+    #[test]
+    fn diagonal_newton_learns_and_moderates_what_it_has_not_seen_much() {
+        let newton = params(OptimizerParams::Newton {
+            prior_variance: 1.0,
+            forgetting: 1.0,
+        });
+        let mut m = SparseModel::new(newton, vec![], None).expect("valid");
+        let mut probs = Vec::new();
+        for i in 0..400 {
+            m.learn(&[], &row(i, i % 2 == 0), f64::from(u8::from(i % 2 == 0)))
+                .expect("learns");
+        }
+        let p1 = m.predict(&[], &row(1, true), &mut probs).expect("p");
+        let p0 = m.predict(&[], &row(2, false), &mut probs).expect("p");
+        assert!(p1 > 0.75 && p0 < 0.25, "{p1} {p0}");
+        // a column never seen adds variance: the prediction moves towards 1/2
+        let unseen = m
+            .predict(&[], &[(7, 1.0), (99_999, 1.0)], &mut probs)
+            .expect("p");
+        let seen = m.predict(&[], &[(7, 1.0)], &mut probs).expect("p");
+        assert!(unseen < seen && unseen > 0.5, "{unseen} {seen}");
+        let forgetting = params(OptimizerParams::Newton {
+            prior_variance: 1.0,
+            forgetting: 0.99,
+        });
+        let e = SparseModel::new(forgetting, vec![], None).expect_err("forgetting");
+        assert!(e.to_string().contains("`optimizer.forgetting`"), "{e}");
     }
 
     #[test]
