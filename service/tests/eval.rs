@@ -84,6 +84,57 @@ fn heart_models_meet_their_goals_and_every_pass_agrees() {
 }
 
 #[test]
+fn text_models_keep_their_figures_and_the_contract() {
+    let data = "airline-tweets/tweets.jsonl";
+    let r = eval("tweets", data, "2");
+    assert_eq!(r["scored"], 14_640);
+    let (log_loss, auc) = (num(&r, "log_loss"), num(&r, "roc_auc"));
+    // the README's figures (0.3736 / 0.9059), not the goals, which
+    // the whole stream does not meet: this guards against a change for the worse
+    assert!(
+        log_loss <= 0.375 && auc >= 0.905,
+        "tweets: {log_loss} / {auc}"
+    );
+    // better than scikit-learn's hashing + SGD on the same protocol
+    assert!(log_loss < 0.4144 && auc > 0.8834, "{r}");
+    for part in ["first_20pct", "last_80pct", "last_20pct"] {
+        assert!(num(&r[part], "roc_auc") > 0.8, "{part} in {r}");
+    }
+    let r = eval("sentiment", data, "1");
+    assert_eq!(r["scored"], 14_640);
+    let (accuracy, macro_f1) = (num(&r, "accuracy"), num(&r, "macro_f1"));
+    assert!(
+        accuracy >= 0.79 && macro_f1 >= 0.72,
+        "sentiment: {accuracy} / {macro_f1}"
+    );
+    // far above River's softmax (0.7483 / 0.6331)
+    assert!(num(&r, "log_loss") > 0.0 && r["roc_auc"].is_null(), "{r}");
+    let per_class = r["class_f1"].as_array().expect("class_f1");
+    assert_eq!(per_class.len(), 3, "{r}");
+    for part in ["first_20pct", "last_80pct"] {
+        assert!(num(&r[part], "macro_f1") > 0.6, "{part} in {r}");
+    }
+    // no batch model fits 2^20 hashed columns: said, not attempted
+    let root = workspace();
+    let out = streamfit(&[
+        "eval",
+        "--model",
+        "tweets",
+        "--data",
+        root.join("../shared/data")
+            .join(data)
+            .to_str()
+            .expect("utf-8"),
+        "--config",
+        root.join("deploy/streamfit.toml").to_str().expect("utf-8"),
+        "--hindsight",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--hindsight") && err.contains("text"), "{err}");
+}
+
+#[test]
 fn bad_flags_are_clear_errors() {
     let root = workspace();
     let config = root.join("deploy/streamfit.toml");

@@ -37,8 +37,11 @@ async fn two_thousand_keys_checkpoint_in_chunks_and_restore_exactly_once() {
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     let publisher = publish_steadily(&bootstrap, &run.input, readings, 1_000);
-    // the checkpoints pass the size of a message before the kill
+    // the checkpoints pass the size of a message before the kill: enough
+    // keys live, then a commit after that (the keys it checkpoints), so the
+    // kill does not land between reaching the keys and committing them
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut committed_before: Option<u64> = None;
     loop {
         let detail = model_detail(&run.http, "waits").await;
         let per_key: usize = detail["partitions"]
@@ -50,13 +53,17 @@ async fn two_thousand_keys_checkpoint_in_chunks_and_restore_exactly_once() {
             })
             .unwrap_or(0);
         let commits = detail["commits"].as_u64().unwrap_or(0);
-        if per_key >= 1_000 && commits > 0 {
-            eprintln!("{per_key} per-key models, {commits} commits");
-            break;
+        match committed_before {
+            None if per_key >= 1_300 => committed_before = Some(commits),
+            Some(c) if commits > c => {
+                eprintln!("{per_key} per-key models, {commits} commits");
+                break;
+            }
+            _ => {}
         }
         assert!(
             Instant::now() < deadline,
-            "the model did not reach 1,000 keys with commits: {per_key} keys, {commits} commits"
+            "the model did not reach 1,300 keys and commit them: {per_key} keys, {commits} commits"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -56,7 +56,10 @@ pub(super) async fn history(
         })
         .collect();
     let samples = h.history.samples_since(since);
+    let p = live.primary().1;
+    let classes = (p.task() == models::Task::Multiclass).then(|| p.classes());
     Ok(Json(json!({
+        "classes": classes,
         "model": summary(h, &live),
         "instance": state.instance,
         "not_ready": h.not_ready(),

@@ -158,14 +158,19 @@ function render(m, h) {
   const s = m.samples;
   const last = s[s.length - 1] || {};
   const classification = h.model.task === "classification";
+  const multiclass = h.model.task === "multiclass";
+  // a multiclass model's predictions and labels are class numbers
+  const className = (k) => (h.classes && h.classes[k] !== undefined ? h.classes[k] : fmt(k, 0));
   c.title.children[0].textContent = h.model.task + " · v" + h.model.version + " · " + h.input_topic + " → " + h.output_topic;
   c.title.children[1].textContent = h.not_ready ? "not ready" : "ready";
   c.title.children[1].className = "badge" + (h.not_ready ? " wait" : "");
   c.why.textContent = h.not_ready || "";
   const r = last.rolling || {};
-  const quality = classification
-    ? [tile(fmt(r.log_loss, 4), "log loss (rolling)"), tile(fmt(r.roc_auc, 3), "ROC AUC (rolling)")]
-    : [tile(fmt(r.mae, 3), "MAE (rolling)"), tile(fmt(r.rmse, 3), "RMSE (rolling)")];
+  const quality = multiclass
+    ? [tile(fmt(r.accuracy, 3), "accuracy (rolling)"), tile(fmt(r.macro_f1, 3), "macro-F1 (rolling)")]
+    : classification
+      ? [tile(fmt(r.log_loss, 4), "log loss (rolling)"), tile(fmt(r.roc_auc, 3), "ROC AUC (rolling)")]
+      : [tile(fmt(r.mae, 3), "MAE (rolling)"), tile(fmt(r.rmse, 3), "RMSE (rolling)")];
   c.tiles.replaceChildren(
     tile(fmt(last.readings_per_second), "readings/s"),
     tile(fmt(last.lag), "consumer lag"),
@@ -177,7 +182,7 @@ function render(m, h) {
   );
   const times = s.map((x) => x.t_ms);
   drawChart(c.rate, times, [{ name: "readings/s", values: s.map((x) => x.readings_per_second) }]);
-  if (classification) {
+  if (classification || multiclass) {
     drawChart(c.metric, times, [
       { name: "log loss", values: s.map((x) => x.rolling.log_loss ?? null) },
       { name: "error rate", values: s.map((x) => (x.rolling.accuracy === undefined ? null : 1 - x.rolling.accuracy)) },
@@ -194,15 +199,24 @@ function render(m, h) {
     { name: "learned", values: s.map((x) => x.readings_learned) },
   ]);
 
+  const recent = multiclass
+    ? h.recent.slice(0, 12).map((p) => row([
+      p.key ?? "–",
+      p.event_time_ms ? new Date(p.event_time_ms).toISOString().slice(0, 16).replace("T", " ") : "–",
+      className(p.prediction),
+      p.label === null || p.label === undefined ? "–" : className(p.label),
+      p.label === null || p.label === undefined ? "–" : (p.label === p.prediction ? "right" : "wrong"),
+    ]))
+    : null;
   c.recent.replaceChildren(
-    row(["key", "event time", "prediction", "label", classification ? "|p − label|" : "error"], true),
-    ...h.recent.slice(0, 12).map((p) => row([
+    row(["key", "event time", "prediction", "label", multiclass ? "" : classification ? "|p − label|" : "error"], true),
+    ...(recent || h.recent.slice(0, 12).map((p) => row([
       p.key ?? "–",
       p.event_time_ms ? new Date(p.event_time_ms).toISOString().slice(0, 16).replace("T", " ") : "–",
       fmt(p.prediction, classification ? 3 : 1),
       p.label === null || p.label === undefined ? "–" : fmt(p.label, classification ? 0 : 1),
       p.label === null || p.label === undefined ? "–" : fmt(classification ? Math.abs(p.prediction - p.label) : p.prediction - p.label, classification ? 3 : 1),
-    ])),
+    ]))),
   );
   c.parts.replaceChildren(
     row(["partition", "next offset", "end", "lag", "seen", "learned", "version", "updated"], true),
