@@ -36,28 +36,26 @@ med = lambda rs, f: statistics.median(f(r) for r in rs)
 print(f"Medians of {len(next(iter(by.values())))} runs (each the median of {rows[0]['passes']} timed passes), B = {rows[0]['batch']}, {sys.argv[2]} cores.\n")
 speed = lambda rs: f"{med(rs, lambda r: r['readings_per_second']):,.0f} | {med(rs, lambda r: r['model_only_readings_per_second']):,.0f}"
 f = lambda m, k, d: f"{m[k]:.{d}f}" if m.get(k) is not None else "n/a"
-print("| model | scored | MAE | RMSE | first 20%: MAE / RMSE | last 80%: MAE / RMSE | readings/s (JSON included) | readings/s (predict+learn only) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for m, rs in by.items():
-    r = rs[0]
-    if "mae" in r:
-        a, b = r["first_20pct"], r["last_80pct"]
-        print(f"| {m} | {r['scored']} | {f(r,'mae',3)} | {f(r,'rmse',3)} | {f(a,'mae',3)} / {f(a,'rmse',3)} | {f(b,'mae',3)} / {f(b,'rmse',3)} | {speed(rs)} |")
-print()
-print("| model | scored | log loss | accuracy | ROC AUC | first 20%: log loss / AUC | last 80%: log loss / AUC | readings/s (JSON included) | readings/s (predict+learn only) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for m, rs in by.items():
-    r = rs[0]
-    if "roc_auc" in r:
-        a, b = r["first_20pct"], r["last_80pct"]
-        print(f"| {m} | {r['scored']} | {f(r,'log_loss',4)} | {f(r,'accuracy',4)} | {f(r,'roc_auc',4)} | {f(a,'log_loss',4)} / {f(a,'roc_auc',4)} | {f(b,'log_loss',4)} / {f(b,'roc_auc',4)} | {speed(rs)} |")
-print()
-print("| model | scored | log loss | accuracy | macro-F1 | first 20%: accuracy / macro-F1 | last 80%: accuracy / macro-F1 | readings/s (JSON included) | readings/s (predict+learn only) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for m, rs in by.items():
-    r = rs[0]
-    if "macro_f1" in r:
-        a, b = r["first_20pct"], r["last_80pct"]
-        print(f"| {m} | {r['scored']} | {f(r,'log_loss',4)} | {f(r,'accuracy',4)} | {f(r,'macro_f1',4)} | {f(a,'accuracy',4)} / {f(a,'macro_f1',4)} | {f(b,'accuracy',4)} / {f(b,'macro_f1',4)} | {speed(rs)} |")
+# one table per kind of model: (the key that marks it, its headline
+# metrics, the two shown for the first 20% and the last 80%, decimals)
+tables = [
+    ("mae", [("MAE", "mae"), ("RMSE", "rmse")], [("MAE", "mae"), ("RMSE", "rmse")], 3),
+    ("roc_auc", [("log loss", "log_loss"), ("accuracy", "accuracy"), ("ROC AUC", "roc_auc")], [("log loss", "log_loss"), ("AUC", "roc_auc")], 4),
+    ("macro_f1", [("log loss", "log_loss"), ("accuracy", "accuracy"), ("macro-F1", "macro_f1")], [("accuracy", "accuracy"), ("macro-F1", "macro_f1")], 4),
+]
+for mark, head, parts, d in tables:
+    rows = [(m, rs) for m, rs in by.items() if mark in rs[0]]
+    if not rows:
+        continue
+    part = " / ".join(n for n, _ in parts)
+    cols = ["model", "scored"] + [n for n, _ in head] + [f"first 20%: {part}", f"last 80%: {part}", "readings/s (JSON included)", "readings/s (predict+learn only)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + " --- |" * len(cols))
+    for m, rs in rows:
+        r = rs[0]
+        cells = [m, str(r["scored"])] + [f(r, k, d) for _, k in head]
+        cells += [" / ".join(f(r[w], k, d) for _, k in parts) for w in ("first_20pct", "last_80pct")]
+        print("| " + " | ".join(cells) + f" | {speed(rs)} |")
+    print()
 PY
 rm -f "$out"
