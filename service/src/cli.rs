@@ -150,6 +150,11 @@ pub enum Command {
         /// Also fit a smartcore batch model on the first 80% and score it on the last 20%.
         #[arg(long)]
         hindsight: bool,
+        /// Reveal each label to the learner only this much later: a number
+        /// of readings (100), or event time (90s, 30m, 2h, 1d). Readings are
+        /// still predicted and scored on arrival.
+        #[arg(long, default_value = "0")]
+        label_delay: crate::pipeline::LabelDelay,
     },
 }
 
@@ -361,6 +366,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
             predictions_out,
             hindsight,
+            label_delay,
         } => {
             let config = config.load()?;
             let model = config.model(&model)?;
@@ -368,7 +374,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut log = predictions_out
                 .as_ref()
                 .map(|_| features::arrow_io::PredictionLog::default());
-            let mut report = eval::run(model, &readings, batch, passes, log.as_mut())?;
+            let mut report =
+                eval::run_delayed(model, &readings, batch, passes, label_delay, log.as_mut())?;
             if hindsight {
                 report.hindsight_last_20pct = Some(eval::hindsight(model, &readings)?);
             }

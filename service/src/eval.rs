@@ -17,7 +17,7 @@ use models::Learner;
 use serde::Serialize;
 
 use crate::config::ModelConfig;
-use crate::pipeline::{Contiguous, Input, Outcome, Pipeline};
+use crate::pipeline::{Contiguous, Input, LabelDelay, Outcome, Pipeline};
 
 /// The figures of one evaluation.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +26,12 @@ pub struct EvalReport {
     pub model: String,
     /// Micro-batch size.
     pub batch: usize,
+    /// `--label-delay` as given (none: labels learned at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_delay: Option<String>,
+    /// Labelled readings learned; with a label delay, those whose label
+    /// was revealed before the stream ended.
+    pub learned: u64,
     /// Timed passes over the stream; the speed figures are their medians.
     pub passes: usize,
     /// Readings in the stream.
@@ -175,6 +181,27 @@ pub fn run(
     passes: usize,
     log: Option<&mut PredictionLog>,
 ) -> Result<EvalReport> {
+    run_delayed(config, readings, batch, passes, LabelDelay::None, log)
+}
+
+/// [`run`] with each label revealed to the learner only after `delay`
+/// (`--label-delay`): every reading is still predicted, and scored, on
+/// arrival.
+pub fn run_delayed(
+    config: &ModelConfig,
+    readings: &[KeyedReading],
+    batch: usize,
+    passes: usize,
+    delay: LabelDelay,
+    log: Option<&mut PredictionLog>,
+) -> Result<EvalReport> {
+    if let LabelDelay::EventTime(_) = delay {
+        anyhow::ensure!(
+            config.timestamp.is_some(),
+            "a label delay in time (30m, 1d) needs event times: model {} names no `timestamp` field; give the delay in readings",
+            config.name
+        );
+    }
     anyhow::ensure!(batch >= 1, "`--batch` should be at least 1, but is {batch}");
     anyhow::ensure!(
         passes >= 1,
@@ -182,10 +209,10 @@ pub fn run(
     );
     let contiguous = Contiguous::new(readings);
     let inputs = contiguous.inputs();
-    let first = timed_pass(config, &inputs, batch, log)?;
+    let first = timed_pass(config, &inputs, batch, delay, log)?;
     let mut seconds = vec![first.seconds];
     for _ in 1..passes {
-        let again = timed_pass(config, &inputs, batch, None)?;
+        let again = timed_pass(config, &inputs, batch, delay, None)?;
         let same = again.preds.len() == first.preds.len()
             && again
                 .preds
@@ -212,6 +239,12 @@ pub fn run(
     Ok(EvalReport {
         model: config.name.clone(),
         batch,
+        label_delay: match delay {
+            LabelDelay::None => None,
+            LabelDelay::Readings(n) => Some(format!("{n} readings")),
+            LabelDelay::EventTime(ms) => Some(format!("{} s of event time", ms / 1000)),
+        },
+        learned: first.learned,
         passes,
         readings: readings.len(),
         scored: n,
@@ -241,6 +274,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// One timed run of the protocol over a fresh pipeline.
 struct Pass {
+    learned: u64,
     preds: Vec<f64>,
     labels: Vec<f64>,
     /// Multiclass: each scored reading's classes and the label's probability.
@@ -264,12 +298,20 @@ fn timed_pass(
     config: &ModelConfig,
     inputs: &[Input<'_>],
     batch: usize,
+    delay: LabelDelay,
     mut log: Option<&mut PredictionLog>,
 ) -> Result<Pass> {
     // `--batch B`: B readings predicted by the model as it was before them
+    // (B = 1: each by the model that learned every label revealed so far)
     let mut whole = config.clone();
-    whole.test_then_train = crate::config::TestThenTrain::Batch;
+    whole.test_then_train = if batch == 1 {
+        crate::config::TestThenTrain::Reading
+    } else {
+        crate::config::TestThenTrain::Batch
+    };
     let mut pipeline = Pipeline::new(&whole)?;
+    pipeline.set_label_delay(delay);
+    let mut learned = 0;
     let mut preds = Vec::with_capacity(inputs.len());
     let mut labels = Vec::with_capacity(inputs.len());
     let mut scores = Vec::new();
@@ -278,7 +320,7 @@ fn timed_pass(
     let mut invalid = 0;
     let start = Instant::now();
     for (c, chunk) in inputs.chunks(batch).enumerate() {
-        pipeline.process(chunk, &mut outcomes);
+        learned += pipeline.process(chunk, &mut outcomes).learned as u64;
         for (i, o) in outcomes.iter().enumerate() {
             match o {
                 Outcome::Predicted(p) => {
@@ -312,6 +354,7 @@ fn timed_pass(
         }
     }
     Ok(Pass {
+        learned,
         preds,
         labels,
         scores,
@@ -404,11 +447,16 @@ impl EvalReport {
             })
             .unwrap_or_default();
         format!(
-            "model {}  batch {}  readings {}  scored {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}",
+            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}",
             self.model,
             self.batch,
+            self.label_delay
+                .as_ref()
+                .map(|d| format!("  label delay {d}"))
+                .unwrap_or_default(),
             self.readings,
             self.scored,
+            self.learned,
             self.invalid,
             fmt_metrics(task, &self.all),
             fmt_metrics(task, &self.second_half),

@@ -8,6 +8,7 @@
 //! one and its version goes up by one.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use features::{FeatureError, FeatureExtractor, FeatureState, LabelKind};
 use models::metrics::{ClassScore, MetricSet, Prequential, Task};
@@ -110,6 +111,67 @@ pub struct Prediction<'a> {
     pub event_time: Option<i64>,
 }
 
+/// When a labelled reading's label becomes known to the learner
+/// (`streamfit eval --label-delay`): at once, once `n` more readings have
+/// arrived, or once event time has moved on by so many milliseconds. The
+/// reading is predicted on arrival either way, and scored against its label
+/// then; only the learning waits. Features are as they arrive (a lag of the
+/// target field is the previous reading's value, known when it was read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelDelay {
+    /// Learned at once.
+    #[default]
+    None,
+    /// Learned once this many more readings have arrived.
+    Readings(u64),
+    /// Learned once a reading this many milliseconds later (event time) has arrived.
+    EventTime(i64),
+}
+
+impl std::str::FromStr for LabelDelay {
+    type Err = String;
+
+    /// `100` (readings) or a time: `90s`, `30m`, `2h`, `1d`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("a label delay is a number of readings (100) or a time (90s, 30m, 2h, 1d), not {s:?}")
+        };
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        let ms = match unit {
+            "" => {
+                return Ok(if n == 0 {
+                    LabelDelay::None
+                } else {
+                    LabelDelay::Readings(n as u64)
+                })
+            }
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        Ok(if n == 0 {
+            LabelDelay::None
+        } else {
+            LabelDelay::EventTime(n * ms)
+        })
+    }
+}
+
+/// A labelled reading waiting for its label to be revealed.
+#[derive(Debug, Clone)]
+struct Delayed {
+    /// Its position in the stream (valid readings before it).
+    at: u64,
+    event_time: Option<i64>,
+    key: Option<String>,
+    row: Vec<f64>,
+    sparse: Vec<(u32, f64)>,
+    target: f64,
+}
+
 /// A pipeline's full state: what a checkpoint or export carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineSnapshot {
@@ -161,6 +223,10 @@ pub struct Pipeline {
     /// Each reading predicted by the model that has learned every earlier
     /// one (true), or the whole batch by the model as it was before it.
     per_reading: bool,
+    /// `eval --label-delay`: labelled readings wait here until their label
+    /// is revealed (not state: eval only, never checkpointed).
+    delay: LabelDelay,
+    delayed: VecDeque<Delayed>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +260,8 @@ impl Clone for Pipeline {
             recency: Recency::default(),
             evicted: Vec::new(),
             per_reading: self.per_reading,
+            delay: self.delay,
+            delayed: VecDeque::new(),
         }
     }
 }
@@ -205,6 +273,9 @@ struct Learning<'r> {
     row: &'r [f64],
     sparse: &'r [(u32, f64)],
     predicted: Option<(f64, &'r [f64])>,
+    /// Its position in the stream and event time (for a label delay).
+    at: u64,
+    event_time: Option<i64>,
 }
 
 /// Counts of one processed batch.
@@ -257,7 +328,52 @@ impl Pipeline {
             recency: Recency::default(),
             evicted: Vec::new(),
             per_reading: config.test_then_train == TestThenTrain::Reading,
+            delay: LabelDelay::None,
+            delayed: VecDeque::new(),
         })
+    }
+
+    /// Delays learning each labelled reading (`eval --label-delay`).
+    pub fn set_label_delay(&mut self, delay: LabelDelay) {
+        self.delay = delay;
+    }
+
+    /// Labelled readings predicted but not learned yet (their label is
+    /// still to be revealed).
+    pub fn awaiting_labels(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// Learns the waiting readings whose labels are revealed by the time
+    /// the reading at stream position `at` (event time `now`) arrives.
+    fn reveal(&mut self, at: u64, now: Option<i64>, stats: &mut BatchStats) {
+        while let Some(d) = self.delayed.front() {
+            let due = match self.delay {
+                LabelDelay::None => true,
+                LabelDelay::Readings(n) => d.at + n <= at,
+                LabelDelay::EventTime(ms) => match (d.event_time, now) {
+                    (Some(t), Some(now)) => t + ms <= now,
+                    // without event times a time delay cannot pass
+                    _ => false,
+                },
+            };
+            if !due {
+                break;
+            }
+            let Some(d) = self.delayed.pop_front() else {
+                break;
+            };
+            match self
+                .model
+                .learn_predicted(d.key.as_deref(), &d.row, &d.sparse, d.target, None)
+            {
+                Ok(()) => stats.learned += 1,
+                Err(e) => {
+                    self.learn_errors += 1;
+                    tracing::warn!(model = %self.name, error = %e, "learning step refused");
+                }
+            }
+        }
     }
 
     /// The keys whose state changed since the last call (none when no
@@ -441,6 +557,11 @@ impl Pipeline {
                     stats.evicted += 1;
                 }
             }
+            if self.delay != LabelDelay::None && self.per_reading {
+                // the labels revealed by now are learned before this reading is predicted
+                let at = self.seen + stats.predicted as u64;
+                self.reveal(at, extracted.event_time, &mut stats);
+            }
             let key = extracted.key.as_deref();
             let mut probabilities = Vec::new();
             let prediction =
@@ -464,6 +585,8 @@ impl Pipeline {
                         row,
                         sparse: &sparse,
                         predicted,
+                        at: self.seen + stats.predicted as u64,
+                        event_time: extracted.event_time,
                     };
                     self.learn(l, label, extracted.baseline, &mut stats);
                 }
@@ -504,11 +627,17 @@ impl Pipeline {
             let Some(label) = p.label else { continue };
             let row = &rows[i * width..(i + 1) * width];
             let (from, to) = p.sparse;
+            let at = self.seen + row_index as u64 - 1;
+            if self.delay != LabelDelay::None {
+                self.reveal(at, prediction.event_time, &mut stats);
+            }
             let l = Learning {
                 key: prediction.key.as_deref(),
                 row,
                 sparse: &sparse_all[from..to],
                 predicted: None,
+                at,
+                event_time: prediction.event_time,
             };
             self.learn(l, label, p.baseline, &mut stats);
         }
@@ -538,11 +667,24 @@ impl Pipeline {
             row,
             sparse,
             predicted,
+            at,
+            event_time,
         } = l;
         let target = match self.task {
             Task::Regression => label - baseline,
             Task::Classification | Task::Multiclass => label,
         };
+        if self.delay != LabelDelay::None {
+            self.delayed.push_back(Delayed {
+                at,
+                event_time,
+                key: key.map(str::to_owned),
+                row: row.to_vec(),
+                sparse: sparse.to_vec(),
+                target,
+            });
+            return;
+        }
         match self
             .model
             .learn_predicted(key, row, sparse, target, predicted)
@@ -909,6 +1051,65 @@ mod tests {
         );
         assert_ne!(first, whole);
         assert_eq!(pb.snapshot().model, p60.snapshot().model, "same learning");
+    }
+
+    #[test]
+    fn a_label_delay_learns_each_reading_that_many_readings_or_that_much_event_time_later() {
+        let m = shipped_with(&[]);
+        let readings = rising_waits(60);
+        let run = |delay: LabelDelay| {
+            let mut p = Pipeline::new(&m).expect("pipeline");
+            p.set_label_delay(delay);
+            let mut got = Vec::new();
+            let mut out = Vec::new();
+            for r in &readings {
+                let input = [Input {
+                    key: Some("soarin"),
+                    bytes: r.as_bytes(),
+                }];
+                p.process(&input, &mut out);
+                got.extend(out.iter().map(|o| match o {
+                    Outcome::Predicted(x) => x.prediction,
+                    Outcome::Invalid(e) => panic!("{e}"),
+                }));
+            }
+            (got, p)
+        };
+        let (now, p0) = run(LabelDelay::None);
+        let (six, p6) = run(LabelDelay::Readings(6));
+        let (half_hour, p30) = run(LabelDelay::EventTime(30 * 60_000));
+        // the readings are 5 minutes apart: 30 minutes is 6 readings
+        assert_eq!(six, half_hour);
+        assert_eq!(
+            p6.awaiting_labels(),
+            6,
+            "the last six labels are not revealed yet"
+        );
+        assert_eq!(p30.awaiting_labels(), 6);
+        assert_eq!(p0.awaiting_labels(), 0);
+        assert_eq!(p6.learned() + 6, p0.learned());
+        // reading j's label is revealed when reading j + 6 arrives, before
+        // it is predicted: the first six by the untrained model
+        assert!(six[..6].windows(2).all(|w| w[0] == w[1]), "{six:?}");
+        assert_ne!(six[5], six[6]);
+        assert_ne!(six, now);
+        assert_eq!(
+            six[6], now[1],
+            "reading 6 knows what reading 1 knew without the delay"
+        );
+        // parsed from the command line
+        assert_eq!("0".parse::<LabelDelay>(), Ok(LabelDelay::None));
+        assert_eq!("100".parse::<LabelDelay>(), Ok(LabelDelay::Readings(100)));
+        assert_eq!(
+            "30m".parse::<LabelDelay>(),
+            Ok(LabelDelay::EventTime(1_800_000))
+        );
+        assert_eq!(
+            "1d".parse::<LabelDelay>(),
+            Ok(LabelDelay::EventTime(86_400_000))
+        );
+        let e = "30 minutes".parse::<LabelDelay>().expect_err("bad");
+        assert!(e.contains("30m"), "{e}");
     }
 
     #[test]

@@ -135,6 +135,67 @@ fn text_models_keep_their_figures_and_the_contract() {
 }
 
 #[test]
+fn a_label_delay_learns_later_and_says_what_it_needs() {
+    let root = workspace();
+    let config = root.join("deploy/streamfit.toml");
+    let heart = root.join("../shared/data/heart-failure/heart.csv");
+    let run = |delay: &str| {
+        streamfit(&[
+            "eval",
+            "--model",
+            "heart",
+            "--data",
+            heart.to_str().expect("utf-8"),
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--passes",
+            "1",
+            "--json",
+            "--label-delay",
+            delay,
+        ])
+    };
+    let report = |delay: &str| -> serde_json::Value {
+        let out = run(delay);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let now = report("0");
+    let later = report("100");
+    assert_eq!(now["learned"], 918);
+    assert!(now.get("label_delay").is_none(), "{now}");
+    assert_eq!(
+        later["learned"], 818,
+        "the last 100 labels are never revealed"
+    );
+    assert_eq!(later["label_delay"], "100 readings");
+    assert_eq!(
+        later["scored"], 918,
+        "every reading is still scored on arrival"
+    );
+    assert!(
+        num(&later, "log_loss") > num(&now, "log_loss"),
+        "a delay costs: {later} against {now}"
+    );
+    // a delay in time needs event times; a bad value says what is wanted
+    let out = run("30m");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("timestamp") && err.contains("readings"),
+        "{err}"
+    );
+    let out = run("soon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("30m") && err.contains("100"), "{err}");
+}
+
+#[test]
 fn bad_flags_are_clear_errors() {
     let root = workspace();
     let config = root.join("deploy/streamfit.toml");
