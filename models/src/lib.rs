@@ -18,10 +18,12 @@
 //!   over rows with sparse (hashed) and dense columns.
 //! - [`learner`]: [`Learner`], a dense or a sparse model.
 //! - [`snapshot`]: versioned plain-data snapshots of a model.
+//! - [`drift`]: the Page-Hinkley drift detector over prequential losses.
 //! - [`baseline`]: batch linear and logistic regression through smartcore.
 //! - [`error`]: the crate's error type.
 
 pub mod baseline;
+pub mod drift;
 pub mod error;
 pub mod keyed;
 pub mod learner;

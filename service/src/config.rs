@@ -383,6 +383,10 @@ pub struct ModelConfig {
     /// was before the batch (`batch`).
     #[serde(default)]
     pub test_then_train: TestThenTrain,
+    /// A drift detector on the model's prequential losses (absolute error,
+    /// or log loss), per partition: `drift = { kind = "page_hinkley" }`.
+    #[serde(default)]
+    pub drift: Option<models::drift::DriftParams>,
     /// The features, in row order.
     pub features: Vec<FeatureDef>,
 }
@@ -635,6 +639,10 @@ impl Config {
             .with_context(|| format!("{at}: the learner does not fit the features or task"))?;
             if m.batch.max_readings == 0 {
                 bail!("{at}: `batch.max_readings` should be at least 1");
+            }
+            if let Some(d) = &m.drift {
+                d.validate()
+                    .with_context(|| format!("{at}: `drift` is not valid"))?;
             }
             if m.metrics_window == 0 {
                 bail!("{at}: `metrics_window` should be at least 1");

@@ -32,6 +32,13 @@ pub struct EvalReport {
     /// Labelled readings learned; with a label delay, those whose label
     /// was revealed before the stream ended.
     pub learned: u64,
+    /// With a `drift` detector: the drifts it signalled, and the latest
+    /// (at most 20) with the labelled reading and event time of each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drifts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The latest drifts (at most 20).
+    pub drift_events: Option<Vec<models::drift::DriftEvent>>,
     /// Timed passes over the stream; the speed figures are their medians.
     pub passes: usize,
     /// Readings in the stream.
@@ -245,6 +252,8 @@ pub fn run_delayed(
             LabelDelay::EventTime(ms) => Some(format!("{} s of event time", ms / 1000)),
         },
         learned: first.learned,
+        drifts: first.drift.as_ref().map(|d| d.count),
+        drift_events: first.drift.as_ref().map(|d| d.events.clone()),
         passes,
         readings: readings.len(),
         scored: n,
@@ -275,6 +284,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// One timed run of the protocol over a fresh pipeline.
 struct Pass {
     learned: u64,
+    drift: Option<models::drift::DriftDetector>,
     preds: Vec<f64>,
     labels: Vec<f64>,
     /// Multiclass: each scored reading's classes and the label's probability.
@@ -355,6 +365,7 @@ fn timed_pass(
     }
     Ok(Pass {
         learned,
+        drift: pipeline.drift().cloned(),
         preds,
         labels,
         scores,

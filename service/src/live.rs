@@ -150,6 +150,16 @@ impl Live {
         self.partitions.values().map(|m| m.learn_errors()).sum()
     }
 
+    /// Drifts signalled by the partitions' detectors, all time (from their
+    /// checkpoints); `None` when the model has no detector.
+    pub fn drifts(&self) -> Option<u64> {
+        self.partitions
+            .values()
+            .map(|m| m.drift().map(|d| d.count))
+            .reduce(|a, b| Some(a? + b?))
+            .flatten()
+    }
+
     /// Live metrics over all partitions: cumulative and rolling.
     pub fn metrics(&self) -> (MetricSet, MetricSet) {
         let mut all: Option<Prequential> = None;

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use features::{FeatureError, FeatureExtractor, FeatureState, LabelKind};
+use models::drift::{DriftDetector, DriftEvent};
 use models::metrics::{ClassScore, MetricSet, Prequential, Task};
 use models::{Learner, ModelError, ModelSnapshot};
 
@@ -195,6 +196,9 @@ pub struct PipelineSnapshot {
     /// When keys are capped (`max_keys`): when each key was last used.
     #[serde(default)]
     pub recency: Recency,
+    /// The drift detector's state and the drifts it signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftDetector>,
 }
 
 /// A model with its feature extractor and live metrics.
@@ -227,6 +231,8 @@ pub struct Pipeline {
     /// is revealed (not state: eval only, never checkpointed).
     delay: LabelDelay,
     delayed: VecDeque<Delayed>,
+    /// The drift detector on the prequential losses (`drift` in the config).
+    drift: Option<DriftDetector>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -262,6 +268,7 @@ impl Clone for Pipeline {
             per_reading: self.per_reading,
             delay: self.delay,
             delayed: VecDeque::new(),
+            drift: self.drift.clone(),
         }
     }
 }
@@ -330,7 +337,13 @@ impl Pipeline {
             per_reading: config.test_then_train == TestThenTrain::Reading,
             delay: LabelDelay::None,
             delayed: VecDeque::new(),
+            drift: config.drift.map(DriftDetector::new).transpose()?,
         })
+    }
+
+    /// The drift detector, when the config has one.
+    pub fn drift(&self) -> Option<&DriftDetector> {
+        self.drift.as_ref()
     }
 
     /// Delays learning each labelled reading (`eval --label-delay`).
@@ -496,8 +509,28 @@ impl Pipeline {
         })
     }
 
-    /// Scores one labelled prediction in the live metrics.
-    fn score(&mut self, prediction: f64, probs: &[f64], label: f64) {
+    /// Scores one labelled prediction in the live metrics and watches its
+    /// loss for drift (absolute error; log loss for classifiers).
+    fn score(&mut self, prediction: f64, probs: &[f64], label: f64, event_time: Option<i64>) {
+        if let Some(d) = &mut self.drift {
+            let eps = models::metrics::LOG_LOSS_EPS;
+            let loss = match self.task {
+                Task::Regression => (prediction - label).abs(),
+                Task::Classification => {
+                    let p = prediction.clamp(eps, 1.0 - eps);
+                    -(label * p.ln() + (1.0 - label) * (1.0 - p).ln())
+                }
+                Task::Multiclass => -probs
+                    .get(label as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .max(eps)
+                    .ln(),
+            };
+            if let Some(e) = d.update(loss, event_time) {
+                log_drift(&self.name, &e);
+            }
+        }
         if self.task == Task::Multiclass {
             let k = label as usize;
             self.metrics.update_class(ClassScore {
@@ -576,7 +609,7 @@ impl Pipeline {
                     }
                 };
             if let Some(label) = extracted.label {
-                self.score(prediction, &probabilities, label);
+                self.score(prediction, &probabilities, label, extracted.event_time);
                 if self.per_reading {
                     // the model predicted this very reading just now
                     let predicted = Some((prediction, probabilities.as_slice()));
@@ -746,6 +779,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             columns: self.columns(),
             recency: self.recency.clone(),
+            drift: self.drift.clone(),
         }
     }
 
@@ -806,10 +840,23 @@ impl Pipeline {
         self.recency = snap.recency;
         self.recency.reindex();
         self.metrics = snap.metrics;
+        if let (Some(now), Some(was)) = (&mut self.drift, snap.drift) {
+            if now.params() == was.params() {
+                *now = was;
+            } else {
+                // new settings watch afresh; the drifts signalled stay on record
+                now.count = was.count;
+                now.events = was.events;
+            }
+        }
         self.version = snap.version;
         self.seen = snap.seen;
         Ok(())
     }
+}
+
+fn log_drift(model: &str, e: &DriftEvent) {
+    tracing::warn!(model = %model, at = e.at, event_time = ?e.event_time, mean_loss = e.mean_loss, "drift: the prequential loss rose beyond the detector's threshold");
 }
 
 fn kind_of(m: &Learner) -> &'static str {
@@ -1110,6 +1157,60 @@ mod tests {
         );
         let e = "30 minutes".parse::<LabelDelay>().expect_err("bad");
         assert!(e.contains("30m"), "{e}");
+    }
+
+    #[test]
+    fn a_drift_in_the_waits_is_signalled_and_its_record_survives_a_checkpoint() {
+        let mut m = shipped_with(&[]);
+        m.drift = Some(models::drift::DriftParams::PageHinkley {
+            delta: 0.25,
+            threshold: 50.0,
+            min_readings: 30,
+        });
+        // ten days of steady waits (10 readings a day), then waits that jump
+        // by 40 minutes from one reading to the next: the last wait no longer
+        // says much about the next, and the errors rise and stay up
+        let reading = |i: usize, shift: usize| {
+            format!(
+                r#"{{"ride":"soarin","ts":"2018-01-{:02}T{:02}:00:00","posted_wait":{}}}"#,
+                1 + i / 10,
+                9 + i % 10,
+                30 + (i * 7) % 11 + shift
+            )
+        };
+        let steady: Vec<String> = (0..100).map(|i| reading(i, 0)).collect();
+        let shifted: Vec<String> = (100..200).map(|i| reading(i, 40 * (i % 2))).collect();
+        fn feed(p: &mut Pipeline, rs: &[String]) {
+            let mut out = Vec::new();
+            for r in rs {
+                let input = [Input {
+                    key: Some("soarin"),
+                    bytes: r.as_bytes(),
+                }];
+                p.process(&input, &mut out);
+            }
+        }
+        let mut p = Pipeline::new(&m).expect("pipeline");
+        feed(&mut p, &steady);
+        let before = p.drift().expect("a detector").count;
+        feed(&mut p, &shifted);
+        let d = p.drift().expect("a detector");
+        assert!(d.count > before, "the shift is signalled");
+        let first = d.events[before as usize];
+        // (its threshold is 50 standard deviations of the losses since the
+        // last reset, which include the untrained model's first errors)
+        assert!(
+            first.at > 100 && first.at <= 160,
+            "signalled within 60 readings of the change, at {}",
+            first.at
+        );
+        // the record is state: checkpointed and restored
+        let json = serde_json::to_string(&p.snapshot()).expect("json");
+        let mut restored = Pipeline::new(&m).expect("pipeline");
+        restored
+            .restore(serde_json::from_str(&json).expect("snapshot"))
+            .expect("restores");
+        assert_eq!(restored.drift(), p.drift());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Exposed<'a> {
     pub lag: i64,
     /// Model version.
     pub version: u64,
+    /// Drifts signalled, when the model has a detector.
+    pub drifts: Option<u64>,
 }
 
 /// Renders Prometheus text exposition for the given models.
@@ -161,6 +163,12 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             m.name, m.version
         );
     }
+    let _ = writeln!(out, "# HELP streamfit_drifts Drifts signalled by the detectors of the partitions this instance holds (all time, kept in their checkpoints).\n# TYPE streamfit_drifts gauge");
+    for m in models {
+        if let Some(d) = m.drifts {
+            let _ = writeln!(out, "streamfit_drifts{{model=\"{}\"}} {d}", m.name);
+        }
+    }
     let name = "streamfit_batch_seconds";
     let _ = writeln!(out, "# HELP {name} Time to predict, learn and publish one micro-batch.\n# TYPE {name} histogram");
     for m in models {
@@ -211,6 +219,7 @@ mod tests {
             stats: &s,
             lag: 3,
             version: 7,
+            drifts: None,
         }]);
         assert!(
             text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"0.0005\"} 1"),

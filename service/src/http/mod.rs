@@ -260,6 +260,18 @@ async fn get_model(
         "weights_note": "weights of the shared model of the partition that has seen the most readings, on standardised features (and target, for regression); model state belongs to an input partition",
         "partitions": partitions,
         "learn_errors": live.learn_errors(),
+        "drift": h.config.drift.map(|params| json!({
+            "detector": params,
+            "count": live.drifts(),
+            "events": live.partitions().flat_map(|(partition, m)| {
+                m.drift().into_iter().flat_map(move |d| d.events.iter().map(move |e| json!({
+                    "partition": partition,
+                    "at": e.at,
+                    "event_time_ms": e.event_time,
+                    "mean_loss": e.mean_loss,
+                })))
+            }).collect::<Vec<_>>(),
+        })),
         "backfill": h.backfill.lock().ok().and_then(|s| s.status.clone()),
         "commits": h.stats.commits.load(Ordering::Relaxed),
         "aborts": h.stats.aborts.load(Ordering::Relaxed),
@@ -418,6 +430,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             stats: &m.stats,
             lag: m.lag(),
             version: p.version(),
+            drifts: p.drifts(),
         })
         .collect();
     (
