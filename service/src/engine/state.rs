@@ -82,6 +82,24 @@ impl std::fmt::Display for CommitStuck {
 
 impl std::error::Error for CommitStuck {}
 
+/// The consumer hit an error librdkafka calls fatal: it will consume no
+/// more (a static member fenced by its own new session after a broker
+/// restart, say). Like [`CommitStuck`], the loop gives these clients up and
+/// starts new ones, resuming from the last committed checkpoints.
+#[derive(Debug)]
+pub struct ConsumerFatal {
+    /// librdkafka's error.
+    pub error: String,
+}
+
+impl std::fmt::Display for ConsumerFatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the consumer stopped with a fatal error: {}", self.error)
+    }
+}
+
+impl std::error::Error for ConsumerFatal {}
+
 /// The timeout each transactional call of the committer is given.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -21,21 +21,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::ModelHandle;
 use super::outputs::{dead_letter_limit, Outputs, MAX_HELD};
-use super::state::{Busy, CommitStuck, ReplayPlan, Worker};
+use super::state::{Busy, CommitStuck, ConsumerFatal, ReplayPlan, Worker};
 use super::transaction::{abort, committer, retry};
 use crate::config::Config;
 use crate::kafka::{self, ConsumerCtx, InFlight, ProducerCtx};
 use crate::pipeline::Input;
 
 /// Runs one model until `cancel` trips or a fatal error occurs. A
-/// transactional call stuck in librdkafka ([`CommitStuck`]) is not fatal:
+/// transactional call stuck in librdkafka ([`CommitStuck`]) or a consumer
+/// librdkafka has stopped ([`ConsumerFatal`]) is not fatal to the service:
 /// the clients are given up and new ones take over under the same identity
-/// (fencing the stuck transaction), resuming from the last checkpoint.
+/// (fencing any open transaction), resuming from the last checkpoint.
 pub fn run(config: &Config, handle: &Arc<ModelHandle>, cancel: &CancellationToken) -> Result<()> {
     loop {
         match run_with(config, handle, cancel, None) {
-            Err(e) if e.downcast_ref::<CommitStuck>().is_some() && !cancel.is_cancelled() => {
-                tracing::error!(model = %handle.config.name, error = %format!("{e:#}"), "a Kafka transaction call is stuck in librdkafka; starting new Kafka clients under the same identity (they fence the stuck transaction) and resuming from the last committed checkpoints");
+            Err(e)
+                if (e.downcast_ref::<CommitStuck>().is_some()
+                    || e.downcast_ref::<ConsumerFatal>().is_some())
+                    && !cancel.is_cancelled() =>
+            {
+                tracing::error!(model = %handle.config.name, error = %format!("{e:#}"), "the Kafka clients cannot go on (a transaction call stuck in librdkafka, or a fatal consumer error); starting new Kafka clients under the same identity (they fence any open transaction) and resuming from the last committed checkpoints");
                 handle.stats.client_restarts.fetch_add(1, Ordering::Relaxed);
                 // the new clients' assignment restores what HTTP shows
                 let live = handle.live.load();
@@ -374,6 +379,12 @@ impl<'c> Worker<'c> {
                 code,
             )
             .into());
+        }
+        if let rdkafka::error::KafkaError::MessageConsumptionFatal(_) = e {
+            // librdkafka's consumer will not consume again: new clients
+            return Err(anyhow::Error::new(ConsumerFatal {
+                error: e.to_string(),
+            }));
         }
         tracing::warn!(model = %self.handle.config.name, error = %e, "consume error (retrying)");
         Ok(())
