@@ -114,14 +114,6 @@ impl Learner {
         }
     }
 
-    /// The sparse model, if this is one.
-    pub fn sparse(&self) -> Option<&SparseModel> {
-        match self {
-            Learner::Dense(_) => None,
-            Learner::Sparse(m) => Some(m),
-        }
-    }
-
     /// Dense columns the model expects.
     pub fn n_features(&self) -> usize {
         match self {

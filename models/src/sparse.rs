@@ -694,13 +694,23 @@ impl SparseModel {
         out.clear();
         let Some(nb) = &self.nb else { return };
         out.resize(nb.totals.len(), 0.0);
-        nb.log_probs(x, out);
-        if !self.multiclass {
-            let odds = out.get(1).copied().unwrap_or(0.0) - out.first().copied().unwrap_or(0.0);
-            out.clear();
-            out.push(odds);
-        }
+        let n = self.nb_terms(nb, x, out);
+        out.truncate(n);
         out.iter_mut().for_each(|v| *v /= NB_SCALE);
+    }
+
+    /// Each head's naive Bayes input, unscaled, into `lp` (one per class
+    /// long): the class log-probabilities, or for a binary model the
+    /// log-odds in `lp[0]`; how many of `lp` are inputs.
+    fn nb_terms(&self, nb: &NaiveBayes, x: &[(u32, f64)], lp: &mut [f64]) -> usize {
+        nb.log_probs(x, lp);
+        let n = if self.multiclass {
+            lp.len()
+        } else {
+            lp[0] = lp.get(1).copied().unwrap_or(0.0) - lp.first().copied().unwrap_or(0.0);
+            1.min(lp.len())
+        };
+        n
     }
 
     /// Adds each head's naive Bayes term to its score (nothing without it).
@@ -715,14 +725,9 @@ impl SparseModel {
             heap.resize(k, 0.0);
             &mut heap
         };
-        nb.log_probs(x, lp);
-        if self.multiclass {
-            for ((o, v), w) in out.iter_mut().zip(lp.iter()).zip(&nb.weights) {
-                *o += w.w * v / NB_SCALE;
-            }
-        } else if let (Some(o), Some(w)) = (out.first_mut(), nb.weights.first()) {
-            let odds = lp.get(1).copied().unwrap_or(0.0) - lp.first().copied().unwrap_or(0.0);
-            *o += w.w * odds / NB_SCALE;
+        let n = self.nb_terms(nb, x, lp);
+        for ((o, v), w) in out.iter_mut().zip(&lp[..n]).zip(&nb.weights) {
+            *o += w.w * v / NB_SCALE;
         }
     }
 
