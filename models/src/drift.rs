@@ -119,6 +119,11 @@ impl DriftDetector {
         })
     }
 
+    /// Losses scored, all time (a drift's `at` counts the same).
+    pub fn scored(&self) -> u64 {
+        self.scored
+    }
+
     /// The settings.
     pub fn params(&self) -> &DriftParams {
         &self.params

@@ -387,9 +387,70 @@ pub struct ModelConfig {
     /// or log loss), per partition: `drift = { kind = "page_hinkley" }`.
     #[serde(default)]
     pub drift: Option<models::drift::DriftParams>,
+    /// Challengers: other learners (or feature sets) that learn the same
+    /// readings in shadow, scored on the same readings; one that beats the
+    /// model by `promotion.margin` over a window takes over.
+    #[serde(default)]
+    pub challenger: Vec<ChallengerConfig>,
+    /// When a challenger takes over.
+    #[serde(default)]
+    pub promotion: PromotionConfig,
+    /// Topic drift and promotion events go to (default `<name>.events`;
+    /// used when the model has a drift detector or challengers).
+    #[serde(default)]
+    pub events_topic: Option<String>,
     /// The features, in row order.
     pub features: Vec<FeatureDef>,
 }
+
+/// One `[[model.challenger]]` table: a learner in shadow of the model's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengerConfig {
+    /// Its name (letters, digits, `-`, `_`; not `base`, which names the
+    /// model's own learner).
+    pub name: String,
+    /// Learner settings that differ from the model's: merged over the
+    /// model's `learner` (an optimiser of another `kind` replaces it whole).
+    #[serde(default)]
+    pub learner: Option<toml::Table>,
+    /// Another feature set (default: the model's).
+    #[serde(default)]
+    pub features: Option<Vec<FeatureDef>>,
+}
+
+/// When a challenger takes over (`promotion = { window = 1000, margin = 0.05 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionConfig {
+    /// Labelled readings per comparison window: the champion's and each
+    /// challenger's mean loss over the same readings are compared when a
+    /// window closes.
+    pub window: u64,
+    /// How much lower a challenger's mean loss must be than the
+    /// champion's, as a fraction (0.05: 5% lower).
+    pub margin: f64,
+    /// Promote automatically (false: only `POST .../promote` does).
+    pub auto: bool,
+    /// Promote only on a drift: the champion's detector signalling opens
+    /// one window, started at that reading, and a challenger that wins it
+    /// by the margin takes over; no other window promotes (needs `drift`).
+    pub after_drift: bool,
+}
+
+impl Default for PromotionConfig {
+    fn default() -> Self {
+        PromotionConfig {
+            window: 1000,
+            margin: 0.05,
+            auto: true,
+            after_drift: false,
+        }
+    }
+}
+
+/// The name of a model's own learner among its challengers.
+pub const BASE_LEARNER: &str = "base";
 
 fn default_max_reading_bytes() -> usize {
     64 * 1024
@@ -453,6 +514,107 @@ impl ModelConfig {
         self.dead_letter_topic
             .clone()
             .unwrap_or_else(|| format!("{}.dead-letter", self.name))
+    }
+
+    /// The events topic (default `<name>.events`), when the model has
+    /// events to tell: a drift detector or challengers.
+    pub fn events_topic(&self) -> Option<String> {
+        (self.drift.is_some() || !self.challenger.is_empty()).then(|| {
+            self.events_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}.events", self.name))
+        })
+    }
+
+    /// The config a challenger's pipeline is built from: this model's,
+    /// with the challenger's learner settings merged over the model's and
+    /// its features, without challengers or a drift detector of its own.
+    pub fn challenger_config(&self, c: &ChallengerConfig) -> Result<ModelConfig> {
+        let at = format!("model `{}`, challenger `{}`", self.name, c.name);
+        let mut out = self.clone();
+        out.challenger.clear();
+        out.drift = None;
+        if let Some(over) = &c.learner {
+            let mut base = toml::Table::try_from(self.learner)
+                .with_context(|| format!("{at}: cannot read the model's `learner`"))?;
+            merge_learner(&mut base, over);
+            out.learner = toml::Value::Table(base)
+                .try_into()
+                .with_context(|| format!("{at}: `learner` is not valid"))?;
+        }
+        if let Some(f) = &c.features {
+            out.features = f.clone();
+        }
+        Ok(out)
+    }
+}
+
+impl ModelConfig {
+    /// Checks the challengers and the promotion settings, naming the key at
+    /// fault: unique names, learners and features a pipeline accepts.
+    fn check_challengers(&self) -> Result<()> {
+        let at = format!("model `{}`", self.name);
+        let p = &self.promotion;
+        if p.window == 0 {
+            bail!("{at}: `promotion.window` should be at least 1 labelled reading");
+        }
+        if !(p.margin.is_finite() && (0.0..1.0).contains(&p.margin)) {
+            bail!(
+                "{at}: `promotion.margin` should be a fraction in [0, 1) (0.05: 5% lower loss), but is {}",
+                p.margin
+            );
+        }
+        if p.after_drift && self.drift.is_none() {
+            bail!("{at}: `promotion.after_drift` needs a drift detector (`drift = {{ kind = \"page_hinkley\" }}`)");
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.challenger {
+            let ok = !c.name.is_empty()
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            if !ok || c.name == BASE_LEARNER {
+                bail!("{at}: `challenger.name` should be letters, digits, `-` or `_`, and not `{BASE_LEARNER}` (the model's own learner), but is {:?}", c.name);
+            }
+            if !names.insert(c.name.as_str()) {
+                bail!(
+                    "{at}: `challenger.name` should be unique, but {:?} appears twice",
+                    c.name
+                );
+            }
+            let cc = self.challenger_config(c)?;
+            if cc.learner.loss.is_classification() != self.learner.loss.is_classification() {
+                bail!(
+                    "{at}, challenger `{}`: `learner.loss` should be of the model's task ({:?})",
+                    c.name,
+                    self.task
+                );
+            }
+            crate::pipeline::Pipeline::new(&cc).with_context(|| {
+                format!(
+                    "{at}, challenger `{}`: its learner or features are not valid",
+                    c.name
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Merges `over` into `base`, table by table; a table whose `kind` differs
+/// (another optimiser or loss) replaces the base's whole.
+fn merge_learner(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if o.get("kind").is_none_or(|kind| b.get("kind") == Some(kind)) =>
+            {
+                merge_learner(b, o)
+            }
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
     }
 }
 
@@ -644,6 +806,7 @@ impl Config {
                 d.validate()
                     .with_context(|| format!("{at}: `drift` is not valid"))?;
             }
+            m.check_challengers()?;
             if m.metrics_window == 0 {
                 bail!("{at}: `metrics_window` should be at least 1");
             }

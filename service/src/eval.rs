@@ -39,6 +39,13 @@ pub struct EvalReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The latest drifts (at most 20).
     pub drift_events: Option<Vec<models::drift::DriftEvent>>,
+    /// With challengers: the learner that was champion at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub champion: Option<String>,
+    /// With challengers: every promotion, with the readings it happened
+    /// at and the mean losses of the window that decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotions: Option<Vec<crate::pipeline::Promotion>>,
     /// Timed passes over the stream; the speed figures are their medians.
     pub passes: usize,
     /// Readings in the stream.
@@ -254,6 +261,8 @@ pub fn run_delayed(
         learned: first.learned,
         drifts: first.drift.as_ref().map(|d| d.count),
         drift_events: first.drift.as_ref().map(|d| d.events.clone()),
+        champion: (!config.challenger.is_empty()).then(|| first.champion.clone()),
+        promotions: (!config.challenger.is_empty()).then(|| first.promotions.clone()),
         passes,
         readings: readings.len(),
         scored: n,
@@ -285,6 +294,8 @@ fn median(v: &mut [f64]) -> f64 {
 struct Pass {
     learned: u64,
     drift: Option<models::drift::DriftDetector>,
+    champion: String,
+    promotions: Vec<crate::pipeline::Promotion>,
     preds: Vec<f64>,
     labels: Vec<f64>,
     /// Multiclass: each scored reading's classes and the label's probability.
@@ -366,6 +377,8 @@ fn timed_pass(
     Ok(Pass {
         learned,
         drift: pipeline.drift().cloned(),
+        champion: pipeline.champion().to_owned(),
+        promotions: pipeline.promotions().to_vec(),
         preds,
         labels,
         scores,

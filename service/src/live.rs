@@ -160,6 +160,11 @@ impl Live {
             .flatten()
     }
 
+    /// Champion changes in the partitions, all time (from their checkpoints).
+    pub fn promotions(&self) -> u64 {
+        self.partitions.values().map(|m| m.promotions_total()).sum()
+    }
+
     /// Live metrics over all partitions: cumulative and rolling.
     pub fn metrics(&self) -> (MetricSet, MetricSet) {
         let mut all: Option<Prequential> = None;

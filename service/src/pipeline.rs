@@ -3,9 +3,11 @@
 //! exactly what the service runs.
 //!
 //! A micro-batch is processed test-then-train: every reading is extracted
-//! (keyed state advances in stream order) and predicted by the model as it
-//! was before the batch; then the model learns the labelled readings one by
-//! one and its version goes up by one.
+//! (keyed state advances in stream order) and predicted by the model that
+//! has learned every earlier reading (or, with `test_then_train = "batch"`,
+//! by the model as it was before the batch), then learned; a batch that
+//! learned moves the version up by one. Challengers ([`contest`]) process
+//! the same batch in shadow.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -18,7 +20,11 @@ use models::{Learner, ModelError, ModelSnapshot};
 use crate::keys::{Changed, Recency};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ModelConfig, TestThenTrain};
+use crate::config::{ModelConfig, TestThenTrain, BASE_LEARNER};
+
+mod contest;
+use contest::Contest;
+pub use contest::{ContestSnapshot, Promotion, Refused, Standing, Window};
 
 /// One reading of a micro-batch: its Kafka key and bytes.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +205,13 @@ pub struct PipelineSnapshot {
     /// The drift detector's state and the drifts it signalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftDetector>,
+    /// Which of the config's learners this is: a challenger's name (absent:
+    /// the model's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learner: Option<String>,
+    /// The challengers, their windows and the promotions on record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contest: Option<ContestSnapshot>,
 }
 
 /// A model with its feature extractor and live metrics.
@@ -233,6 +246,11 @@ pub struct Pipeline {
     delayed: VecDeque<Delayed>,
     /// The drift detector on the prequential losses (`drift` in the config).
     drift: Option<DriftDetector>,
+    /// Which learner of the config this is: `base` (the model's own) or a
+    /// challenger's name.
+    learner_name: String,
+    /// The challengers learning in shadow (none in challengers themselves).
+    contest: Option<Box<Contest>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -269,6 +287,9 @@ impl Clone for Pipeline {
             delay: self.delay,
             delayed: VecDeque::new(),
             drift: self.drift.clone(),
+            learner_name: self.learner_name.clone(),
+            // readers get the standings, not the challengers' pipelines
+            contest: self.contest.as_ref().map(|c| Box::new(c.summary())),
         }
     }
 }
@@ -338,6 +359,23 @@ impl Pipeline {
             delay: LabelDelay::None,
             delayed: VecDeque::new(),
             drift: config.drift.map(DriftDetector::new).transpose()?,
+            learner_name: BASE_LEARNER.to_owned(),
+            contest: None,
+        })
+        .and_then(|mut p| {
+            if !config.challenger.is_empty() {
+                let entrants = config
+                    .challenger
+                    .iter()
+                    .map(|c| {
+                        let mut e = Pipeline::new(&config.challenger_config(c)?)?;
+                        e.learner_name = c.name.clone();
+                        Ok(e)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                p.contest = Some(Box::new(Contest::new(config.promotion, entrants)));
+            }
+            Ok(p)
         })
     }
 
@@ -349,6 +387,9 @@ impl Pipeline {
     /// Delays learning each labelled reading (`eval --label-delay`).
     pub fn set_label_delay(&mut self, delay: LabelDelay) {
         self.delay = delay;
+        if let Some(c) = &mut self.contest {
+            c.set_label_delay(delay);
+        }
     }
 
     /// Labelled readings predicted but not learned yet (their label is
@@ -513,20 +554,7 @@ impl Pipeline {
     /// loss for drift (absolute error; log loss for classifiers).
     fn score(&mut self, prediction: f64, probs: &[f64], label: f64, event_time: Option<i64>) {
         if let Some(d) = &mut self.drift {
-            let eps = models::metrics::LOG_LOSS_EPS;
-            let loss = match self.task {
-                Task::Regression => (prediction - label).abs(),
-                Task::Classification => {
-                    let p = prediction.clamp(eps, 1.0 - eps);
-                    -(label * p.ln() + (1.0 - label) * (1.0 - p).ln())
-                }
-                Task::Multiclass => -probs
-                    .get(label as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-                    .max(eps)
-                    .ln(),
-            };
+            let loss = loss(self.task, prediction, probs, label);
             if let Some(e) = d.update(loss, event_time) {
                 log_drift(&self.name, &e);
             }
@@ -554,6 +582,19 @@ impl Pipeline {
     /// begin (`test_then_train = "reading"`), or, with `"batch"`, every
     /// reading by the model as it was before the batch.
     pub fn process<'a>(&mut self, batch: &[Input<'a>], out: &mut Vec<Outcome<'a>>) -> BatchStats {
+        if self.contest.is_some() {
+            return contest::process(self, batch, out);
+        }
+        let stats = self.process_own(batch, out);
+        if stats.learned > 0 {
+            self.version += 1;
+        }
+        stats
+    }
+
+    /// [`Pipeline::process`] without the challengers, and without moving
+    /// the version (the caller does, once per batch).
+    fn process_own<'a>(&mut self, batch: &[Input<'a>], out: &mut Vec<Outcome<'a>>) -> BatchStats {
         let width = self.extractor.width();
         out.clear();
         self.pending.clear();
@@ -686,9 +727,6 @@ impl Pipeline {
         self.rows = rows;
         self.sparse = sparse_all;
         self.seen += stats.predicted as u64;
-        if stats.learned > 0 {
-            self.version += 1;
-        }
         stats
     }
 
@@ -780,6 +818,8 @@ impl Pipeline {
             columns: self.columns(),
             recency: self.recency.clone(),
             drift: self.drift.clone(),
+            learner: (self.learner_name != BASE_LEARNER).then(|| self.learner_name.clone()),
+            contest: self.contest.as_ref().map(|c| c.snapshot()),
         }
     }
 
@@ -799,6 +839,8 @@ impl Pipeline {
                 self.name
             );
         }
+        // the pipeline of the checkpoint's champion takes the champion's place
+        self.restore_champion(snap.learner.as_deref().unwrap_or(BASE_LEARNER));
         let model = snap.model.restore()?;
         if kind_of(&model) != kind_of(&self.model) {
             anyhow::bail!(
@@ -851,7 +893,86 @@ impl Pipeline {
         }
         self.version = snap.version;
         self.seen = snap.seen;
+        self.restore_contest(snap.contest);
         Ok(())
+    }
+}
+
+/// What a model's events topic gets: a drift signalled, a champion changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelEvent {
+    /// The drift detector signalled.
+    Drift {
+        /// Labelled readings the detector had scored.
+        at: u64,
+        /// Event time of the reading that signalled it (Unix ms).
+        event_time_ms: Option<i64>,
+        /// The mean loss since the detector's previous reset.
+        mean_loss: f64,
+        /// The learner that was champion.
+        champion: String,
+    },
+    /// A challenger took over.
+    Promotion(Promotion),
+}
+
+impl Pipeline {
+    /// Drifts and promotions so far: pass them to
+    /// [`Pipeline::events_since`] after processing a batch.
+    pub fn event_counts(&self) -> (u64, u64) {
+        (
+            self.drift.as_ref().map_or(0, |d| d.count),
+            self.promotions_total(),
+        )
+    }
+
+    /// The events signalled since the counts were `before` (those still on
+    /// record: the detector keeps its latest drifts), oldest first.
+    pub fn events_since(&self, before: (u64, u64)) -> Vec<ModelEvent> {
+        let (drifts, promotions) = self.event_counts();
+        let mut out = Vec::new();
+        if let Some(d) = &self.drift {
+            let new = (drifts.saturating_sub(before.0) as usize).min(d.events.len());
+            out.extend(
+                d.events[d.events.len() - new..]
+                    .iter()
+                    .map(|e| ModelEvent::Drift {
+                        at: e.at,
+                        event_time_ms: e.event_time,
+                        mean_loss: e.mean_loss,
+                        champion: self.learner_name.clone(),
+                    }),
+            );
+        }
+        let kept = self.promotions();
+        let new = (promotions.saturating_sub(before.1) as usize).min(kept.len());
+        out.extend(
+            kept[kept.len() - new..]
+                .iter()
+                .cloned()
+                .map(ModelEvent::Promotion),
+        );
+        out
+    }
+}
+
+/// The loss of one prediction, as drift detection and challengers compare
+/// them: the absolute error, or the log loss for classifiers.
+fn loss(task: Task, prediction: f64, probs: &[f64], label: f64) -> f64 {
+    let eps = models::metrics::LOG_LOSS_EPS;
+    match task {
+        Task::Regression => (prediction - label).abs(),
+        Task::Classification => {
+            let p = prediction.clamp(eps, 1.0 - eps);
+            -(label * p.ln() + (1.0 - label) * (1.0 - p).ln())
+        }
+        Task::Multiclass => -probs
+            .get(label as usize)
+            .copied()
+            .unwrap_or(0.0)
+            .max(eps)
+            .ln(),
     }
 }
 

@@ -74,6 +74,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
             .context("cannot start the async runtime")?;
         rt.block_on(async {
             let mut topics = vec![m.output_topic(), m.dead_letter_topic()];
+            topics.extend(m.events_topic());
             topics.dedup();
             kafka::ensure_configured_topics(config, &topics).await?;
             checkpoint::prepare_topic(config, &config.service.checkpoint_topic(&m.name)).await

@@ -204,11 +204,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
 /// its checkpoint topic (exactly once).
 async fn prepare_model_topics(config: &Config, m: &crate::config::ModelConfig) -> Result<()> {
     if config.topics.create {
-        let topics = [
+        let mut topics = vec![
             m.input_topic()?.to_owned(),
             m.output_topic(),
             m.dead_letter_topic(),
         ];
+        topics.extend(m.events_topic());
         crate::kafka::ensure_configured_topics(config, &topics).await?;
     }
     if config.service.exactly_once {

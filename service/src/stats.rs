@@ -67,6 +67,9 @@ pub struct Exposed<'a> {
     pub version: u64,
     /// Drifts signalled, when the model has a detector.
     pub drifts: Option<u64>,
+    /// Challengers promoted (automatically or by hand), when the model has
+    /// challengers.
+    pub promotions: Option<u64>,
 }
 
 /// Renders Prometheus text exposition for the given models.
@@ -169,6 +172,12 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             let _ = writeln!(out, "streamfit_drifts{{model=\"{}\"}} {d}", m.name);
         }
     }
+    let _ = writeln!(out, "# HELP streamfit_promotions Champion changes (promotions and rollbacks) in the partitions this instance holds (all time, kept in their checkpoints).\n# TYPE streamfit_promotions gauge");
+    for m in models {
+        if let Some(n) = m.promotions {
+            let _ = writeln!(out, "streamfit_promotions{{model=\"{}\"}} {n}", m.name);
+        }
+    }
     let name = "streamfit_batch_seconds";
     let _ = writeln!(out, "# HELP {name} Time to predict, learn and publish one micro-batch.\n# TYPE {name} histogram");
     for m in models {
@@ -220,6 +229,7 @@ mod tests {
             lag: 3,
             version: 7,
             drifts: None,
+            promotions: None,
         }]);
         assert!(
             text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"0.0005\"} 1"),

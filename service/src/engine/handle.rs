@@ -35,6 +35,8 @@ pub struct ModelHandle {
     pub progress: std::sync::Mutex<Progress>,
     /// A live backfill asked for over HTTP, and its status.
     pub backfill: std::sync::Mutex<backfill::Slot>,
+    /// Promotions and rollbacks asked for over HTTP, not yet carried out.
+    pub commands: super::commands::Queue,
     /// The consumer group, once the worker has started.
     pub group: std::sync::OnceLock<String>,
     /// Which instance owns which input partition (refreshed by the server).
@@ -78,6 +80,7 @@ impl ModelHandle {
             restored: AtomicU64::new(u64::MAX),
             progress: std::sync::Mutex::new(BTreeMap::new()),
             backfill: std::sync::Mutex::new(backfill::Slot::default()),
+            commands: super::commands::Queue::default(),
             group: std::sync::OnceLock::new(),
             directory: ArcSwap::from_pointee(crate::routing::Directory::default()),
             history: crate::history::History::default(),

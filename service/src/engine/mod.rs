@@ -15,6 +15,7 @@
 //! - `rebalance`: restore on assignment, finish before release on revocation.
 //! - [`backfill`]: the shadow model a live backfill trains between batches;
 //!   `swap` gives it its turn in the loop and swaps it in.
+//! - [`commands`]: promotions and rollbacks asked for over HTTP.
 //! - `state`: the loop's state and the committer's messages (leaf of the
 //!   files below).
 //! - `worker`: the loop on top.
@@ -22,6 +23,7 @@
 mod at_least_once;
 pub mod backfill;
 mod checkpointing;
+pub mod commands;
 pub mod handle;
 pub mod offsets;
 mod outputs;

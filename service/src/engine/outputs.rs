@@ -33,10 +33,21 @@ struct PredictionMessage<'a> {
     source: Source<'a>,
 }
 
+/// Which of the model's topics an output goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dest {
+    /// Predictions.
+    Output,
+    /// Dead letters.
+    Dead,
+    /// Drift and promotion events.
+    Events,
+}
+
 /// An output produced while a commit was in flight, sent once the next
 /// transaction opens.
 pub(super) struct Held {
-    pub(super) dead: bool,
+    pub(super) to: Dest,
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Vec<u8>,
     pub(super) headers: Option<OwnedHeaders>,
@@ -57,6 +68,8 @@ pub(super) struct Outputs<'a> {
     pub(super) input: &'a str,
     pub(super) output: &'a str,
     pub(super) dead: &'a str,
+    /// The events topic, when the model has events to tell.
+    pub(super) events: Option<&'a str>,
     pub(super) partition: i32,
     pub(super) version: u64,
     pub(super) seq: usize,
@@ -69,23 +82,30 @@ impl Outputs<'_> {
     fn emit(
         &self,
         held: Option<&mut Vec<Held>>,
-        dead: bool,
+        to: Dest,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<()> {
+        // events are not outputs of a reading: at least once, they must not
+        // count towards a batch's acknowledgements (0 is no batch's number)
+        let seq = if to == Dest::Events { 0 } else { self.seq };
         if let Some(held) = held {
             held.push(Held {
-                dead,
+                to,
                 key: key.map(<[u8]>::to_vec),
                 payload: payload.to_vec(),
                 headers,
-                seq: self.seq,
+                seq,
             });
             return Ok(());
         }
-        let topic = if dead { self.dead } else { self.output };
-        let mut record = BaseRecord::with_opaque_to(topic, self.seq).payload(payload);
+        let topic = match to {
+            Dest::Output => self.output,
+            Dest::Dead => self.dead,
+            Dest::Events => self.events.unwrap_or(self.dead),
+        };
+        let mut record = BaseRecord::with_opaque_to(topic, seq).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -121,7 +141,7 @@ impl Outputs<'_> {
                         },
                     },
                 )?;
-                self.emit(held, false, msg.key(), buf.as_slice(), None)
+                self.emit(held, Dest::Output, msg.key(), buf.as_slice(), None)
             }
             Outcome::Invalid(e) => {
                 let offset = msg.offset().to_string();
@@ -171,12 +191,53 @@ impl Outputs<'_> {
                         });
                     tracing::warn!(model = %self.name, partition = self.partition, offset = msg.offset(), bytes = input.bytes.len(), kept = fit.payload.len(), "dead letter truncated to fit the producer's message.max.bytes");
                 }
-                self.emit(held, true, fit.key, fit.payload, Some(headers))?;
+                self.emit(held, Dest::Dead, fit.key, fit.payload, Some(headers))?;
                 tracing::debug!(model = %self.name, partition = self.partition, offset = msg.offset(), error = %e, "dead-lettered");
                 Ok(())
             }
         }
     }
+}
+
+impl Outputs<'_> {
+    /// Produces the drift and promotion events `pipeline` signalled since
+    /// it had `before` of each (see [`crate::pipeline::Pipeline::event_counts`]),
+    /// keyed by the model's name; nothing without an events topic.
+    pub(super) fn send_events(
+        &self,
+        buf: &mut Vec<u8>,
+        mut held: Option<&mut Vec<Held>>,
+        pipeline: &crate::pipeline::Pipeline,
+        before: (u64, u64),
+    ) -> Result<()> {
+        if self.events.is_none() {
+            return Ok(());
+        }
+        for event in pipeline.events_since(before) {
+            buf.clear();
+            serde_json::to_writer(
+                &mut *buf,
+                &EventMessage {
+                    model: self.name,
+                    partition: self.partition,
+                    event,
+                },
+            )?;
+            let key = Some(self.name.as_bytes());
+            self.emit(held.as_deref_mut(), Dest::Events, key, buf.as_slice(), None)?;
+        }
+        Ok(())
+    }
+}
+
+/// A message of the events topic.
+#[derive(Serialize)]
+struct EventMessage<'a> {
+    model: &'a str,
+    /// The input partition whose model signalled it.
+    partition: i32,
+    #[serde(flatten)]
+    event: crate::pipeline::ModelEvent,
 }
 
 /// Room left in a produced message for the dead letter's headers and the

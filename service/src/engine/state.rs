@@ -173,6 +173,8 @@ pub(super) struct Worker<'c> {
     pub(super) input: String,
     pub(super) output: String,
     pub(super) dead: String,
+    /// Where drift and promotion events go (a model with neither: none).
+    pub(super) events: Option<String>,
     pub(super) eos: bool,
     pub(super) parts: HashMap<i32, Part<'c>>,
     /// Exactly once: each owned partition's last committed state.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpointing::{Pending, Target};
 use super::handle::ModelHandle;
-use super::outputs::send;
+use super::outputs::{send, Dest};
 use super::partition::Committed;
 use super::state::{stall_this_call, Busy, CommitRequest, TxnOutcome, Worker, CALL_TIMEOUT};
 use crate::kafka::ProducerCtx;
@@ -290,7 +290,11 @@ impl Worker<'_> {
                 if !self.held.is_empty() || self.parts.values().any(|x| x.dirty) {
                     self.begin()?;
                     for h in std::mem::take(&mut self.held) {
-                        let topic = if h.dead { &self.dead } else { &self.output };
+                        let topic = match h.to {
+                            Dest::Output => &self.output,
+                            Dest::Dead => &self.dead,
+                            Dest::Events => self.events.as_ref().unwrap_or(&self.dead),
+                        };
                         let mut record = BaseRecord::with_opaque_to(topic.as_str(), h.seq)
                             .payload(h.payload.as_slice());
                         if let Some(k) = &h.key {

@@ -179,6 +179,7 @@ fn run_with(
         producer: &producer,
         output: m.output_topic(),
         dead: m.dead_letter_topic(),
+        events: m.events_topic(),
         input,
         eos,
         parts: HashMap::new(),
@@ -340,6 +341,7 @@ impl<'c> Worker<'c> {
             }
             if self.replay.is_none() {
                 self.backfill_step()?;
+                self.run_commands()?;
             }
             self.producer.poll(Duration::ZERO);
             if self.eos {
@@ -544,8 +546,13 @@ impl<'c> Worker<'c> {
             })
             .collect();
         let version = part.pipeline.version();
+        let events_before = part.pipeline.event_counts();
         let mut outcomes = Vec::with_capacity(inputs.len());
         let stats = part.pipeline.process(&inputs, &mut outcomes);
+        if part.pipeline.promotions_total() != events_before.1 {
+            // another learner's keyed state: its checkpoint writes every key
+            part.epoch = 0;
+        }
         let last = batch.last().map_or(0, |m| m.offset());
         part.processed_to = last + 1;
         part.dirty = true;
@@ -572,6 +579,7 @@ impl<'c> Worker<'c> {
             input: &self.input,
             output: &self.output,
             dead: &self.dead,
+            events: self.events.as_deref(),
             partition,
             version,
             seq: this,
@@ -583,6 +591,8 @@ impl<'c> Worker<'c> {
                 let held = if hold { Some(&mut self.held) } else { None };
                 out.send(&mut self.buf, held, msg, input, outcome)?;
             }
+            let held = if hold { Some(&mut self.held) } else { None };
+            out.send_events(&mut self.buf, held, &part.pipeline, events_before)?;
         }
         if self.replay.is_some() {
             if let Ok(mut progress) = self.handle.progress.lock() {

@@ -74,7 +74,10 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
 
 /// The methods an endpoint of this API takes (for a 405 without `Allow`).
 fn allowed(path: &str) -> &'static str {
-    if path.ends_with("/predict") || path.ends_with("/backfill") {
+    if ["/predict", "/backfill", "/promote", "/rollback"]
+        .iter()
+        .any(|end| path.ends_with(end))
+    {
         "POST"
     } else {
         "GET"

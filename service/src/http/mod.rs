@@ -20,6 +20,7 @@ use crate::pipeline::Pipeline;
 use crate::stats::{render, Exposed};
 
 mod auth;
+mod contest;
 mod dashboard;
 mod history;
 mod limits;
@@ -118,6 +119,8 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/predict", post(predict::predict))
         .route("/v1/models/{name}/backfill", post(backfill))
+        .route("/v1/models/{name}/promote", post(contest::promote))
+        .route("/v1/models/{name}/rollback", post(contest::rollback))
         .route("/v1/models/{name}/snapshot", get(snapshot))
         .route("/v1/models/{name}/history", get(history::history))
         .route("/", get(dashboard::page))
@@ -272,6 +275,8 @@ async fn get_model(
                 })))
             }).collect::<Vec<_>>(),
         })),
+        "challengers": contest::detail(h, &live),
+        "events_topic": h.config.events_topic(),
         "backfill": h.backfill.lock().ok().and_then(|s| s.status.clone()),
         "commits": h.stats.commits.load(Ordering::Relaxed),
         "aborts": h.stats.aborts.load(Ordering::Relaxed),
@@ -431,6 +436,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             lag: m.lag(),
             version: p.version(),
             drifts: p.drifts(),
+            promotions: (!m.config.challenger.is_empty()).then(|| p.promotions()),
         })
         .collect();
     (
