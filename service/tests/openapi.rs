@@ -55,7 +55,15 @@ async fn schemathesis_finds_no_5xx_and_no_undocumented_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = setup(dir.path(), &bootstrap, "waits");
     let tokens = format!("admin:{ADMIN}");
-    let svc = Service::start_with(&run.config, &[("STREAMFIT_HTTP_TOKENS", tokens.as_str())]);
+    // a challenger, so that promote and rollback answer more than 409
+    let challenger = r#"[{ name = "fast", learner = { optimizer = { forgetting = 0.999 } } }]"#;
+    let svc = Service::start_with(
+        &run.config,
+        &[
+            ("STREAMFIT_HTTP_TOKENS", tokens.as_str()),
+            ("STREAMFIT_MODEL_WAITS__CHALLENGER", challenger),
+        ],
+    );
     wait_ready(&run.http).await;
     produce(&bootstrap, &run.input, &waits(300));
     wait_for_outputs(&bootstrap, &run, 300, Duration::from_secs(60));

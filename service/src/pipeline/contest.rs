@@ -428,7 +428,7 @@ fn swap(
         by: by.to_owned(),
         losses,
     };
-    tracing::warn!(model = %champion.name, from = %p.from, to = %p.to, by, from_version, to_version = p.to_version, losses = ?losses, "a challenger took over as the model's champion");
+    tracing::warn!(model = %champion.name, from = %p.from, to = %p.to, by, from_version, to_version = p.to_version, losses = ?losses, "the model's champion changed");
     c.standings[j].name = e.learner_name.clone();
     for s in &mut c.standings {
         s.window = Window::default();
@@ -734,6 +734,32 @@ mod tests {
         };
         let text = |s: PipelineSnapshot| serde_json::to_string(&s).expect("encodes");
         assert!(text(unclocked(&q)) == text(unclocked(&p)), "the same state");
+    }
+
+    #[test]
+    fn a_challenger_with_its_own_features_keeps_them_through_a_promotion_and_a_restore() {
+        let mut c = config("{ auto = false }");
+        // the challenger without the lag of the wait: fewer columns
+        let mut features = c.features.clone();
+        features.retain(|f| !format!("{f:?}").contains("lag1"));
+        assert!(features.len() < c.features.len());
+        c.challenger[0].features = Some(features);
+        let mut p = Pipeline::new(&c).expect("pipeline");
+        let width = p.extractor().width();
+        run_in(&mut p, &readings(600, 100_000), 50);
+        assert!(p.promote(Some("fast")).is_ok());
+        assert!(
+            p.extractor().width() < width,
+            "the champion now reads the challenger's features"
+        );
+        let mut q = Pipeline::new(&c).expect("pipeline");
+        q.restore(p.snapshot()).expect("restores");
+        assert_eq!(
+            (q.champion(), q.extractor().width()),
+            ("fast", p.extractor().width())
+        );
+        let r = readings(700, 100_000);
+        assert_eq!(run_in(&mut q, &r[600..], 10), run_in(&mut p, &r[600..], 10));
     }
 
     #[test]
