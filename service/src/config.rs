@@ -395,6 +395,20 @@ pub struct ModelConfig {
     /// When a challenger takes over.
     #[serde(default)]
     pub promotion: PromotionConfig,
+    /// Topic the labels of the readings arrive on, co-partitioned with the
+    /// input: JSON objects with the reading's id (`label_id`) and the
+    /// label (the target's field). Readings wait for their label.
+    #[serde(default)]
+    pub labels_topic: Option<String>,
+    /// The field with a reading's id, in the reading and in its label
+    /// (default `id`; a `format = "text"` reading's id is its message key).
+    #[serde(default)]
+    pub label_id: Option<String>,
+    /// How long a reading waits for its label, and a label for its
+    /// reading: a number of readings (`10000`, the default) or event time
+    /// (`"2h"`, `"1d"`).
+    #[serde(default)]
+    pub label_window: Option<toml::Value>,
     /// Topic drift and promotion events go to (default `<name>.events`;
     /// used when the model has a drift detector or challengers).
     #[serde(default)]
@@ -524,6 +538,54 @@ impl ModelConfig {
                 .clone()
                 .unwrap_or_else(|| format!("{}.events", self.name))
         })
+    }
+
+    /// How long a reading waits for its label (`label_window`).
+    pub fn label_window(&self) -> Result<crate::pipeline::LabelDelay> {
+        let text = match &self.label_window {
+            None => return Ok(crate::pipeline::LabelDelay::Readings(10_000)),
+            Some(toml::Value::Integer(n)) => n.to_string(),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(other) => bail!(
+                "model `{}`: `label_window` should be a number of readings (10000) or a time (\"2h\"), not {other}",
+                self.name
+            ),
+        };
+        match text.parse::<crate::pipeline::LabelDelay>() {
+            Ok(crate::pipeline::LabelDelay::None) | Err(_) => bail!(
+                "model `{}`: `label_window` should be a number of readings above 0 (10000) or a time (\"90s\", \"30m\", \"2h\", \"1d\"), not {text:?}",
+                self.name
+            ),
+            Ok(w) => Ok(w),
+        }
+    }
+
+    /// Checks the delayed-labels settings, naming the key at fault.
+    fn check_labels(&self, exactly_once: bool) -> Result<()> {
+        let at = format!("model `{}`", self.name);
+        let Some(topic) = &self.labels_topic else {
+            if self.label_id.is_some() || self.label_window.is_some() {
+                bail!("{at}: `label_id` and `label_window` need a `labels_topic`");
+            }
+            return Ok(());
+        };
+        if Some(topic.as_str()) == self.input_topic.as_deref() {
+            bail!("{at}: `labels_topic` should differ from `input_topic` ({topic})");
+        }
+        if !exactly_once {
+            bail!("{at}: `labels_topic` needs `service.exactly_once = true`: the readings waiting for labels are partition state, kept in the checkpoints");
+        }
+        if self.test_then_train != TestThenTrain::Reading {
+            bail!("{at}: `labels_topic` needs `test_then_train = \"reading\"` (readings are learned in turn as their labels come)");
+        }
+        if !self.challenger.is_empty() {
+            bail!("{at}: challengers do not yet learn from a `labels_topic`; remove the `[[model.challenger]]` tables or the `labels_topic`");
+        }
+        if self.task == TaskName::Multiclass && self.target.classes.is_none() {
+            bail!("{at}: a multiclass model with a `labels_topic` should declare its classes (`target.classes`), so that labels mean the same whenever they come");
+        }
+        self.label_window()?;
+        Ok(())
     }
 
     /// The config a challenger's pipeline is built from: this model's,
@@ -807,6 +869,7 @@ impl Config {
                     .with_context(|| format!("{at}: `drift` is not valid"))?;
             }
             m.check_challengers()?;
+            m.check_labels(self.service.exactly_once)?;
             if m.metrics_window == 0 {
                 bail!("{at}: `metrics_window` should be at least 1");
             }

@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ModelConfig, TestThenTrain, BASE_LEARNER};
 
 mod contest;
+mod labels;
 use contest::Contest;
 pub use contest::{ContestSnapshot, Promotion, Refused, Standing, Window};
+pub use labels::JoinSnapshot;
 
 /// One reading of a micro-batch: its Kafka key and bytes.
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +214,10 @@ pub struct PipelineSnapshot {
     /// The challengers, their windows and the promotions on record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contest: Option<ContestSnapshot>,
+    /// `labels_topic`: the readings waiting for their labels, and labels
+    /// waiting for their readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<JoinSnapshot>,
 }
 
 /// A model with its feature extractor and live metrics.
@@ -251,6 +257,10 @@ pub struct Pipeline {
     learner_name: String,
     /// The challengers learning in shadow (none in challengers themselves).
     contest: Option<Box<Contest>>,
+    /// `labels_topic`: the readings waiting for their labels.
+    join: Option<labels::Join>,
+    /// Readings waiting in the published copies (readers see counts only).
+    waiting_published: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -290,6 +300,8 @@ impl Clone for Pipeline {
             learner_name: self.learner_name.clone(),
             // readers get the standings, not the challengers' pipelines
             contest: self.contest.as_ref().map(|c| Box::new(c.summary())),
+            join: self.join.as_ref().map(labels::Join::summary),
+            waiting_published: self.join.as_ref().map_or(0, labels::Join::waiting),
         }
     }
 }
@@ -361,6 +373,12 @@ impl Pipeline {
             drift: config.drift.map(DriftDetector::new).transpose()?,
             learner_name: BASE_LEARNER.to_owned(),
             contest: None,
+            join: config
+                .labels_topic
+                .as_ref()
+                .map(|_| config.label_window().map(|w| labels::Join::new(config, w)))
+                .transpose()?,
+            waiting_published: 0,
         })
         .and_then(|mut p| {
             if !config.challenger.is_empty() {
@@ -649,7 +667,25 @@ impl Pipeline {
                         continue;
                     }
                 };
-            if let Some(label) = extracted.label {
+            if self.join.is_some() {
+                // learned in turn, once its label is known
+                if let Some(label) = extracted.label {
+                    self.score(prediction, &probabilities, label, extracted.event_time);
+                }
+                let seq = self.seen + stats.predicted as u64;
+                let arrived = labels::Arrived {
+                    input,
+                    key,
+                    event_time: extracted.event_time,
+                    row,
+                    sparse: &sparse,
+                    baseline: extracted.baseline,
+                    prediction,
+                    probabilities: &probabilities,
+                    label: extracted.label,
+                };
+                self.wait_for_label(seq, arrived, &mut stats);
+            } else if let Some(label) = extracted.label {
                 self.score(prediction, &probabilities, label, extracted.event_time);
                 if self.per_reading {
                     // the model predicted this very reading just now
@@ -820,6 +856,7 @@ impl Pipeline {
             drift: self.drift.clone(),
             learner: (self.learner_name != BASE_LEARNER).then(|| self.learner_name.clone()),
             contest: self.contest.as_ref().map(|c| c.snapshot()),
+            labels: self.join.as_ref().map(labels::Join::snapshot),
         }
     }
 
@@ -894,6 +931,9 @@ impl Pipeline {
         self.version = snap.version;
         self.seen = snap.seen;
         self.restore_contest(snap.contest);
+        if let (Some(j), Some(s)) = (self.join.as_mut(), snap.labels) {
+            j.restore(s);
+        }
         Ok(())
     }
 }

@@ -1,0 +1,675 @@
+//! Labels that arrive later (`labels_topic`): each reading is predicted on
+//! arrival and waits, with its features and its prediction, for the label
+//! that names its id. Readings are learned in the order they arrived, each
+//! once its label is known: a reading still waiting holds back the ones
+//! after it until its label comes or `label_window` (readings, or event
+//! time) has passed, when it is dropped and counted. So the model learns
+//! the labelled readings in stream order, whatever the order labels come
+//! in, and ends as the same readings learned in one pass would leave it.
+//! A label that comes before its reading waits for it as long. The
+//! prediction made on arrival is scored when the label is learned. All of
+//! it is partition state, kept in the checkpoints.
+
+use std::collections::{HashMap, VecDeque};
+
+use features::FeatureError;
+use models::metrics::Task;
+use serde::{Deserialize, Serialize};
+
+use super::{BatchStats, Input, LabelDelay, Pipeline};
+
+/// A reading predicted and waiting for its label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Waiting {
+    /// Its position among the partition's valid readings.
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_time: Option<i64>,
+    row: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sparse: Vec<(u32, f64)>,
+    baseline: f64,
+    prediction: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    probabilities: Vec<f64>,
+    /// Its label, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<f64>,
+    /// Already scored (a label in the reading itself is scored on arrival).
+    #[serde(default)]
+    scored: bool,
+}
+
+/// A label that came before its reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Early {
+    id: String,
+    label: f64,
+    /// The reading count and event time when it came.
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_time: Option<i64>,
+}
+
+/// The join's state in a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JoinSnapshot {
+    waiting: Vec<Waiting>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    early: Vec<Early>,
+    /// Readings dropped because their label did not come in time.
+    pub expired: u64,
+    /// Labels dropped because no reading of theirs came in time.
+    pub unmatched: u64,
+    /// Labels joined with their reading.
+    pub joined: u64,
+    /// The latest event time seen (for a window in event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    now: Option<i64>,
+}
+
+/// One partition's readings waiting for labels, and labels waiting for
+/// readings.
+#[derive(Debug, Clone)]
+pub(super) struct Join {
+    /// The reading's field with its id (`None`: the message key).
+    id_field: Option<String>,
+    /// The label message's field with the reading's id.
+    label_id: String,
+    /// The label message's field with the label.
+    target: String,
+    missing: Vec<f64>,
+    classes: Vec<String>,
+    window: LabelDelay,
+    waiting: VecDeque<Waiting>,
+    /// The ids of the readings without a label yet, to their `seq`.
+    index: HashMap<String, u64>,
+    early: VecDeque<Early>,
+    early_index: HashMap<String, f64>,
+    expired: u64,
+    unmatched: u64,
+    joined: u64,
+    now: Option<i64>,
+}
+
+impl Join {
+    pub(super) fn new(config: &crate::config::ModelConfig, window: LabelDelay) -> Join {
+        let id = config.label_id.clone().unwrap_or_else(|| "id".to_owned());
+        Join {
+            id_field: (config.format != features::spec::InputFormat::Text).then(|| id.clone()),
+            label_id: id,
+            target: config.target.field.clone(),
+            missing: config.target.missing.clone(),
+            classes: config.target.classes.clone().unwrap_or_default(),
+            window,
+            waiting: VecDeque::new(),
+            index: HashMap::new(),
+            early: VecDeque::new(),
+            early_index: HashMap::new(),
+            expired: 0,
+            unmatched: 0,
+            joined: 0,
+            now: None,
+        }
+    }
+
+    /// A copy for readers: the settings and counts, nothing waiting.
+    pub(super) fn summary(&self) -> Join {
+        Join {
+            id_field: self.id_field.clone(),
+            label_id: self.label_id.clone(),
+            target: self.target.clone(),
+            missing: self.missing.clone(),
+            classes: self.classes.clone(),
+            window: self.window,
+            waiting: VecDeque::new(),
+            index: HashMap::new(),
+            early: VecDeque::new(),
+            early_index: HashMap::new(),
+            expired: self.expired,
+            unmatched: self.unmatched,
+            joined: self.joined,
+            now: self.now,
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> JoinSnapshot {
+        JoinSnapshot {
+            waiting: self.waiting.iter().cloned().collect(),
+            early: self.early.iter().cloned().collect(),
+            expired: self.expired,
+            unmatched: self.unmatched,
+            joined: self.joined,
+            now: self.now,
+        }
+    }
+
+    pub(super) fn restore(&mut self, s: JoinSnapshot) {
+        self.index = s
+            .waiting
+            .iter()
+            .filter(|w| w.label.is_none())
+            .filter_map(|w| w.id.clone().map(|id| (id, w.seq)))
+            .collect();
+        self.early_index = s.early.iter().map(|e| (e.id.clone(), e.label)).collect();
+        self.waiting = s.waiting.into();
+        self.early = s.early.into();
+        self.expired = s.expired;
+        self.unmatched = s.unmatched;
+        self.joined = s.joined;
+        self.now = s.now;
+    }
+
+    /// Readings waiting for their label.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// True when the window has passed since `(seq, event_time)`, at
+    /// reading `at` (event time `self.now`).
+    fn past(&self, seq: u64, event_time: Option<i64>, at: u64) -> bool {
+        match self.window {
+            LabelDelay::None => true,
+            LabelDelay::Readings(n) => at >= seq + n,
+            LabelDelay::EventTime(ms) => match (event_time, self.now) {
+                (Some(t), Some(now)) => now >= t + ms,
+                _ => false,
+            },
+        }
+    }
+
+    /// The id of a reading.
+    fn id_of(&self, input: &Input<'_>) -> Option<String> {
+        match &self.id_field {
+            None => input.key.map(str::to_owned),
+            Some(f) => id_in(input.bytes, f),
+        }
+    }
+
+    /// A label message: the reading's id and the label (a number, 0/1, or
+    /// the class's number), or why not.
+    fn parse(&self, task: Task, bytes: &[u8]) -> Result<(String, f64), FeatureError> {
+        let v: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| FeatureError::Json(format!("this label is not ({e})")))?;
+        let id = match v.get(&self.label_id) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(FeatureError::Field {
+                    field: self.label_id.clone(),
+                    expected: "the id of the reading (a string or number)",
+                    actual: describe(v.get(&self.label_id)),
+                })
+            }
+        };
+        let raw = v.get(&self.target);
+        let bad = |expected: &'static str| FeatureError::Field {
+            field: self.target.clone(),
+            expected,
+            actual: describe(raw),
+        };
+        let label = match (task, raw) {
+            (Task::Multiclass, Some(serde_json::Value::String(c))) => self
+                .classes
+                .iter()
+                .position(|k| k == c)
+                .map(|j| j as f64)
+                .ok_or_else(|| bad("one of the classes in `target.classes`"))?,
+            (Task::Classification, Some(serde_json::Value::Bool(b))) => f64::from(u8::from(*b)),
+            (Task::Classification, Some(serde_json::Value::Number(n))) => match n.as_f64() {
+                Some(x) if x == 0.0 || x == 1.0 => x,
+                _ => return Err(bad("0 or 1")),
+            },
+            (Task::Regression, Some(serde_json::Value::Number(n))) => match n.as_f64() {
+                Some(x) if x.is_finite() && x.abs() <= 1e15 && !self.missing.contains(&x) => x,
+                _ => {
+                    return Err(bad(
+                        "a number of magnitude at most 1e15, not a missing sentinel",
+                    ))
+                }
+            },
+            (Task::Multiclass, _) => return Err(bad("a class name")),
+            (Task::Classification, _) => return Err(bad("0 or 1")),
+            (Task::Regression, _) => return Err(bad("a number")),
+        };
+        Ok((id, label))
+    }
+}
+
+/// The string or number in `field` of a JSON object (`None` if absent).
+fn id_in(bytes: &[u8], field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    match v.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn describe(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => "nothing".to_owned(),
+        Some(v) => {
+            let s = v.to_string();
+            if s.len() > 40 {
+                format!("{}…", &s[..s.floor_char_boundary(40)])
+            } else {
+                s
+            }
+        }
+    }
+}
+
+/// What one reading leaves to wait for its label.
+pub(super) struct Arrived<'r> {
+    pub(super) input: &'r Input<'r>,
+    pub(super) key: Option<&'r str>,
+    pub(super) event_time: Option<i64>,
+    pub(super) row: &'r [f64],
+    pub(super) sparse: &'r [(u32, f64)],
+    pub(super) baseline: f64,
+    pub(super) prediction: f64,
+    pub(super) probabilities: &'r [f64],
+    /// A label in the reading itself (scored on arrival already).
+    pub(super) label: Option<f64>,
+}
+
+impl Pipeline {
+    /// A reading predicted: it waits for its label (learned in turn when
+    /// it has one already).
+    pub(super) fn wait_for_label(&mut self, seq: u64, a: Arrived<'_>, stats: &mut BatchStats) {
+        let Some(mut join) = self.join.take() else {
+            return;
+        };
+        if a.event_time.is_some() {
+            join.now = a.event_time.max(join.now);
+        }
+        let id = join.id_of(a.input);
+        let mut label = a.label;
+        let scored = label.is_some();
+        if label.is_none() {
+            match id.as_deref().and_then(|i| join.early_index.remove(i)) {
+                Some(l) => {
+                    join.early.retain(|e| Some(&e.id) != id.as_ref());
+                    join.joined += 1;
+                    label = Some(l);
+                }
+                None => {
+                    if let Some(i) = &id {
+                        join.index.insert(i.clone(), seq);
+                    }
+                }
+            }
+        }
+        // a reading with no id and no label can never learn: not kept
+        if label.is_some() || id.is_some() {
+            join.waiting.push_back(Waiting {
+                seq,
+                id,
+                key: a.key.map(str::to_owned),
+                event_time: a.event_time,
+                row: a.row.to_vec(),
+                sparse: a.sparse.to_vec(),
+                baseline: a.baseline,
+                prediction: a.prediction,
+                probabilities: a.probabilities.to_vec(),
+                label,
+                scored,
+            });
+        }
+        self.join = Some(join);
+        self.release(seq + 1, stats);
+    }
+
+    /// Learns the waiting readings at the head whose labels are known and
+    /// drops those (and early labels) whose window has passed, at reading
+    /// count `at`.
+    pub(super) fn release(&mut self, at: u64, stats: &mut BatchStats) {
+        let Some(mut join) = self.join.take() else {
+            return;
+        };
+        loop {
+            let Some(w) = join.waiting.front() else { break };
+            if w.label.is_none() && !join.past(w.seq, w.event_time, at) {
+                break;
+            }
+            let Some(w) = join.waiting.pop_front() else {
+                break;
+            };
+            let Some(label) = w.label else {
+                if let Some(id) = &w.id {
+                    join.index.remove(id);
+                }
+                join.expired += 1;
+                continue;
+            };
+            if !w.scored {
+                self.score(w.prediction, &w.probabilities, label, w.event_time);
+            }
+            let target = match self.task {
+                Task::Regression => label - w.baseline,
+                Task::Classification | Task::Multiclass => label,
+            };
+            match self
+                .model
+                .learn_predicted(w.key.as_deref(), &w.row, &w.sparse, target, None)
+            {
+                Ok(()) => stats.learned += 1,
+                Err(e) => {
+                    self.learn_errors += 1;
+                    tracing::warn!(model = %self.name, error = %e, "learning step refused");
+                }
+            }
+        }
+        while let Some(e) = join.early.front() {
+            if !join.past(e.seq, e.event_time, at) {
+                break;
+            }
+            if let Some(e) = join.early.pop_front() {
+                join.early_index.remove(&e.id);
+                join.unmatched += 1;
+            }
+        }
+        self.join = Some(join);
+    }
+
+    /// Joins a micro-batch of label messages with their readings and
+    /// learns what that releases; one result per message (an error names
+    /// what is wrong with it: it goes to the dead-letter topic).
+    pub fn apply_labels(
+        &mut self,
+        labels: &[Input<'_>],
+        out: &mut Vec<Result<(), FeatureError>>,
+    ) -> BatchStats {
+        out.clear();
+        let mut stats = BatchStats::default();
+        let Some(mut join) = self.join.take() else {
+            out.extend(labels.iter().map(|_| {
+                Err(FeatureError::Json(
+                    "the model has no `labels_topic`: it takes no labels".into(),
+                ))
+            }));
+            return stats;
+        };
+        let at = self.seen;
+        for input in labels {
+            let r = join.parse(self.task, input.bytes).map(|(id, label)| {
+                match join.index.remove(&id) {
+                    Some(seq) => {
+                        if let Ok(i) = join.waiting.binary_search_by_key(&seq, |w| w.seq) {
+                            join.waiting[i].label = Some(label);
+                            join.joined += 1;
+                        }
+                    }
+                    None => {
+                        // before its reading (or a second label of one):
+                        // waits for a reading of that id as long
+                        if join.early_index.insert(id.clone(), label).is_none() {
+                            join.early.push_back(Early {
+                                id,
+                                label,
+                                seq: at,
+                                event_time: join.now,
+                            });
+                        } else {
+                            join.early.retain(|e| e.id != id);
+                            join.early.push_back(Early {
+                                id,
+                                label,
+                                seq: at,
+                                event_time: join.now,
+                            });
+                        }
+                    }
+                }
+            });
+            out.push(r);
+        }
+        self.join = Some(join);
+        self.release(at, &mut stats);
+        if stats.learned > 0 {
+            self.version += 1;
+        }
+        stats
+    }
+
+    /// Readings waiting for their label (a model with `labels_topic`).
+    pub fn labels_waiting(&self) -> Option<usize> {
+        // a published copy keeps the count, not the readings
+        self.join
+            .as_ref()
+            .map(|j| j.waiting() + self.waiting_published)
+    }
+
+    /// The join's counts: (joined, expired readings, unmatched labels).
+    pub fn label_counts(&self) -> Option<(u64, u64, u64)> {
+        self.join
+            .as_ref()
+            .map(|j| (j.joined, j.expired, j.unmatched))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FEATURES: &str = r#"[{ kind = "categorical", field = "ride", values = ["soarin", "dinosaur"] }, { kind = "hour_of_day" }, { kind = "day_of_week" }]"#;
+
+    /// waits-v1 on the ride and the calendar, its labels on a topic of
+    /// their own (or, `labels = false`, in the readings).
+    fn config(labels: bool, window: &str) -> crate::config::ModelConfig {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let text = std::fs::read_to_string(path).expect("shipped config");
+        let mut env = vec![("STREAMFIT_MODEL_WAITS_V1__FEATURES", FEATURES.to_owned())];
+        if labels {
+            env.push((
+                "STREAMFIT_MODEL_WAITS_V1__LABELS_TOPIC",
+                "\"waits.labels\"".to_owned(),
+            ));
+            env.push(("STREAMFIT_MODEL_WAITS_V1__LABEL_WINDOW", window.to_owned()));
+        }
+        let env = env.into_iter().map(|(k, v)| (k.to_owned(), v));
+        let c = crate::config::Config::parse(&text, env).expect("valid");
+        c.model("waits-v1").expect("model").clone()
+    }
+
+    fn wait(i: usize) -> f64 {
+        (20 + (i * 37) % 50) as f64
+    }
+
+    /// Reading `i`, with its label or not.
+    fn reading(i: usize, labelled: bool) -> String {
+        let ride = if i % 3 == 0 { "soarin" } else { "dinosaur" };
+        let label = if labelled {
+            format!(r#","posted_wait":{}"#, wait(i))
+        } else {
+            String::new()
+        };
+        format!(
+            r#"{{"id":"r{i}","ride":"{ride}","ts":"2018-03-{:02}T{:02}:{:02}:00"{label}}}"#,
+            1 + i / 600,
+            8 + (i % 600) / 60,
+            i % 60
+        )
+    }
+
+    fn label(i: usize) -> String {
+        format!(r#"{{"id":"r{i}","posted_wait":{}}}"#, wait(i))
+    }
+
+    fn inputs(texts: &[String]) -> Vec<Input<'_>> {
+        texts
+            .iter()
+            .map(|t| Input {
+                key: None,
+                bytes: t.as_bytes(),
+            })
+            .collect()
+    }
+
+    /// Each reading's labels go out `delay(i)` readings after it, so labels
+    /// come up to 1,000 readings late and out of order.
+    fn delay(i: usize) -> usize {
+        (i * 7919) % 1_000
+    }
+
+    /// Readings and labels interleaved as they would arrive, in batches
+    /// of `size`; returns the labels' results.
+    fn feed(p: &mut Pipeline, n: usize, size: usize) -> Vec<Result<(), FeatureError>> {
+        feed_steps(p, n, size, 0..n + 1_000)
+    }
+
+    /// [`feed`] over part of the timeline (`steps`, a multiple of `size` apart).
+    fn feed_steps(
+        p: &mut Pipeline,
+        n: usize,
+        size: usize,
+        steps: std::ops::Range<usize>,
+    ) -> Vec<Result<(), FeatureError>> {
+        let mut due: Vec<Vec<usize>> = vec![Vec::new(); n + 1_000];
+        for i in 0..n {
+            due[i + delay(i)].push(i);
+        }
+        let mut results = Vec::new();
+        let mut res = Vec::new();
+        for start in steps.step_by(size) {
+            let end = (start + size).min(n + 1_000);
+            let readings: Vec<String> = (start..end.min(n)).map(|i| reading(i, false)).collect();
+            let mut out = Vec::new();
+            p.process(&inputs(&readings), &mut out);
+            assert!(out
+                .iter()
+                .all(|o| matches!(o, super::super::Outcome::Predicted(_))));
+            let labels: Vec<String> = (start..end)
+                .flat_map(|t| due[t].iter().map(|&i| label(i)))
+                .collect();
+            p.apply_labels(&inputs(&labels), &mut res);
+            results.append(&mut res);
+        }
+        results
+    }
+
+    fn one_pass(n: usize) -> Pipeline {
+        let mut p = Pipeline::new(&config(false, "")).expect("pipeline");
+        let readings: Vec<String> = (0..n).map(|i| reading(i, true)).collect();
+        let mut out = Vec::new();
+        for chunk in inputs(&readings).chunks(97) {
+            p.process(chunk, &mut out);
+        }
+        p
+    }
+
+    #[test]
+    fn labels_late_and_out_of_order_leave_the_model_of_one_pass_in_stream_order() {
+        let n = 5_000;
+        let want = one_pass(n);
+        for size in [1, 64, 500] {
+            let mut p = Pipeline::new(&config(true, "2000")).expect("pipeline");
+            let results = feed(&mut p, n, size);
+            assert!(
+                results.iter().all(Result::is_ok),
+                "{:?}",
+                results.iter().find(|r| r.is_err())
+            );
+            assert_eq!(
+                p.labels_waiting(),
+                Some(0),
+                "batches of {size}: every reading learned"
+            );
+            assert_eq!(p.label_counts(), Some((n as u64, 0, 0)));
+            assert_eq!(p.learned(), n as u64);
+            assert_eq!(
+                p.snapshot().model,
+                want.snapshot().model,
+                "batches of {size}"
+            );
+            // every prediction scored once, against the label that came later
+            assert_eq!(p.metrics().0.count, n as u64);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_mid_stream_carries_the_waiting_readings_and_early_labels() {
+        let n = 3_000;
+        let c = config(true, "2000");
+        let mut whole = Pipeline::new(&c).expect("pipeline");
+        feed(&mut whole, n, 250);
+        // the same, cut after 1,500 readings and restored from a snapshot
+        let mut first = Pipeline::new(&c).expect("pipeline");
+        feed_steps(&mut first, n, 250, 0..1_500);
+        assert!(
+            first.labels_waiting().is_some_and(|w| w > 100),
+            "readings wait at the cut"
+        );
+        let snap = serde_json::to_string(&first.snapshot()).expect("encodes");
+        let mut again = Pipeline::new(&c).expect("pipeline");
+        again
+            .restore(serde_json::from_str(&snap).expect("decodes"))
+            .expect("restores");
+        assert_eq!(
+            serde_json::to_string(&again.snapshot()).expect("encodes"),
+            snap
+        );
+        feed_steps(&mut again, n, 250, 1_500..n + 1_000);
+        assert_eq!(again.label_counts(), whole.label_counts());
+        assert_eq!(again.snapshot().model, whole.snapshot().model);
+        assert_eq!(again.learned(), n as u64);
+    }
+
+    #[test]
+    fn a_reading_whose_label_never_comes_is_dropped_after_the_window_and_the_rest_go_on() {
+        let mut p = Pipeline::new(&config(true, "100")).expect("pipeline");
+        let mut res = Vec::new();
+        // a label for a reading never seen, then readings, each labelled
+        // right after it but for reading 0
+        p.apply_labels(&inputs(&[label(9_999)]), &mut res);
+        for i in 0..300 {
+            let r = [reading(i, false)];
+            let mut out = Vec::new();
+            p.process(&inputs(&r), &mut out);
+            if i > 0 {
+                p.apply_labels(&inputs(&[label(i)]), &mut res);
+            }
+            if i < 99 {
+                assert_eq!(p.learned(), 0, "reading 0 holds the others back ({i})");
+            }
+        }
+        assert!(res.iter().all(Result::is_ok));
+        assert_eq!(
+            p.label_counts(),
+            Some((299, 1, 1)),
+            "joined, expired, unmatched"
+        );
+        assert_eq!((p.learned(), p.labels_waiting()), (299, Some(0)));
+    }
+
+    #[test]
+    fn a_bad_label_says_what_is_wrong_with_it() {
+        let mut p = Pipeline::new(&config(true, "100")).expect("pipeline");
+        let mut res = Vec::new();
+        let bad = [
+            "not json".to_owned(),
+            r#"{"posted_wait":3}"#.to_owned(),
+            r#"{"id":"r1","posted_wait":"late"}"#.to_owned(),
+            r#"{"id":"r1","posted_wait":-999}"#.to_owned(),
+        ];
+        p.apply_labels(&inputs(&bad), &mut res);
+        let errors: Vec<String> = res
+            .into_iter()
+            .map(|r| r.expect_err("refused").to_string())
+            .collect();
+        assert!(errors[0].contains("JSON object"), "{}", errors[0]);
+        assert!(errors[1].contains("`id`"), "{}", errors[1]);
+        assert!(
+            errors[2].contains("`posted_wait`") && errors[2].contains("\"late\""),
+            "{}",
+            errors[2]
+        );
+        assert!(errors[3].contains("missing sentinel"), "{}", errors[3]);
+    }
+}
