@@ -210,6 +210,7 @@ async fn prepare_model_topics(config: &Config, m: &crate::config::ModelConfig) -
             m.dead_letter_topic(),
         ];
         topics.extend(m.events_topic());
+        topics.extend(m.labels_topic.clone());
         crate::kafka::ensure_configured_topics(config, &topics).await?;
     }
     if config.service.exactly_once {

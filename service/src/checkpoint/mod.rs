@@ -209,6 +209,10 @@ pub struct Checkpoint {
     pub partition: i32,
     /// The next input offset to process: every reading before it is learned.
     pub next_offset: i64,
+    /// With a `labels_topic`: the next offset of its partition of the same
+    /// number (every label before it is joined, or waiting in `pipeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_next_offset: Option<i64>,
     /// The pipeline's state (model, features, metrics); its keyed state is
     /// in key records when `epoch` is not 0.
     pub pipeline: PipelineSnapshot,

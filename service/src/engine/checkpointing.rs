@@ -39,6 +39,7 @@ pub(super) struct Wrote {
 pub(super) struct Pending {
     partition: i32,
     next_offset: i64,
+    labels_next_offset: i64,
     key_count: u64,
     epoch: u64,
     split: keyed::Split,
@@ -68,6 +69,7 @@ pub(super) fn prepare(p: i32, part: &mut Part<'_>, previous: u64) -> (Written, P
     let pending = Pending {
         partition: p,
         next_offset: part.processed_to,
+        labels_next_offset: part.labels_processed_to,
         key_count: part.pipeline.key_count() as u64,
         epoch,
         split: keyed::split(snapshot.clone()),
@@ -76,6 +78,7 @@ pub(super) fn prepare(p: i32, part: &mut Part<'_>, previous: u64) -> (Written, P
     let written = Written {
         partition: p,
         next_offset: part.processed_to,
+        labels_next_offset: part.labels_processed_to,
         snapshot,
         epoch,
     };
@@ -125,6 +128,7 @@ impl Pending {
             topic: t.input.clone(),
             partition: p,
             next_offset: self.next_offset,
+            labels_next_offset: (self.labels_next_offset >= 0).then_some(self.labels_next_offset),
             keys: self.key_count,
             pipeline: self.split.base,
             epoch: self.epoch,

@@ -16,6 +16,7 @@
 //! - [`backfill`]: the shadow model a live backfill trains between batches;
 //!   `swap` gives it its turn in the loop and swaps it in.
 //! - [`commands`]: promotions and rollbacks asked for over HTTP.
+//! - `labels`: a labels topic's messages joined with the waiting readings.
 //! - `state`: the loop's state and the committer's messages (leaf of the
 //!   files below).
 //! - `worker`: the loop on top.
@@ -25,6 +26,7 @@ pub mod backfill;
 mod checkpointing;
 pub mod commands;
 pub mod handle;
+mod labels;
 pub mod offsets;
 mod outputs;
 mod partition;

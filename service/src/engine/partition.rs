@@ -17,6 +17,12 @@ pub(super) struct Part<'c> {
     pub(super) position: i64,
     /// Offset after the last processed reading.
     pub(super) processed_to: i64,
+    /// `labels_topic`: label messages collected, the next label offset
+    /// expected (-1: take whatever comes) and the offset after the last
+    /// processed label.
+    pub(super) labels: Vec<BorrowedMessage<'c>>,
+    pub(super) labels_position: i64,
+    pub(super) labels_processed_to: i64,
     /// Processed since the last commit.
     pub(super) dirty: bool,
     /// The epoch of the key records the pipeline's keyed state follows
@@ -28,6 +34,8 @@ pub(super) struct Part<'c> {
 /// A partition's state as of the last committed transaction.
 pub(super) struct Committed {
     pub(super) next_offset: i64,
+    /// The labels topic's next offset (-1: none yet).
+    pub(super) labels_next_offset: i64,
     pub(super) snapshot: Option<PipelineSnapshot>,
     /// The epoch of its key records (0: none).
     pub(super) epoch: u64,
@@ -37,6 +45,7 @@ pub(super) struct Committed {
 pub(super) struct Written {
     pub(super) partition: i32,
     pub(super) next_offset: i64,
+    pub(super) labels_next_offset: i64,
     pub(super) snapshot: PipelineSnapshot,
     pub(super) epoch: u64,
 }

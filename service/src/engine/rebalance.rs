@@ -59,6 +59,7 @@ impl Worker<'_> {
                 p,
                 Committed {
                     next_offset: position,
+                    labels_next_offset: -1,
                     snapshot: None,
                     epoch: 0,
                 },
@@ -96,6 +97,7 @@ impl Worker<'_> {
                         q,
                         Committed {
                             next_offset: ck.next_offset,
+                            labels_next_offset: ck.labels_next_offset.unwrap_or(-1),
                             snapshot: Some(ck.pipeline),
                             epoch: ck.epoch,
                         },
@@ -119,6 +121,7 @@ impl Worker<'_> {
                         p,
                         Committed {
                             next_offset: -1,
+                            labels_next_offset: -1,
                             snapshot: None,
                             epoch: 0,
                         },
@@ -127,6 +130,7 @@ impl Worker<'_> {
             }
         }
         let epoch = self.committed.get(&p).map_or(0, |c| c.epoch);
+        let labels_position = self.committed.get(&p).map_or(-1, |c| c.labels_next_offset);
         self.handle.publish(p, &pipeline, position);
         self.parts.insert(
             p,
@@ -136,6 +140,9 @@ impl Worker<'_> {
                 started: Instant::now(),
                 position,
                 processed_to: position,
+                labels: Vec::new(),
+                labels_position,
+                labels_processed_to: labels_position,
                 // a seeded partition has news even without a reading
                 dirty: seeded,
                 epoch,
@@ -191,8 +198,11 @@ impl Worker<'_> {
         if self.eos {
             // settle the commit in flight: what it saved stays saved
             self.poll_commit(true)?;
-            let open_work =
-                self.in_txn || self.parts.values().any(|x| x.dirty || !x.batch.is_empty());
+            let open_work = self.in_txn
+                || self
+                    .parts
+                    .values()
+                    .any(|x| x.dirty || !x.batch.is_empty() || !x.labels.is_empty());
             if lost {
                 if open_work {
                     tracing::warn!(model = %self.handle.config.name, partitions = ?revoked, "partitions lost (session timed out?): aborting their open work");

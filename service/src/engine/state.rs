@@ -175,6 +175,8 @@ pub(super) struct Worker<'c> {
     pub(super) dead: String,
     /// Where drift and promotion events go (a model with neither: none).
     pub(super) events: Option<String>,
+    /// The labels topic, co-partitioned with the input (`labels_topic`).
+    pub(super) labels: Option<String>,
     pub(super) eos: bool,
     pub(super) parts: HashMap<i32, Part<'c>>,
     /// Exactly once: each owned partition's last committed state.

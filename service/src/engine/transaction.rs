@@ -217,6 +217,14 @@ impl Worker<'_> {
             let (written, pending) = super::checkpointing::prepare(p, part, previous);
             tpl.add_partition_offset(&self.input, p, Offset::Offset(written.next_offset))
                 .context("cannot build the offsets of the transaction")?;
+            if let Some(labels) = self
+                .labels
+                .as_deref()
+                .filter(|_| written.labels_next_offset >= 0)
+            {
+                tpl.add_partition_offset(labels, p, Offset::Offset(written.labels_next_offset))
+                    .context("cannot build the offsets of the transaction")?;
+            }
             done.push(written);
             checkpoints.push(pending);
         }
@@ -282,6 +290,7 @@ impl Worker<'_> {
                         w.partition,
                         Committed {
                             next_offset: w.next_offset,
+                            labels_next_offset: w.labels_next_offset,
                             snapshot: Some(w.snapshot),
                             epoch: w.epoch,
                         },
@@ -359,6 +368,12 @@ impl Worker<'_> {
             if let Some(c) = self.committed.get(&p).filter(|c| c.next_offset >= 0) {
                 tpl.add_partition_offset(&self.input, p, Offset::Offset(c.next_offset))
                     .context("cannot build the offsets to seek to")?;
+            }
+            if let Some(c) = self.committed.get(&p).filter(|c| c.labels_next_offset >= 0) {
+                if let Some(labels) = self.labels.as_deref() {
+                    tpl.add_partition_offset(labels, p, Offset::Offset(c.labels_next_offset))
+                        .context("cannot build the offsets to seek to")?;
+                }
             }
         }
         self.parts.clear();

@@ -86,9 +86,11 @@ fn run_with(
     let identity = config.service.client_identity(&group);
     let ctx = ConsumerCtx {
         model: m.name.clone(),
+        input: input.clone(),
         ..Default::default()
     };
     let mut cc = kafka::consumer_config(&config.kafka, &group);
+    let labels = super::labels::prepare(config, m, &input, &mut cc, replay.is_some())?;
     if replay.is_none() {
         if !config.kafka.contains_key("group.instance.id") {
             cc.set("group.instance.id", &identity);
@@ -139,9 +141,11 @@ fn run_with(
     match &replay {
         None => {
             init()?;
+            let mut topics = vec![input.as_str()];
+            topics.extend(labels.as_deref());
             consumer
-                .subscribe(&[input.as_str()])
-                .with_context(|| format!("cannot subscribe to {input}"))?
+                .subscribe(&topics)
+                .with_context(|| format!("cannot subscribe to {}", topics.join(" and ")))?
         }
         Some(plan) => {
             let mut tpl = TopicPartitionList::new();
@@ -180,6 +184,7 @@ fn run_with(
         output: m.output_topic(),
         dead: m.dead_letter_topic(),
         events: m.events_topic(),
+        labels,
         input,
         eos,
         parts: HashMap::new(),
@@ -304,7 +309,11 @@ impl<'c> Worker<'c> {
     fn consume(&mut self, cancel: &CancellationToken) -> Result<()> {
         let linger = Duration::from_millis(self.handle.config.batch.max_linger_ms);
         while !cancel.is_cancelled() {
-            let waiting = self.shadow.is_some() || self.parts.values().any(|p| !p.batch.is_empty());
+            let waiting = self.shadow.is_some()
+                || self
+                    .parts
+                    .values()
+                    .any(|p| !p.batch.is_empty() || !p.labels.is_empty());
             let timeout = Duration::from_millis(if waiting { 1 } else { 100 });
             if self.replay_done() {
                 break;
@@ -333,7 +342,9 @@ impl<'c> Worker<'c> {
             let due: Vec<i32> = self
                 .parts
                 .iter()
-                .filter(|(_, p)| !p.batch.is_empty() && p.started.elapsed() >= linger)
+                .filter(|(_, p)| {
+                    (!p.batch.is_empty() || !p.labels.is_empty()) && p.started.elapsed() >= linger
+                })
                 .map(|(p, _)| *p)
                 .collect();
             for p in due {
@@ -484,6 +495,24 @@ impl<'c> Worker<'c> {
             bail!("partition {p} has no state after opening it");
         };
         let offset = msg.offset();
+        if self.labels.as_deref() == Some(msg.topic()) {
+            if part.labels_position >= 0 && offset < part.labels_position {
+                // already joined (or waiting) in the checkpoint
+                return Ok(());
+            }
+            if part.labels_position < 0 {
+                part.labels_processed_to = offset;
+            }
+            part.labels_position = offset + 1;
+            if part.batch.is_empty() && part.labels.is_empty() {
+                part.started = Instant::now();
+            }
+            part.labels.push(msg);
+            if part.labels.len() >= max {
+                self.process(p)?;
+            }
+            return Ok(());
+        }
         if let Some(end) = self.replay.as_ref().and_then(|r| r.end.get(&p)) {
             if offset >= *end {
                 // past the replay's end: leave it for the service
@@ -504,7 +533,7 @@ impl<'c> Worker<'c> {
             }
         }
         part.position = offset + 1;
-        if part.batch.is_empty() {
+        if part.batch.is_empty() && part.labels.is_empty() {
             part.started = Instant::now();
         }
         part.batch.push(msg);
@@ -519,8 +548,16 @@ impl<'c> Worker<'c> {
         Ok(())
     }
 
-    /// Predicts and learns a partition's batch and produces its outcomes.
+    /// Predicts and learns a partition's batch (and joins its labels) and
+    /// produces the outcomes.
     pub(super) fn process(&mut self, partition: i32) -> Result<()> {
+        self.process_readings(partition)?;
+        // labels after the readings they may name
+        self.process_labels(partition)
+    }
+
+    /// Predicts and learns a partition's batch of readings.
+    fn process_readings(&mut self, partition: i32) -> Result<()> {
         if self
             .parts
             .get(&partition)

@@ -276,11 +276,43 @@ async fn get_model(
             }).collect::<Vec<_>>(),
         })),
         "challengers": contest::detail(h, &live),
+        "labels": labels_detail(h, &live),
         "events_topic": h.config.events_topic(),
         "backfill": h.backfill.lock().ok().and_then(|s| s.status.clone()),
         "commits": h.stats.commits.load(Ordering::Relaxed),
         "aborts": h.stats.aborts.load(Ordering::Relaxed),
     })))
+}
+
+/// The delayed labels' part of `GET /v1/models/{name}` (`null` without a
+/// `labels_topic`): readings waiting, labels joined, readings dropped
+/// unlabelled, labels dropped without a reading; in all and per partition.
+fn labels_detail(h: &ModelHandle, live: &Live) -> serde_json::Value {
+    let Some(topic) = &h.config.labels_topic else {
+        return serde_json::Value::Null;
+    };
+    let mut all = [0u64; 4];
+    let partitions: Vec<serde_json::Value> = live
+        .partitions()
+        .filter_map(|(partition, m)| {
+            let (joined, expired, unmatched) = m.label_counts()?;
+            let waiting = m.labels_waiting().unwrap_or(0) as u64;
+            for (a, x) in all.iter_mut().zip([waiting, joined, expired, unmatched]) {
+                *a += x;
+            }
+            Some(json!({ "partition": partition, "waiting": waiting, "joined": joined, "expired": expired, "unmatched": unmatched }))
+        })
+        .collect();
+    json!({
+        "topic": topic,
+        "label_id": h.config.label_id.as_deref().unwrap_or("id"),
+        "window": h.config.label_window.as_ref().map(|w| w.to_string()),
+        "waiting": all[0],
+        "joined": all[1],
+        "expired": all[2],
+        "unmatched": all[3],
+        "partitions": partitions,
+    })
 }
 
 /// How many per-key model names `GET /v1/models/{name}` lists per partition.
@@ -318,6 +350,8 @@ fn snapshot_of(h: &ModelHandle, name: String) -> Result<Response, ApiError> {
             topic: topic.clone(),
             partition: p,
             next_offset: live.next_offset(p),
+            // the live copies keep no readings waiting for labels
+            labels_next_offset: None,
             pipeline: m.snapshot(),
             epoch: 0,
             keys: m.key_count() as u64,
@@ -372,6 +406,14 @@ async fn backfill(
             ),
         )
     })?;
+    if h.config.labels_topic.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "model {name} learns from a `labels_topic`: a backfill cannot join its labels yet"
+            ),
+        ));
+    }
     let from = crate::engine::offsets::parse_from_as(&req.from, "from").map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         message: format!("{e:#}"),

@@ -204,6 +204,9 @@ pub struct ConsumerCtx {
     /// the statistics' own `consumer_lag` follows the consumer's commits,
     /// which a transaction's offsets do not move).
     pub high_watermarks: Mutex<BTreeMap<i32, i64>>,
+    /// The input topic whose high watermarks count (empty: every topic
+    /// consumed; a model with a labels topic consumes two).
+    pub input: String,
     /// Assignments seen: goes up with every partition assignment.
     pub assignments: AtomicU64,
     /// False while no broker connection is up (from the client's statistics).
@@ -216,6 +219,7 @@ impl ClientContext for ConsumerCtx {
             *high = stats
                 .topics
                 .values()
+                .filter(|t| self.input.is_empty() || t.topic == self.input)
                 .flat_map(|t| t.partitions.values())
                 .filter(|p| p.partition >= 0 && p.fetch_state == "active" && p.hi_offset >= 0)
                 .map(|p| (p.partition, p.hi_offset))

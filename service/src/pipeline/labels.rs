@@ -332,8 +332,7 @@ impl Pipeline {
         let Some(mut join) = self.join.take() else {
             return;
         };
-        loop {
-            let Some(w) = join.waiting.front() else { break };
+        while let Some(w) = join.waiting.front() {
             if w.label.is_none() && !join.past(w.seq, w.event_time, at) {
                 break;
             }
@@ -445,6 +444,11 @@ impl Pipeline {
             .map(|j| j.waiting() + self.waiting_published)
     }
 
+    /// Labels waiting for their reading (a model with `labels_topic`).
+    pub fn labels_early(&self) -> Option<usize> {
+        self.join.as_ref().map(|j| j.early.len())
+    }
+
     /// The join's counts: (joined, expired readings, unmatched labels).
     pub fn label_counts(&self) -> Option<(u64, u64, u64)> {
         self.join
@@ -484,7 +488,11 @@ mod tests {
 
     /// Reading `i`, with its label or not.
     fn reading(i: usize, labelled: bool) -> String {
-        let ride = if i % 3 == 0 { "soarin" } else { "dinosaur" };
+        let ride = if i.is_multiple_of(3) {
+            "soarin"
+        } else {
+            "dinosaur"
+        };
         let label = if labelled {
             format!(r#","posted_wait":{}"#, wait(i))
         } else {
