@@ -1051,6 +1051,55 @@ mod tests {
         }
     }
 
+    /// The start-up error for MINIMAL with these model overrides.
+    fn refused(env: &[(&str, &str)]) -> String {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        format!("{:#}", Config::parse(MINIMAL, env).expect_err("refused"))
+    }
+
+    #[test]
+    fn challenger_and_label_settings_are_checked_naming_the_key() {
+        let e = refused(&[(
+            "STREAMFIT_MODEL_HEART__CHALLENGER",
+            r#"[{ name = "base" }]"#,
+        )]);
+        assert!(e.contains("challenger.name"), "{e}");
+        let e = refused(&[(
+            "STREAMFIT_MODEL_HEART__CHALLENGER",
+            r#"[{ name = "a", learner = { optimizer = { learning_rate = -1.0 } } }]"#,
+        )]);
+        assert!(
+            e.contains("challenger `a`") && e.contains("learning_rate"),
+            "{e}"
+        );
+        let e = refused(&[("STREAMFIT_MODEL_HEART__PROMOTION", "{ margin = 1.5 }")]);
+        assert!(e.contains("promotion.margin"), "{e}");
+        let e = refused(&[("STREAMFIT_MODEL_HEART__PROMOTION", "{ after_drift = true }")]);
+        assert!(
+            e.contains("promotion.after_drift") && e.contains("drift"),
+            "{e}"
+        );
+        let e = refused(&[("STREAMFIT_MODEL_HEART__LABEL_ID", "\"visit\"")]);
+        assert!(e.contains("labels_topic"), "{e}");
+        let labels = ("STREAMFIT_MODEL_HEART__LABELS_TOPIC", "\"clinical.labels\"");
+        let e = refused(&[labels, ("STREAMFIT_MODEL_HEART__LABEL_WINDOW", "\"soon\"")]);
+        assert!(e.contains("label_window") && e.contains("soon"), "{e}");
+        let e = refused(&[labels, ("STREAMFIT_SERVICE_EXACTLY_ONCE", "false")]);
+        assert!(e.contains("exactly_once"), "{e}");
+        let e = refused(&[
+            labels,
+            ("STREAMFIT_MODEL_HEART__CHALLENGER", r#"[{ name = "a" }]"#),
+        ]);
+        assert!(e.contains("challenger"), "{e}");
+        let ok = [labels, ("STREAMFIT_MODEL_HEART__LABEL_WINDOW", "\"2h\"")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::parse(MINIMAL, ok.into_iter()).expect("valid");
+        assert_eq!(
+            c.models[0].label_window().expect("window"),
+            crate::pipeline::LabelDelay::EventTime(7_200_000)
+        );
+    }
+
     #[test]
     fn environment_overrides_any_value() {
         let env = [

@@ -26,7 +26,7 @@ mod contest;
 mod labels;
 use contest::Contest;
 pub use contest::{ContestSnapshot, Promotion, Refused, Standing, Window};
-pub use labels::JoinSnapshot;
+pub use labels::{label_id_of, JoinSnapshot};
 
 /// One reading of a micro-batch: its Kafka key and bytes.
 #[derive(Debug, Clone, Copy)]

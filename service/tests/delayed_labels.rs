@@ -253,5 +253,50 @@ async fn late_out_of_order_labels_are_learned_exactly_once_across_a_sigkill() {
     assert_eq!(early, 1, "labels waiting for a tweet");
     let detail = model_detail(&run.http, "sentiment").await;
     assert_eq!(detail["labels"]["joined"], n, "{}", detail["labels"]);
+
+    // labels over HTTP: one more tweet waits, its label is posted
+    let (_, extra) = &readings[0];
+    let mut v: Value = serde_json::from_slice(extra).expect("json");
+    v["id"] = Value::String("extra".into());
+    produce(
+        &bootstrap,
+        &run.input,
+        &[(
+            Some("extra".into()),
+            serde_json::to_vec(&v).expect("encodes"),
+        )],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readings_seen(&run.http, "sentiment").await < n as u64 + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the extra tweet is not read within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |body: &'static str| {
+        let url = format!("http://{}/v1/models/sentiment/labels", run.http);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("answers");
+            (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (status, body) = post(r#"{"id":"nobody-at-all","sentiment":"neutral"}"#).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(r#"{"id":"extra","sentiment":"glad"}"#).await;
+    assert!(
+        status == 400 && body["error"].as_str().is_some_and(|e| e.contains("glad")),
+        "{body}"
+    );
+    let (status, body) = post(r#"[{"id":"extra","sentiment":"positive"}]"#).await;
+    assert_eq!((status, &body["joined"]), (200, &Value::from(1)), "{body}");
+    let learned = model_detail(&run.http, "sentiment").await["model"]["readings_learned"].clone();
+    assert_eq!(learned, n + 1, "the posted label is learned");
     svc.stop();
 }

@@ -1,9 +1,9 @@
-//! Promotions and rollbacks asked for over HTTP (`POST .../promote`,
-//! `.../rollback`): queued on the [`ModelHandle`], carried out by the
-//! model's loop between micro-batches on every partition it owns, each
-//! changed partition checkpointed in the next transaction (its events
-//! published in it), and the outcome per partition sent back to the
-//! request.
+//! What people ask of a model's loop over HTTP: promotions and rollbacks
+//! (`POST .../promote`, `.../rollback`) and labels (`POST .../labels`).
+//! Queued on the [`ModelHandle`], carried out by the loop between
+//! micro-batches on the partitions it owns, each changed partition
+//! checkpointed in the next transaction (its events published in it), and
+//! the outcome sent back to the request.
 
 use std::sync::Mutex;
 
@@ -28,11 +28,22 @@ pub enum Action {
 pub type Outcomes = Vec<(i32, Result<Promotion, Refused>)>;
 
 /// A request and where its answer goes.
-pub struct Command {
-    /// What to do.
-    pub action: Action,
-    /// The answer, per owned partition.
-    pub reply: oneshot::Sender<Outcomes>,
+pub enum Command {
+    /// A change of champion; the answer per owned partition.
+    Champion {
+        /// What to do.
+        action: Action,
+        /// The answer, per owned partition.
+        reply: oneshot::Sender<Outcomes>,
+    },
+    /// Labels (each a label message's JSON); the answer per label: the
+    /// partition whose reading it joined, or why it did not.
+    Labels {
+        /// The label messages.
+        labels: Vec<Vec<u8>>,
+        /// The answer, per label.
+        reply: oneshot::Sender<Vec<Result<i32, String>>>,
+    },
 }
 
 /// The queue of requests a model's loop has not taken yet.
@@ -73,13 +84,21 @@ impl Worker<'_> {
         let mut owned: Vec<i32> = self.parts.keys().copied().collect();
         owned.sort_unstable();
         for c in commands {
+            let (action, reply) = match c {
+                Command::Champion { action, reply } => (action, reply),
+                Command::Labels { labels, reply } => {
+                    let answers = self.join_labels(&owned, &labels, hold)?;
+                    let _ = reply.send(answers);
+                    continue;
+                }
+            };
             let mut outcomes = Vec::new();
             for &p in &owned {
                 let Some(part) = self.parts.get_mut(&p) else {
                     continue;
                 };
                 let before = part.pipeline.event_counts();
-                let r = match &c.action {
+                let r = match &action {
                     Action::Promote(name) => part.pipeline.promote(name.as_deref()),
                     Action::Rollback => part.pipeline.rollback(),
                 };
@@ -107,8 +126,78 @@ impl Worker<'_> {
                 }
                 outcomes.push((p, r));
             }
-            let _ = c.reply.send(outcomes);
+            let _ = reply.send(outcomes);
         }
         Ok(())
+    }
+
+    /// Joins labels sent over HTTP with the readings waiting for them in
+    /// the owned partitions; a label whose reading waits in none is refused.
+    fn join_labels(
+        &mut self,
+        owned: &[i32],
+        labels: &[Vec<u8>],
+        hold: bool,
+    ) -> Result<Vec<Result<i32, String>>> {
+        let mut answers = Vec::with_capacity(labels.len());
+        for bytes in labels {
+            let id = crate::pipeline::label_id_of(&self.handle.config, bytes);
+            let Some(id) = id else {
+                answers.push(Err(format!(
+                    "a label should be a JSON object with the reading's `{}` and `{}`",
+                    self.handle.config.label_id.as_deref().unwrap_or("id"),
+                    self.handle.config.target.field
+                )));
+                continue;
+            };
+            let found = owned.iter().copied().find(|p| {
+                self.parts
+                    .get(p)
+                    .is_some_and(|x| x.pipeline.awaits_label(&id))
+            });
+            let Some(p) = found else {
+                answers.push(Err(format!("no reading with id {id:?} waits for a label on this instance (not arrived yet, labelled already, dropped after `label_window`, or in a partition another instance owns)")));
+                continue;
+            };
+            let Some(part) = self.parts.get_mut(&p) else {
+                continue;
+            };
+            let mut results = Vec::with_capacity(1);
+            let input = [crate::pipeline::Input { key: None, bytes }];
+            let before = part.pipeline.event_counts();
+            let stats = part.pipeline.apply_labels(&input, &mut results);
+            match results.pop() {
+                Some(Ok(())) => {
+                    part.dirty = true;
+                    answers.push(Ok(p));
+                }
+                Some(Err(e)) => answers.push(Err(e.to_string())),
+                None => answers.push(Err("the label was not taken".into())),
+            }
+            if stats.learned > 0 {
+                let out = Outputs {
+                    producer: self.producer,
+                    name: &self.handle.config.name,
+                    task: part.pipeline.task(),
+                    classes: part.pipeline.classes(),
+                    input: &self.input,
+                    output: &self.output,
+                    dead: &self.dead,
+                    events: self.events.as_deref(),
+                    partition: p,
+                    version: part.pipeline.version(),
+                    seq: 0,
+                    dead_limit: self.dead_limit,
+                };
+                let held = if hold { Some(&mut self.held) } else { None };
+                out.send_events(&mut self.buf, held, &part.pipeline, before)?;
+                self.handle
+                    .stats
+                    .learned
+                    .fetch_add(stats.learned as u64, std::sync::atomic::Ordering::Relaxed);
+                self.handle.publish(p, &part.pipeline, part.processed_to);
+            }
+        }
+        Ok(answers)
     }
 }

@@ -72,7 +72,7 @@ async fn carry_out(h: &ModelHandle, action: Action) -> Result<Json<serde_json::V
         ));
     }
     let (reply, answer) = tokio::sync::oneshot::channel();
-    h.commands.push(Command { action, reply });
+    h.commands.push(Command::Champion { action, reply });
     let outcomes = match tokio::time::timeout(ANSWER_WITHIN, answer).await {
         Ok(Ok(o)) => o,
         _ => {

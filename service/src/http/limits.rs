@@ -74,7 +74,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
 
 /// The methods an endpoint of this API takes (for a 405 without `Allow`).
 fn allowed(path: &str) -> &'static str {
-    if ["/predict", "/backfill", "/promote", "/rollback"]
+    if ["/predict", "/backfill", "/promote", "/rollback", "/labels"]
         .iter()
         .any(|end| path.ends_with(end))
     {

@@ -23,6 +23,7 @@ mod auth;
 mod contest;
 mod dashboard;
 mod history;
+mod labels;
 mod limits;
 mod predict;
 pub mod serve;
@@ -121,6 +122,7 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/models/{name}/backfill", post(backfill))
         .route("/v1/models/{name}/promote", post(contest::promote))
         .route("/v1/models/{name}/rollback", post(contest::rollback))
+        .route("/v1/models/{name}/labels", post(labels::labels))
         .route("/v1/models/{name}/snapshot", get(snapshot))
         .route("/v1/models/{name}/history", get(history::history))
         .route("/", get(dashboard::page))

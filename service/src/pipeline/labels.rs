@@ -240,6 +240,11 @@ impl Join {
     }
 }
 
+/// The id a label message names (`None` if it names none).
+pub fn label_id_of(config: &crate::config::ModelConfig, bytes: &[u8]) -> Option<String> {
+    id_in(bytes, config.label_id.as_deref().unwrap_or("id"))
+}
+
 /// The string or number in `field` of a JSON object (`None` if absent).
 fn id_in(bytes: &[u8], field: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
@@ -434,6 +439,11 @@ impl Pipeline {
             self.version += 1;
         }
         stats
+    }
+
+    /// True if a reading with this id waits for its label here.
+    pub fn awaits_label(&self, id: &str) -> bool {
+        self.join.as_ref().is_some_and(|j| j.index.contains_key(id))
     }
 
     /// Readings waiting for their label (a model with `labels_topic`).
@@ -654,6 +664,44 @@ mod tests {
             "joined, expired, unmatched"
         );
         assert_eq!((p.learned(), p.labels_waiting()), (299, Some(0)));
+    }
+
+    #[test]
+    fn a_plain_text_reading_is_labelled_by_its_message_key() {
+        let text = r#"
+            [kafka]
+            "bootstrap.servers" = "127.0.0.1:9092"
+            [[model]]
+            name = "texts"
+            task = "multiclass"
+            format = "text"
+            input_topic = "texts"
+            labels_topic = "texts.labels"
+            target = { field = "sentiment", classes = ["negative", "neutral", "positive"] }
+            features = [ { kind = "text", field = "text", bits = 18 } ]
+        "#;
+        let c = crate::config::Config::parse(text, std::iter::empty()).expect("valid");
+        let mut p = Pipeline::new(c.model("texts").expect("model")).expect("pipeline");
+        let mut out = Vec::new();
+        let reading = [Input {
+            key: Some("m1"),
+            bytes: b"late again, lost my bags",
+        }];
+        p.process(&reading, &mut out);
+        assert!(p.awaits_label("m1"));
+        let mut res = Vec::new();
+        let label = [Input {
+            key: None,
+            bytes: br#"{"id":"m1","sentiment":"negative"}"#,
+        }];
+        p.apply_labels(&label, &mut res);
+        assert!(res[0].is_ok(), "{res:?}");
+        assert_eq!((p.learned(), p.label_counts()), (1, Some((1, 0, 0))));
+        assert_eq!(
+            p.metrics().0.count,
+            1,
+            "its prediction scored against the label"
+        );
     }
 
     #[test]
