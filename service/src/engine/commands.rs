@@ -67,6 +67,38 @@ impl Queue {
 }
 
 impl Worker<'_> {
+    /// After partition `p`'s pipeline changed by request: opens a
+    /// transaction for it (unless one is open, or a commit is in flight:
+    /// then its events are held for the next), publishes the events it
+    /// signalled since `before`, and shows HTTP readers the new state.
+    fn publish_change(&mut self, p: i32, before: (u64, u64)) -> Result<()> {
+        if self.eos && !self.in_txn && self.in_flight.is_none() {
+            self.begin()?;
+        }
+        let hold = self.eos && !self.in_txn;
+        let Some(part) = self.parts.get(&p) else {
+            return Ok(());
+        };
+        let out = Outputs {
+            producer: self.producer,
+            name: &self.handle.config.name,
+            task: part.pipeline.task(),
+            classes: part.pipeline.classes(),
+            input: &self.input,
+            output: &self.output,
+            dead: &self.dead,
+            events: self.events.as_deref(),
+            partition: p,
+            version: part.pipeline.version(),
+            seq: 0,
+            dead_limit: self.dead_limit,
+        };
+        let held = if hold { Some(&mut self.held) } else { None };
+        out.send_events(&mut self.buf, held, &part.pipeline, before)?;
+        self.handle.publish(p, &part.pipeline, part.processed_to);
+        Ok(())
+    }
+
     /// Carries out the queued requests on every owned partition.
     pub(super) fn run_commands(&mut self) -> Result<()> {
         if self.replay.is_some() {
@@ -76,18 +108,13 @@ impl Worker<'_> {
         if commands.is_empty() {
             return Ok(());
         }
-        if self.eos && !self.in_txn && self.in_flight.is_none() {
-            self.begin()?;
-        }
-        // a commit in flight: the events wait for the next transaction
-        let hold = self.eos && !self.in_txn;
         let mut owned: Vec<i32> = self.parts.keys().copied().collect();
         owned.sort_unstable();
         for c in commands {
             let (action, reply) = match c {
                 Command::Champion { action, reply } => (action, reply),
                 Command::Labels { labels, reply } => {
-                    let answers = self.join_labels(&owned, &labels, hold)?;
+                    let answers = self.join_labels(&owned, &labels)?;
                     let _ = reply.send(answers);
                     continue;
                 }
@@ -106,23 +133,7 @@ impl Worker<'_> {
                     // checkpointed in the next commit, every key under a new epoch
                     part.dirty = true;
                     part.epoch = 0;
-                    let out = Outputs {
-                        producer: self.producer,
-                        name: &self.handle.config.name,
-                        task: part.pipeline.task(),
-                        classes: part.pipeline.classes(),
-                        input: &self.input,
-                        output: &self.output,
-                        dead: &self.dead,
-                        events: self.events.as_deref(),
-                        partition: p,
-                        version: part.pipeline.version(),
-                        seq: 0,
-                        dead_limit: self.dead_limit,
-                    };
-                    let held = if hold { Some(&mut self.held) } else { None };
-                    out.send_events(&mut self.buf, held, &part.pipeline, before)?;
-                    self.handle.publish(p, &part.pipeline, part.processed_to);
+                    self.publish_change(p, before)?;
                 }
                 outcomes.push((p, r));
             }
@@ -137,7 +148,6 @@ impl Worker<'_> {
         &mut self,
         owned: &[i32],
         labels: &[Vec<u8>],
-        hold: bool,
     ) -> Result<Vec<Result<i32, String>>> {
         let mut answers = Vec::with_capacity(labels.len());
         for bytes in labels {
@@ -167,36 +177,25 @@ impl Worker<'_> {
             let before = part.pipeline.event_counts();
             let stats = part.pipeline.apply_labels(&input, &mut results);
             match results.pop() {
-                Some(Ok(())) => {
-                    part.dirty = true;
-                    answers.push(Ok(p));
+                Some(Ok(())) => {}
+                // the reading waits here: the label itself is wrong
+                Some(Err(e)) => {
+                    answers.push(Err(e.to_string()));
+                    continue;
                 }
-                Some(Err(e)) => answers.push(Err(e.to_string())),
-                None => answers.push(Err("the label was not taken".into())),
+                None => {
+                    answers.push(Err("the label was not taken".into()));
+                    continue;
+                }
             }
-            if stats.learned > 0 {
-                let out = Outputs {
-                    producer: self.producer,
-                    name: &self.handle.config.name,
-                    task: part.pipeline.task(),
-                    classes: part.pipeline.classes(),
-                    input: &self.input,
-                    output: &self.output,
-                    dead: &self.dead,
-                    events: self.events.as_deref(),
-                    partition: p,
-                    version: part.pipeline.version(),
-                    seq: 0,
-                    dead_limit: self.dead_limit,
-                };
-                let held = if hold { Some(&mut self.held) } else { None };
-                out.send_events(&mut self.buf, held, &part.pipeline, before)?;
-                self.handle
-                    .stats
-                    .learned
-                    .fetch_add(stats.learned as u64, std::sync::atomic::Ordering::Relaxed);
-                self.handle.publish(p, &part.pipeline, part.processed_to);
-            }
+            part.dirty = true;
+            answers.push(Ok(p));
+            self.handle
+                .stats
+                .learned
+                .fetch_add(stats.learned as u64, std::sync::atomic::Ordering::Relaxed);
+            // checkpointed with the next commit, learned or still waiting its turn
+            self.publish_change(p, before)?;
         }
         Ok(answers)
     }

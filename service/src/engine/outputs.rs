@@ -303,6 +303,12 @@ pub(super) fn send<'r>(
                 record = r;
                 producer.poll(Duration::from_millis(1));
             }
+            Err((e @ KafkaError::MessageProduction(RDKafkaErrorCode::State), _)) => {
+                // the transaction failed: only new clients can go on
+                return Err(anyhow::Error::new(super::state::ProducerFailed {
+                    error: e.to_string(),
+                }));
+            }
             Err((e, _)) => return Err(e).context("cannot queue an output message"),
         }
     }

@@ -100,6 +100,26 @@ impl std::fmt::Display for ConsumerFatal {
 
 impl std::error::Error for ConsumerFatal {}
 
+/// The producer refused an output because its transaction failed in a way
+/// only a new transaction can mend (librdkafka's erroneous state: say,
+/// sequence numbers skipped across a broker restart). Like
+/// [`ConsumerFatal`], the loop gives these clients up and starts new ones,
+/// whose initialisation aborts the failed transaction, resuming from the
+/// last committed checkpoints.
+#[derive(Debug)]
+pub struct ProducerFailed {
+    /// librdkafka's error.
+    pub error: String,
+}
+
+impl std::fmt::Display for ProducerFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the producer's transaction failed: {}", self.error)
+    }
+}
+
+impl std::error::Error for ProducerFailed {}
+
 /// The timeout each transactional call of the committer is given.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 

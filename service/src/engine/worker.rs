@@ -21,15 +21,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::ModelHandle;
 use super::outputs::{dead_letter_limit, Outputs, MAX_HELD};
-use super::state::{Busy, CommitStuck, ConsumerFatal, ReplayPlan, Worker};
+use super::state::{Busy, CommitStuck, ConsumerFatal, ProducerFailed, ReplayPlan, Worker};
 use super::transaction::{abort, committer, retry};
 use crate::config::Config;
 use crate::kafka::{self, ConsumerCtx, InFlight, ProducerCtx};
 use crate::pipeline::Input;
 
 /// Runs one model until `cancel` trips or a fatal error occurs. A
-/// transactional call stuck in librdkafka ([`CommitStuck`]) or a consumer
-/// librdkafka has stopped ([`ConsumerFatal`]) is not fatal to the service:
+/// transactional call stuck in librdkafka ([`CommitStuck`]), a consumer
+/// librdkafka has stopped ([`ConsumerFatal`]) or a transaction failed for
+/// good ([`ProducerFailed`]) is not fatal to the service:
 /// the clients are given up and new ones take over under the same identity
 /// (fencing any open transaction), resuming from the last checkpoint.
 pub fn run(config: &Config, handle: &Arc<ModelHandle>, cancel: &CancellationToken) -> Result<()> {
@@ -37,10 +38,11 @@ pub fn run(config: &Config, handle: &Arc<ModelHandle>, cancel: &CancellationToke
         match run_with(config, handle, cancel, None) {
             Err(e)
                 if (e.downcast_ref::<CommitStuck>().is_some()
-                    || e.downcast_ref::<ConsumerFatal>().is_some())
+                    || e.downcast_ref::<ConsumerFatal>().is_some()
+                    || e.downcast_ref::<ProducerFailed>().is_some())
                     && !cancel.is_cancelled() =>
             {
-                tracing::error!(model = %handle.config.name, error = %format!("{e:#}"), "the Kafka clients cannot go on (a transaction call stuck in librdkafka, or a fatal consumer error); starting new Kafka clients under the same identity (they fence any open transaction) and resuming from the last committed checkpoints");
+                tracing::error!(model = %handle.config.name, error = %format!("{e:#}"), "the Kafka clients cannot go on (a transaction call stuck in librdkafka, a fatal consumer error, or a failed transaction); starting new Kafka clients under the same identity (they fence any open transaction) and resuming from the last committed checkpoints");
                 handle.stats.client_restarts.fetch_add(1, Ordering::Relaxed);
                 // the new clients' assignment restores what HTTP shows
                 let live = handle.live.load();
