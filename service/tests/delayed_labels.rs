@@ -300,3 +300,30 @@ async fn late_out_of_order_labels_are_learned_exactly_once_across_a_sigkill() {
     assert_eq!(learned, n + 1, "the posted label is learned");
     svc.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labels_topic_not_partitioned_like_the_input_stops_start_up_naming_both() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let labels_topic = unique("sentiment.labels");
+    // the labels topic exists with one partition; the input gets three
+    create_topic(&bootstrap, &labels_topic, 1).await;
+    let run = setup_table(dir.path(), &bootstrap, "sentiment", 3, "", |i, o, d| {
+        format!(
+            "{}labels_topic = \"{labels_topic}\"\n",
+            model_table("sentiment", i, o, d, 500)
+        )
+    });
+    let log = dir.path().join("refused.log");
+    let mut svc = Service::start_logged(&run.config, &[], &log);
+    let status = svc.exited(Duration::from_secs(60)).await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!status.success(), "start-up is refused");
+    assert!(
+        text.contains(&labels_topic)
+            && text.contains(&run.input)
+            && text.contains("as many partitions")
+            && text.contains("it has 1 and the input 3"),
+        "the error names both topics and their partitions:\n{text}"
+    );
+}
