@@ -72,10 +72,7 @@ impl Worker<'_> {
     /// then its events are held for the next), publishes the events it
     /// signalled since `before`, and shows HTTP readers the new state.
     fn publish_change(&mut self, p: i32, before: (u64, u64)) -> Result<()> {
-        if self.eos && !self.in_txn && self.in_flight.is_none() {
-            self.begin()?;
-        }
-        let hold = self.eos && !self.in_txn;
+        let hold = self.ready_to_produce()?;
         let Some(part) = self.parts.get(&p) else {
             return Ok(());
         };

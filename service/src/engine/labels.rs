@@ -15,7 +15,7 @@ use super::outputs::Outputs;
 use super::state::Worker;
 use crate::config::{Config, ModelConfig};
 use crate::kafka;
-use crate::pipeline::{Input, Outcome};
+use crate::pipeline::Outcome;
 
 /// Checks a model's labels topic before its consumer starts: it exists,
 /// it has as many partitions as the input, and the consumer assigns the
@@ -64,22 +64,13 @@ impl Worker<'_> {
         if self.parts.get(&p).is_none_or(|x| x.labels.is_empty()) {
             return Ok(());
         }
-        if self.eos && !self.in_txn && self.in_flight.is_none() {
-            self.begin()?;
-        }
-        let hold = self.eos && !self.in_txn;
+        let hold = self.ready_to_produce()?;
         let Some(part) = self.parts.get_mut(&p) else {
             return Ok(());
         };
         let started = Instant::now();
         let batch = std::mem::take(&mut part.labels);
-        let inputs: Vec<Input<'_>> = batch
-            .iter()
-            .map(|m| Input {
-                key: kafka::key_str(m),
-                bytes: m.payload().unwrap_or(&[]),
-            })
-            .collect();
+        let inputs = kafka::inputs(&batch);
         let mut results = Vec::with_capacity(inputs.len());
         let stats = part.pipeline.apply_labels(&inputs, &mut results);
         part.labels_processed_to = batch

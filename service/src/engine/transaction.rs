@@ -337,6 +337,16 @@ impl Worker<'_> {
         }
     }
 
+    /// Before producing: exactly once, opens a transaction unless one is
+    /// open or a commit is in flight. True when what is produced now must
+    /// be held for the next transaction (a commit is in flight).
+    pub(super) fn ready_to_produce(&mut self) -> Result<bool> {
+        if self.eos && !self.in_txn && self.in_flight.is_none() {
+            self.begin()?;
+        }
+        Ok(self.eos && !self.in_txn)
+    }
+
     /// Opens a transaction.
     pub(super) fn begin(&mut self) -> Result<()> {
         self.producer

@@ -25,7 +25,6 @@ use super::state::{Busy, CommitStuck, ConsumerFatal, ProducerFailed, ReplayPlan,
 use super::transaction::{abort, committer, retry};
 use crate::config::Config;
 use crate::kafka::{self, ConsumerCtx, InFlight, ProducerCtx};
-use crate::pipeline::Input;
 
 /// Runs one model until `cancel` trips or a fatal error occurs. A
 /// transactional call stuck in librdkafka ([`CommitStuck`]), a consumer
@@ -567,23 +566,14 @@ impl<'c> Worker<'c> {
         {
             return Ok(());
         }
-        if self.eos && !self.in_txn && self.in_flight.is_none() {
-            self.begin()?;
-        }
         // a commit in flight: the outputs wait for the next transaction
-        let hold = self.eos && !self.in_txn;
+        let hold = self.ready_to_produce()?;
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
         let started = Instant::now();
         let batch = std::mem::take(&mut part.batch);
-        let inputs: Vec<Input<'_>> = batch
-            .iter()
-            .map(|m| Input {
-                key: kafka::key_str(m),
-                bytes: m.payload().unwrap_or(&[]),
-            })
-            .collect();
+        let inputs = kafka::inputs(&batch);
         let version = part.pipeline.version();
         let events_before = part.pipeline.event_counts();
         let mut outcomes = Vec::with_capacity(inputs.len());

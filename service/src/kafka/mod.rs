@@ -434,6 +434,17 @@ pub fn key_str<M: Message>(m: &M) -> Option<&str> {
     m.key().and_then(|k| std::str::from_utf8(k).ok())
 }
 
+/// A micro-batch's messages as the pipeline's inputs (key and bytes).
+pub fn inputs<M: Message>(batch: &[M]) -> Vec<crate::pipeline::Input<'_>> {
+    batch
+        .iter()
+        .map(|m| crate::pipeline::Input {
+            key: key_str(m),
+            bytes: m.payload().unwrap_or(&[]),
+        })
+        .collect()
+}
+
 /// Why [`read_to_end`] stopped early.
 #[derive(Debug)]
 pub enum ReadError {
