@@ -3,6 +3,11 @@
 //! from `../shared/data` (the part of `streamfit eval`'s figure before the
 //! model).
 //!
+//! Also wide readings (issue 19): a generated clinical-style reading of 20
+//! fields, 4 numeric and 16 categorical with 2 to 13 string values each,
+//! with the values declared in the spec and learned (`max_values`), beside
+//! heart-v1's 11 fields on the real clinical records, per reading.
+//!
 //! cargo bench -p streamfit-features --bench extract
 
 // criterion's macros generate public functions without docs
@@ -59,6 +64,86 @@ fn bench(c: &mut Criterion) {
                 for i in 0..iters as usize {
                     let r = &waits[i % waits.len()];
                     let e = extractor.extract(&r.json, r.key.as_deref(), &mut row);
+                    std::hint::black_box((&e, &row));
+                }
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+    wide(c, &data);
+}
+
+/// Reading `i` of the generated wide stream: 4 numbers, 16 categories
+/// (field `c{k}` has `2 + k % 12` values, `v0`..), an id and a 0/1 label.
+fn wide_reading(i: usize) -> Vec<u8> {
+    let mut fields = vec![format!(r#""id":"p{i}","y":{}"#, i % 2)];
+    for k in 0..4 {
+        fields.push(format!(
+            r#""n{k}":{}"#,
+            ((i * (k + 7) * 7919) % 1000) as f64 / 10.0
+        ));
+    }
+    for k in 0..16 {
+        let values = 2 + k % 12;
+        fields.push(format!(
+            r#""c{k}":"v{}""#,
+            (i * 31 + k * 17 + i / (k + 1)) % values
+        ));
+    }
+    format!("{{{}}}", fields.join(",")).into_bytes()
+}
+
+/// The wide reading's spec: the categories' values declared, or learned.
+fn wide_spec(declared: bool) -> FeatureSpec {
+    let mut features: Vec<String> = (0..4)
+        .map(|k| format!(r#"{{ kind = "numeric", field = "n{k}" }}"#))
+        .collect();
+    for k in 0..16 {
+        let values: Vec<String> = (0..2 + k % 12).map(|v| format!("\"v{v}\"")).collect();
+        features.push(if declared {
+            format!(
+                r#"{{ kind = "categorical", field = "c{k}", values = [{}] }}"#,
+                values.join(", ")
+            )
+        } else {
+            format!(r#"{{ kind = "categorical", field = "c{k}", max_values = 16 }}"#)
+        });
+    }
+    let text = format!(
+        "key = \"id\"\ntarget = {{ field = \"y\" }}\nfeatures = [{}]",
+        features.join(", ")
+    );
+    toml::from_str(&text).expect("the wide spec parses")
+}
+
+fn wide(c: &mut Criterion, data: &Path) {
+    let readings: Vec<Vec<u8>> = (0..10_000).map(wide_reading).collect();
+    let heart = load_readings(&data.join("heart-failure/heart.csv")).expect("the heart data loads");
+    let mut group = c.benchmark_group("wide");
+    group.throughput(Throughput::Elements(1));
+    let specs = [
+        ("heart-v1 (11 fields)", spec("heart-v1"), true),
+        ("20 fields, declared values", wide_spec(true), false),
+        ("20 fields, learned values", wide_spec(false), false),
+    ];
+    for (name, spec, real) in specs {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut extractor = FeatureExtractor::new(spec.clone(), true).expect("builds");
+                let mut row = vec![0.0; extractor.width()];
+                // learned vocabularies warm up first (every value seen)
+                for r in readings.iter().take(1_000) {
+                    let _ = extractor.extract(r, None, &mut row);
+                }
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let e = if real {
+                        let r = &heart[i % heart.len()];
+                        extractor.extract(&r.json, r.key.as_deref(), &mut row)
+                    } else {
+                        extractor.extract(&readings[i % readings.len()], None, &mut row)
+                    };
                     std::hint::black_box((&e, &row));
                 }
                 start.elapsed()

@@ -1486,12 +1486,15 @@ impl FeatureExtractor {
                 slot, vocab, max, ..
             } = step
             {
-                // the value as the row saw it (`category`), as text
+                if self.state.vocab[*vocab].len() >= *max {
+                    // full: nothing more is learned
+                    continue;
+                }
+                // the value as the row saw it (`category`); text only when new
                 if let Ok(Some(c)) = self.category(reading, *slot, true) {
-                    let v = String::from_utf8_lossy(&c).into_owned();
                     let known = &mut self.state.vocab[*vocab];
-                    if known.len() < *max && !known.contains(&v) {
-                        known.push(v);
+                    if !known.iter().any(|k| k.as_bytes() == c.as_ref()) {
+                        known.push(String::from_utf8_lossy(&c).into_owned());
                     }
                 }
             }
