@@ -80,6 +80,9 @@ pub struct Extracted<'a> {
     pub label: Option<f64>,
     /// What the model's output is added to (the baseline lag, else 0).
     pub baseline: f64,
+    /// Which of the spec's baseline features gave `baseline` (its place
+    /// in the list; `None`: none had a value, the baseline is 0).
+    pub basis: Option<usize>,
     /// Event time in Unix milliseconds, when the reading has one.
     pub event_time: Option<i64>,
 }
@@ -201,6 +204,52 @@ struct History {
     /// Values and their mean (running means; 0 for a lag).
     count: f64,
     mean: f64,
+    /// Profiles: per slot of the day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    slots: Vec<ProfileSlot>,
+}
+
+/// One slot of the day of a profile: the mean over earlier days, and the
+/// values of the current day (`History::day`), folded in when a later day
+/// begins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct ProfileSlot {
+    /// The mean over earlier days (of each day's mean in this slot).
+    mean: f64,
+    /// Days folded into `mean`.
+    days: u32,
+    /// The current day's values in this slot: sum and count.
+    sum: f64,
+    n: u32,
+}
+
+impl ProfileSlot {
+    /// The weight the next day gets: `weight`, or 1/n while that is more.
+    fn next_weight(&self, weight: f64) -> f64 {
+        weight.max(1.0 / f64::from(self.days + 1))
+    }
+
+    /// The mean with the current day folded in (as the next day sees it).
+    fn folded(&self, weight: f64) -> Option<f64> {
+        match (self.n, self.days) {
+            (0, 0) => None,
+            (0, _) => Some(self.mean),
+            (n, _) => {
+                let day_mean = self.sum / f64::from(n);
+                Some(self.mean + self.next_weight(weight) * (day_mean - self.mean))
+            }
+        }
+    }
+
+    /// Folds the current day into the mean.
+    fn fold(&mut self, weight: f64) {
+        if let Some(m) = self.folded(weight).filter(|_| self.n > 0) {
+            self.mean = m;
+            self.days += 1;
+            self.sum = 0.0;
+            self.n = 0;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +288,9 @@ enum Step {
         order: usize,
     },
     Mean {
+        hist: usize,
+    },
+    Profile {
         hist: usize,
     },
 }
@@ -313,6 +365,8 @@ struct HistSpec {
     missing: Vec<f64>,
     reset: Reset,
     keep: usize,
+    /// A profile: slots a day and the latest day's weight.
+    profile: Option<(usize, f64)>,
 }
 
 /// Turns readings into feature rows for one model.
@@ -329,8 +383,9 @@ pub struct FeatureExtractor {
     /// True when a step learns its vocabulary.
     learns_vocab: bool,
     hists: Vec<HistSpec>,
-    /// Which `Step::Lag` is the baseline (its step index).
-    baseline: Option<usize>,
+    /// The baseline features (`Step::Lag` or `Step::Profile`), their step
+    /// indices in order of preference.
+    baseline: Vec<usize>,
     names: Vec<String>,
     scale_mask: Vec<bool>,
     needs_time: bool,
@@ -445,7 +500,12 @@ impl FeatureExtractor {
         let mut names = Vec::new();
         let mut scale_mask = Vec::new();
         let mut needs_time = false;
-        let mut baseline = None;
+        let mut baseline = vec![usize::MAX; spec.baseline.as_ref().map_or(0, |b| b.names().len())];
+        let baseline_at = |name: &str| {
+            spec.baseline
+                .as_ref()
+                .and_then(|b| b.names().iter().position(|n| n == name))
+        };
         let mut vocab_count = 0;
         let mut push = |names: &mut Vec<String>, name: String, scale: bool| {
             names.push(name);
@@ -668,8 +728,8 @@ impl FeatureExtractor {
                     let name = name
                         .clone()
                         .unwrap_or_else(|| format!("lag{order}_{field}"));
-                    if spec.baseline.as_deref() == Some(name.as_str()) {
-                        baseline = Some(steps.len());
+                    if let Some(j) = baseline_at(&name) {
+                        baseline[j] = steps.len();
                     }
                     needs_time |= *reset == Reset::Daily;
                     push(&mut names, name.clone(), *standardize);
@@ -684,6 +744,7 @@ impl FeatureExtractor {
                         missing: missing.clone(),
                         reset: *reset,
                         keep: *order,
+                        profile: None,
                     });
                 }
                 FeatureDef::RunningMean {
@@ -706,15 +767,56 @@ impl FeatureExtractor {
                         missing: missing.clone(),
                         reset: *reset,
                         keep: 0,
+                        profile: None,
+                    });
+                }
+                FeatureDef::Profile {
+                    field,
+                    missing,
+                    slots,
+                    day_weight,
+                    standardize,
+                    name,
+                } => {
+                    if !(1..=1440).contains(slots) {
+                        return Err(spec_error(at("slots"), "should be between 1 and 1440"));
+                    }
+                    if !(*day_weight > 0.0 && *day_weight <= 1.0) {
+                        return Err(spec_error(
+                            at("day_weight"),
+                            format!("should be in (0, 1], but is {day_weight}"),
+                        ));
+                    }
+                    let name = name.clone().unwrap_or_else(|| format!("profile_{field}"));
+                    if let Some(j) = baseline_at(&name) {
+                        baseline[j] = steps.len();
+                    }
+                    needs_time = true;
+                    push(&mut names, name.clone(), *standardize);
+                    push(&mut names, format!("has_{name}"), false);
+                    let slot = fields.slot(field);
+                    steps.push(Step::Profile { hist: hists.len() });
+                    hists.push(HistSpec {
+                        slot,
+                        missing: missing.clone(),
+                        reset: Reset::Never,
+                        keep: 0,
+                        profile: Some((*slots, *day_weight)),
                     });
                 }
             }
         }
         if let Some(b) = &spec.baseline {
-            if baseline.is_none() {
+            if b.names().is_empty() {
+                return Err(spec_error("baseline", "should name at least one feature"));
+            }
+            if let Some(j) = baseline.iter().position(|&s| s == usize::MAX) {
                 return Err(spec_error(
                     "baseline",
-                    format!("names {b:?}, but no `lag` feature has that name"),
+                    format!(
+                        "names {:?}, but no `lag` or `profile` feature has that name",
+                        b.names()[j]
+                    ),
                 ));
             }
         }
@@ -856,7 +958,7 @@ impl FeatureExtractor {
             Step::Hour { harmonics } => 2 * harmonics,
             Step::Weekday => 7,
             Step::DayOfYear => 2,
-            Step::Lag { .. } => 2,
+            Step::Lag { .. } | Step::Profile { .. } => 2,
             Step::Mean { .. } => 1,
         }
     }
@@ -1297,6 +1399,16 @@ impl FeatureExtractor {
         }
         let mut time_col = 0;
         let mut baseline = 0.0;
+        let mut basis: Option<usize> = None;
+        // a baseline feature's value: kept when it comes before the one so far
+        let mut offer = |si: usize, v: Option<f64>| {
+            if let (Some(v), Some(j)) = (v, self.baseline.iter().position(|&b| b == si)) {
+                if basis.is_none_or(|b| j < b) {
+                    basis = Some(j);
+                    baseline = v;
+                }
+            }
+        };
         let mut col = 0;
         for (si, step) in self.steps.iter().enumerate() {
             match step {
@@ -1383,9 +1495,26 @@ impl FeatureExtractor {
                         .and_then(|h| h.recent.len().checked_sub(*order).map(|i| h.recent[i]));
                     row[col] = lag.unwrap_or(0.0);
                     row[col + 1] = f64::from(u8::from(lag.is_some()));
-                    if self.baseline == Some(si) {
-                        baseline = lag.unwrap_or(0.0);
-                    }
+                    offer(si, lag);
+                }
+                Step::Profile { hist } => {
+                    let value = match (key_state, ts, self.hists[*hist].profile) {
+                        (Some(k), Some(t), Some((slots, weight))) => {
+                            let h = &k.hist[*hist];
+                            h.slots.get(profile_slot(t, slots)).and_then(|s| {
+                                // a later day sees the state's day folded in
+                                if t.days > h.day {
+                                    s.folded(weight)
+                                } else {
+                                    (s.days > 0).then_some(s.mean)
+                                }
+                            })
+                        }
+                        _ => None,
+                    };
+                    row[col] = value.unwrap_or(0.0);
+                    row[col + 1] = f64::from(u8::from(value.is_some()));
+                    offer(si, value);
                 }
                 Step::Mean { hist, .. } => {
                     let mean = key_state
@@ -1424,9 +1553,10 @@ impl FeatureExtractor {
         }
         if !self.hists.is_empty() {
             let day = day.unwrap_or(0);
+            let seconds = ts.map_or(0.0, |t| t.seconds);
             match found {
                 // copies the key's state only if a reader still holds it
-                Some(state) => self.advance(Arc::make_mut(state), reading, day),
+                Some(state) => self.advance(Arc::make_mut(state), reading, day, seconds),
                 None => {
                     if let (Keys::Update(map), Some(k)) = (&mut keys, key.as_deref()) {
                         let state = map.entry(k.to_owned()).or_insert_with(|| {
@@ -1434,7 +1564,7 @@ impl FeatureExtractor {
                                 hist: vec![History::default(); self.hists.len()],
                             })
                         });
-                        self.advance(Arc::make_mut(state), reading, day);
+                        self.advance(Arc::make_mut(state), reading, day, seconds);
                     }
                 }
             }
@@ -1443,6 +1573,7 @@ impl FeatureExtractor {
             key,
             label,
             baseline,
+            basis,
             event_time: ts.map(|t| t.unix_millis()),
         })
     }
@@ -1501,13 +1632,29 @@ impl FeatureExtractor {
         }
     }
 
-    /// Advances a key's lags and running means by one reading of `day`.
-    fn advance(&self, state: &mut KeyState, reading: &Reading<'_>, day: i64) {
+    /// Advances a key's lags, running means and profiles by one reading of
+    /// `day` at `seconds` after midnight.
+    fn advance(&self, state: &mut KeyState, reading: &Reading<'_>, day: i64, seconds: f64) {
         for (h, spec) in state.hist.iter_mut().zip(&self.hists) {
             let Value::Num(v) = reading.values[spec.slot] else {
                 continue;
             };
             if spec.missing.contains(&v) {
+                continue;
+            }
+            if let Some((slots, weight)) = spec.profile {
+                if h.slots.len() != slots {
+                    h.slots = vec![ProfileSlot::default(); slots];
+                }
+                if day > h.day {
+                    h.slots.iter_mut().for_each(|s| s.fold(weight));
+                    h.day = day;
+                }
+                // a reading of an earlier day than the state's (out of
+                // order) counts as the current day's
+                let s = &mut h.slots[slot_of(seconds, slots)];
+                s.sum += v;
+                s.n += 1;
                 continue;
             }
             if spec.reset == Reset::Daily && h.day != day {
@@ -1528,6 +1675,16 @@ impl FeatureExtractor {
             }
         }
     }
+}
+
+/// The slot of the day that `seconds` after midnight falls in.
+fn slot_of(seconds: f64, slots: usize) -> usize {
+    ((seconds / 86_400.0 * slots as f64) as usize).min(slots - 1)
+}
+
+/// The profile slot of a timestamp.
+fn profile_slot(t: Timestamp, slots: usize) -> usize {
+    slot_of(t.seconds, slots)
 }
 
 /// How [`FeatureExtractor::fill`] reaches the keyed state: to read it
@@ -1817,6 +1974,112 @@ mod tests {
             }
         }
         assert_eq!(ok, 7);
+    }
+
+    #[test]
+    fn a_profile_is_the_usual_value_at_this_hour_on_earlier_days() {
+        let spec = toml_like(
+            r#"
+            key = "ride"
+            timestamp = "ts"
+            target = { field = "wait", missing = [-999.0] }
+            baseline = ["lag1", "usual"]
+            features = [
+              { kind = "lag", field = "wait", missing = [-999.0], reset = "daily", name = "lag1" },
+              { kind = "profile", field = "wait", missing = [-999.0], day_weight = 0.5, name = "usual" },
+            ]
+        "#,
+        );
+        let mut x = FeatureExtractor::new(spec, false).expect("valid");
+        assert_eq!(x.names()[2..], ["usual".to_owned(), "has_usual".into()]);
+        let mut row = vec![0.0; x.width()];
+        let mut at = |x: &mut FeatureExtractor, ts: &str, wait: f64| {
+            let r = format!(r#"{{"ride":"a","ts":"{ts}","wait":{wait}}}"#);
+            let e = x.extract(r.as_bytes(), None, &mut row).expect("extracts");
+            (row[2], row[3], e.baseline, e.basis)
+        };
+        // day 1: nothing known before it; 10 and 20 at 9h, 50 at 14h, a closed reading skipped
+        assert_eq!(
+            at(&mut x, "2018-01-01T09:00:00", 10.0),
+            (0.0, 0.0, 0.0, None)
+        );
+        assert_eq!(
+            at(&mut x, "2018-01-01T09:30:00", 20.0),
+            (0.0, 0.0, 10.0, Some(0))
+        );
+        at(&mut x, "2018-01-01T14:00:00", 50.0);
+        at(&mut x, "2018-01-01T14:10:00", -999.0);
+        // a question about day 2 at 9h, before any reading of day 2: day 1's mean at 9h
+        let ask = |x: &FeatureExtractor, ts: &str| {
+            let r = format!(r#"{{"ride":"a","ts":"{ts}"}}"#);
+            let mut row = vec![0.0; x.width()];
+            let e = x
+                .extract_readonly(r.as_bytes(), None, &mut row)
+                .expect("extracts");
+            (row[2], e.baseline, e.basis)
+        };
+        assert_eq!(ask(&x, "2018-01-02T09:15:00"), (15.0, 15.0, Some(1)));
+        assert_eq!(ask(&x, "2018-01-02T14:59:00"), (50.0, 50.0, Some(1)));
+        assert_eq!(
+            ask(&x, "2018-01-02T20:00:00"),
+            (0.0, 0.0, None),
+            "no 20h yet"
+        );
+        // day 1 again (the same day): today's values do not count yet
+        assert_eq!(
+            ask(&x, "2018-01-01T09:45:00"),
+            (0.0, 50.0, Some(0)),
+            "lag1 first"
+        );
+        assert_eq!(
+            ask(&x, "2018-01-01T14:30:00").0,
+            0.0,
+            "today not in the profile"
+        );
+        // day 2: 9h is 35; its first reading rests on the profile (no lag1 yet)
+        assert_eq!(
+            at(&mut x, "2018-01-02T09:00:00", 35.0),
+            (15.0, 1.0, 15.0, Some(1))
+        );
+        // day 3 at 9h: the latest day weighs 1/2 (= 1/n too): 15 + (35 - 15) / 2
+        assert_eq!(ask(&x, "2018-01-03T09:00:00"), (25.0, 25.0, Some(1)));
+        at(&mut x, "2018-01-03T10:00:00", 1.0);
+        assert_eq!(ask(&x, "2018-01-03T09:05:00").0, 25.0, "folded once");
+        // day 4: day 3 had no 9h reading (9h unchanged); 10h has one day
+        assert_eq!(ask(&x, "2018-01-04T09:00:00").0, 25.0);
+        assert_eq!(ask(&x, "2018-01-04T10:00:00").0, 1.0);
+        // the state round-trips a checkpoint, and an old one without profiles reads
+        let state = x.state().clone();
+        let back: FeatureState =
+            serde_json::from_str(&serde_json::to_string(&state).expect("json")).expect("reads");
+        assert_eq!(back, state);
+        let old: History =
+            serde_json::from_str(r#"{"day":1,"recent":[],"count":0.0,"mean":0.0}"#).expect("reads");
+        assert!(old.slots.is_empty());
+    }
+
+    #[test]
+    fn a_baseline_names_lag_or_profile_features_only() {
+        let mut spec = waits_spec();
+        spec.baseline = Some(crate::spec::Baseline::Ordered(vec![
+            "lag1".into(),
+            "nope".into(),
+        ]));
+        let e = FeatureExtractor::new(spec, false).expect_err("refused");
+        assert!(e.to_string().contains("\"nope\""), "{e}");
+        let mut spec = waits_spec();
+        spec.features.push(
+            toml_like(
+                r#"
+            target = { field = "x" }
+            features = [{ kind = "profile", field = "posted_wait", day_weight = 0.0 }]
+        "#,
+            )
+            .features[0]
+                .clone(),
+        );
+        let e = FeatureExtractor::new(spec, false).expect_err("refused");
+        assert!(e.to_string().contains("day_weight"), "{e}");
     }
 
     #[test]

@@ -17,10 +17,11 @@ pub struct FeatureSpec {
     pub timestamp: Option<String>,
     /// The target field; a reading with it is labelled.
     pub target: TargetSpec,
-    /// Name of a `lag` feature: the model learns the target minus that lag
-    /// (when the lag exists) and adds it back when predicting.
+    /// Name of a `lag` or `profile` feature, or a list of them: the model
+    /// learns the target minus the first of them that has a value for the
+    /// reading, and adds it back when predicting (0 when none has one).
     #[serde(default)]
-    pub baseline: Option<String>,
+    pub baseline: Option<Baseline>,
     /// The features, in row order.
     pub features: Vec<FeatureDef>,
     /// Readings larger than this many bytes are rejected.
@@ -29,6 +30,28 @@ pub struct FeatureSpec {
     /// What a message is: a JSON object, or the text itself.
     #[serde(default)]
     pub format: InputFormat,
+}
+
+/// The features a regression model's output is added to, in order of
+/// preference: one name (`baseline = "lag1"`) or several
+/// (`baseline = ["lag1", "profile"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Baseline {
+    /// One feature.
+    One(String),
+    /// The first of these that has a value.
+    Ordered(Vec<String>),
+}
+
+impl Baseline {
+    /// The feature names, in order of preference.
+    pub fn names(&self) -> &[String] {
+        match self {
+            Baseline::One(n) => std::slice::from_ref(n),
+            Baseline::Ordered(v) => v,
+        }
+    }
 }
 
 /// What the bytes of a reading are.
@@ -81,6 +104,12 @@ fn one() -> usize {
 }
 fn two() -> usize {
     2
+}
+fn hourly() -> usize {
+    24
+}
+fn day_weight() -> f64 {
+    0.3
 }
 fn text_bits() -> u32 {
     20
@@ -210,6 +239,33 @@ pub enum FeatureDef {
         #[serde(default = "yes")]
         standardize: bool,
         /// Column name (default `lag{order}_{field}`).
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The key's usual value of `field` at this time of day: per slot of
+    /// the day (`slots` a day, 24 = hourly), a mean over earlier days of
+    /// each day's mean in that slot, the latest day weighing `day_weight`
+    /// (1/n while fewer than 1/`day_weight` days are known), and a 0/1
+    /// column that says whether there is one. Today's values count from
+    /// the next day on, so the column says what was known before the day
+    /// began: it answers for a time ahead, when no reading of that day
+    /// exists yet.
+    Profile {
+        /// The field.
+        field: String,
+        /// Values that are not valid (skipped, like `-999`).
+        #[serde(default)]
+        missing: Vec<f64>,
+        /// Slots a day (1..=1440): 24 is hourly, 48 half-hourly.
+        #[serde(default = "hourly")]
+        slots: usize,
+        /// The weight of the latest day, in (0, 1].
+        #[serde(default = "day_weight")]
+        day_weight: f64,
+        /// Standardise the column online.
+        #[serde(default = "yes")]
+        standardize: bool,
+        /// Column name (default `profile_{field}`).
         #[serde(default)]
         name: Option<String>,
     },

@@ -155,6 +155,11 @@ pub enum Command {
         /// still predicted and scored on arrival.
         #[arg(long, default_value = "0")]
         label_delay: crate::pipeline::LabelDelay,
+        /// Predict each reading from the model and state as they were this
+        /// much earlier in event time (60m, 1d), through the `/predict`
+        /// path, beside persistence at the same horizon (regressions).
+        #[arg(long, default_value = "0")]
+        horizon: crate::horizon::Horizon,
     },
 }
 
@@ -367,10 +372,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             predictions_out,
             hindsight,
             label_delay,
+            horizon,
         } => {
             let config = config.load()?;
             let model = config.model(&model)?;
             let readings = eval::load(&data)?;
+            if horizon.ms > 0 {
+                anyhow::ensure!(
+                    batch == 1
+                        && label_delay == crate::pipeline::LabelDelay::None
+                        && !hindsight
+                        && predictions_out.is_none(),
+                    "`--horizon` runs its own protocol: leave out --batch, --label-delay, --hindsight and --predictions-out"
+                );
+                let report = crate::horizon::run(model, &readings, &horizon)?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{}", report.to_text());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut log = predictions_out
                 .as_ref()
                 .map(|_| features::arrow_io::PredictionLog::default());

@@ -345,9 +345,10 @@ pub struct ModelConfig {
     pub timestamp: Option<String>,
     /// The target field and its missing sentinels.
     pub target: TargetSpec,
-    /// Learn residuals over this `lag` feature.
+    /// Learn residuals over this `lag` or `profile` feature, or over the
+    /// first of a list of them that has a value.
     #[serde(default)]
-    pub baseline: Option<String>,
+    pub baseline: Option<features::spec::Baseline>,
     /// One model per key (falling back to a shared model for unseen keys).
     #[serde(default)]
     pub per_key: bool,

@@ -33,6 +33,7 @@ pub mod config;
 pub mod engine;
 pub mod eval;
 pub mod history;
+pub mod horizon;
 pub mod http;
 pub mod idle;
 pub mod kafka;

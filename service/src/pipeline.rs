@@ -118,6 +118,10 @@ pub struct Prediction<'a> {
     pub label: Option<f64>,
     /// Event time, Unix milliseconds.
     pub event_time: Option<i64>,
+    /// What a regression's answer is added to: the place of the baseline
+    /// feature that had a value in the config's list, and its value
+    /// (`None`: no baseline feature had one, or the model has none).
+    pub basis: Option<(usize, f64)>,
 }
 
 /// When a labelled reading's label becomes known to the learner
@@ -716,6 +720,7 @@ impl Pipeline {
                 probabilities,
                 label: extracted.label,
                 event_time: extracted.event_time,
+                basis: extracted.basis.map(|j| (j, extracted.baseline)),
             }));
             stats.predicted += 1;
         }
@@ -831,6 +836,7 @@ impl Pipeline {
             probabilities,
             label: e.label,
             event_time: e.event_time,
+            basis: e.basis.map(|j| (j, e.baseline)),
         })
     }
 

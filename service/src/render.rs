@@ -109,6 +109,7 @@ mod tests {
             probabilities,
             label,
             event_time: None,
+            basis: None,
         }
     }
 

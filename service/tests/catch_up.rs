@@ -85,6 +85,39 @@ async fn the_wait_returns_once_every_reading_is_predicted_and_not_before() {
     assert!(behind > 0, "the wait never saw the service behind: {err}");
     assert!(err.contains("caught up after"), "{err}");
 
+    // a question about a day no reading of which exists yet rests on the
+    // ride's usual wait at that hour on earlier days, and says so (before
+    // the profile it rested on nothing and answered 10 minutes here)
+    let ask = |ts: &'static str| {
+        let http = run.http.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("http://{http}/v1/models/waits/predict"))
+                .json(&serde_json::json!({ "ride": "soarin", "ts": ts }))
+                .send()
+                .await
+                .expect("predict");
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<serde_json::Value>().await.expect("JSON")
+        }
+    };
+    let ahead = ask("2018-12-31T14:00:00").await;
+    assert_eq!(ahead["basis"]["baseline"], "profile", "{ahead}");
+    assert_eq!(
+        ahead["basis"]["preference"],
+        serde_json::json!(["lag1", "profile"])
+    );
+    let usual = ahead["basis"]["baseline_value"].as_f64().expect("a value");
+    let answer = ahead["prediction"].as_f64().expect("a number");
+    assert!(usual > 20.0 && (answer - usual).abs() < 30.0, "{ahead}");
+    // at 3 in the morning the park is closed: no profile, nothing to rest on
+    let night = ask("2018-12-31T03:00:00").await;
+    assert_eq!(
+        night["basis"]["baseline"],
+        serde_json::Value::Null,
+        "{night}"
+    );
+
     // a service that is gone never catches up: the wait says how far behind
     svc.crash();
     produce(&bootstrap, &run.input, &waits(1_000));

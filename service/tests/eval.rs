@@ -214,3 +214,87 @@ fn bad_flags_are_clear_errors() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+/// `--horizon`: the shipped waits a day ahead rest on the rides' usual
+/// waits at that hour (the profile), and beat persistence a day ahead by
+/// far; an hour ahead they still beat it. A classifier is refused.
+#[test]
+fn waits_answer_for_a_time_ahead_better_than_persistence() {
+    let root = workspace();
+    let config = root.join("deploy/streamfit.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let data = root.join("../shared/data/wdw-waits-2018");
+    let data = data.to_str().expect("utf-8 path");
+    let run = |h: &str| -> serde_json::Value {
+        let out = streamfit_ok(&[
+            "eval",
+            "--model",
+            "waits",
+            "--data",
+            data,
+            "--config",
+            config,
+            "--horizon",
+            h,
+            "--json",
+        ]);
+        serde_json::from_str(&out).expect("one JSON object")
+    };
+    let day = run("1d");
+    assert_eq!(day["horizon"], "1d");
+    assert_eq!(day["scored"], 559_629);
+    let on_profile = day["basis"]["profile"].as_u64().unwrap_or(0);
+    assert!(on_profile > 550_000, "{}", day["basis"]);
+    assert!(
+        day["basis"].get("lag1").is_none(),
+        "no lag is a day old: {}",
+        day["basis"]
+    );
+    let (m, p) = (&day["all"]["model"], &day["all"]["persistence"]);
+    assert!(
+        num(m, "mae") < 0.9 * num(p, "mae"),
+        "a day ahead: {m} vs {p}"
+    );
+    assert!(
+        num(m, "rmse") < 0.9 * num(p, "rmse"),
+        "a day ahead: {m} vs {p}"
+    );
+    let hour = run("60m");
+    let (m, p) = (&hour["all"]["model"], &hour["all"]["persistence"]);
+    assert!(
+        num(m, "mae") < num(p, "mae") && num(m, "rmse") < num(p, "rmse"),
+        "{m} vs {p}"
+    );
+    // the same stream with no horizon is far better still: the horizon bites
+    assert!(num(m, "mae") > 2.0 * 4.2, "{m}");
+
+    let heart = root.join("../shared/data/heart-failure/heart.csv");
+    let out = streamfit(&[
+        "eval",
+        "--model",
+        "heart",
+        "--data",
+        heart.to_str().expect("utf-8 path"),
+        "--config",
+        config,
+        "--horizon",
+        "1d",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs event times"), "{err}");
+    let out = streamfit(&[
+        "eval",
+        "--model",
+        "waits",
+        "--data",
+        data,
+        "--config",
+        config,
+        "--horizon",
+        "100",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a number of readings"), "{err}");
+}

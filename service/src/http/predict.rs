@@ -299,7 +299,26 @@ fn local(
     v["model_version"] = json!(live.version());
     v["staleness_ms"] = json!(partition.and_then(|q| live.age_ms(q)));
     v["lag"] = json!(h.lag());
+    if let Some(b) = basis(&h.config, &r) {
+        v["basis"] = b;
+    }
     Ok(v)
+}
+
+/// What a regression with a baseline rests on: the baseline feature that
+/// had a value for this reading (`lag1`: the key's last value today;
+/// `profile`: its usual value at this time of day on earlier days) and
+/// that value, or `null` when none had one (the model's features alone).
+fn basis(config: &crate::config::ModelConfig, r: &Prediction<'_>) -> Option<serde_json::Value> {
+    let names = config.baseline.as_ref()?.names();
+    Some(match r.basis {
+        Some((j, value)) => json!({
+            "baseline": names.get(j),
+            "baseline_value": value,
+            "preference": names,
+        }),
+        None => json!({ "baseline": null, "baseline_value": 0.0, "preference": names }),
+    })
 }
 
 fn bad(e: features::FeatureError, index: Option<usize>) -> ApiError {
