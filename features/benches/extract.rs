@@ -94,20 +94,37 @@ fn wide_reading(i: usize) -> Vec<u8> {
     format!("{{{}}}", fields.join(",")).into_bytes()
 }
 
+/// How the wide reading's categories know their values.
+#[derive(Clone, Copy)]
+enum Vocab {
+    /// Listed in the spec (`values`).
+    Declared,
+    /// Learned, up to 16 each (`max_values = 16`): rows as wide as 16 values.
+    Learned16,
+    /// Learned, up to as many as there are (`max_values` = the count): rows
+    /// as wide as the declared ones.
+    LearnedCount,
+}
+
 /// The wide reading's spec: the categories' values declared, or learned.
-fn wide_spec(declared: bool) -> FeatureSpec {
+fn wide_spec(vocab: Vocab) -> FeatureSpec {
     let mut features: Vec<String> = (0..4)
         .map(|k| format!(r#"{{ kind = "numeric", field = "n{k}" }}"#))
         .collect();
     for k in 0..16 {
         let values: Vec<String> = (0..2 + k % 12).map(|v| format!("\"v{v}\"")).collect();
-        features.push(if declared {
-            format!(
+        features.push(match vocab {
+            Vocab::Declared => format!(
                 r#"{{ kind = "categorical", field = "c{k}", values = [{}] }}"#,
                 values.join(", ")
-            )
-        } else {
-            format!(r#"{{ kind = "categorical", field = "c{k}", max_values = 16 }}"#)
+            ),
+            Vocab::Learned16 => {
+                format!(r#"{{ kind = "categorical", field = "c{k}", max_values = 16 }}"#)
+            }
+            Vocab::LearnedCount => format!(
+                r#"{{ kind = "categorical", field = "c{k}", max_values = {} }}"#,
+                values.len()
+            ),
         });
     }
     let text = format!(
@@ -124,8 +141,21 @@ fn wide(c: &mut Criterion, data: &Path) {
     group.throughput(Throughput::Elements(1));
     let specs = [
         ("heart-v1 (11 fields)", spec("heart-v1"), true),
-        ("20 fields, declared values", wide_spec(true), false),
-        ("20 fields, learned values", wide_spec(false), false),
+        (
+            "20 fields, declared values",
+            wide_spec(Vocab::Declared),
+            false,
+        ),
+        (
+            "20 fields, learned values",
+            wide_spec(Vocab::Learned16),
+            false,
+        ),
+        (
+            "20 fields, learned values, max_values = their count",
+            wide_spec(Vocab::LearnedCount),
+            false,
+        ),
     ];
     for (name, spec, real) in specs {
         group.bench_function(name, |b| {

@@ -329,14 +329,19 @@ impl FixedValues {
         }
     }
 
+    /// The index of `value`, if it is one of the values.
+    #[inline]
+    fn position(&self, value: &[u8]) -> Option<usize> {
+        match self {
+            FixedValues::Scanned(names) => names.position(value),
+            FixedValues::Hashed(map) => map.get(value).copied(),
+        }
+    }
+
     /// The column of `value`: its index, or the unknown bucket.
     #[inline]
     fn column(&self, value: &[u8]) -> usize {
-        let found = match self {
-            FixedValues::Scanned(names) => names.position(value),
-            FixedValues::Hashed(map) => map.get(value).copied(),
-        };
-        found.unwrap_or(self.len())
+        self.position(value).unwrap_or(self.len())
     }
 }
 
@@ -382,6 +387,10 @@ pub struct FeatureExtractor {
     starts: Vec<usize>,
     /// True when a step learns its vocabulary.
     learns_vocab: bool,
+    /// Not state: per learned vocabulary, its values indexed as declared
+    /// ones are (rebuilt when a value is learned or a state restored), so
+    /// that a learned value is found as fast as a declared one.
+    vocab_index: Vec<FixedValues>,
     hists: Vec<HistSpec>,
     /// The baseline features (`Step::Lag` or `Step::Profile`), their step
     /// indices in order of preference.
@@ -890,6 +899,7 @@ impl FeatureExtractor {
         Ok(FeatureExtractor {
             starts,
             learns_vocab,
+            vocab_index: vec![FixedValues::new(&[]); vocab_count],
             state: FeatureState {
                 keys: KeyMap::default(),
                 vocab: vec![Vec::new(); vocab_count],
@@ -1037,6 +1047,12 @@ impl FeatureExtractor {
             ));
         }
         self.state = state;
+        self.vocab_index = self
+            .state
+            .vocab
+            .iter()
+            .map(|v| FixedValues::new(v))
+            .collect();
         Ok(())
     }
 
@@ -1082,7 +1098,7 @@ impl FeatureExtractor {
         self.time_memo = memo;
         let extracted = filled?;
         if self.learns_vocab {
-            self.update_vocab(&reading);
+            self.update_vocab(&reading, row);
         }
         if let (LabelKind::Classes, Some(label)) = (self.label_kind, extracted.label) {
             if label as usize == self.state.classes.len() {
@@ -1455,8 +1471,8 @@ impl FeatureExtractor {
                 } => {
                     row[col..col + max + 1].fill(0.0);
                     if let Some(c) = self.category(reading, *slot, *optional)? {
-                        let known = &self.state.vocab[*vocab];
-                        let idx = match known.iter().position(|v| v.as_bytes() == c.as_ref()) {
+                        let known = &self.vocab_index[*vocab];
+                        let idx = match known.position(c.as_ref()) {
                             Some(j) => j,
                             // a new value gets the next column when learning and there is room
                             None if learn_vocab && known.len() < *max => known.len(),
@@ -1610,23 +1626,24 @@ impl FeatureExtractor {
         Ok(Some(known.len() as f64))
     }
 
-    /// Adds a learned categorical's new value to its vocabulary.
-    fn update_vocab(&mut self, reading: &Reading<'_>) {
-        for step in &self.steps {
+    /// Adds a learned categorical's new value to its vocabulary: the row
+    /// put it in the next free column (`fill`), so a known value costs one
+    /// look at the row.
+    fn update_vocab(&mut self, reading: &Reading<'_>, row: &[f64]) {
+        for (si, step) in self.steps.iter().enumerate() {
             if let Step::Learned {
                 slot, vocab, max, ..
             } = step
             {
-                if self.state.vocab[*vocab].len() >= *max {
-                    // full: nothing more is learned
+                let n = self.state.vocab[*vocab].len();
+                if n >= *max || row[self.starts[si] + n] != 1.0 {
+                    // full, or not a new value
                     continue;
                 }
-                // the value as the row saw it (`category`); text only when new
                 if let Ok(Some(c)) = self.category(reading, *slot, true) {
                     let known = &mut self.state.vocab[*vocab];
-                    if !known.iter().any(|k| k.as_bytes() == c.as_ref()) {
-                        known.push(String::from_utf8_lossy(&c).into_owned());
-                    }
+                    known.push(String::from_utf8_lossy(&c).into_owned());
+                    self.vocab_index[*vocab] = FixedValues::new(known);
                 }
             }
         }
@@ -1941,6 +1958,32 @@ mod tests {
             ]
         );
         assert_eq!(x.resolved_names(), ["x", "c=a", "c=3", "c=<unknown>"]);
+        // a restored vocabulary is found as learned: "3" is column 1, not new
+        let mut restored = FeatureExtractor::new(x.spec().clone(), false).expect("valid");
+        restored.set_state(x.state().clone()).expect("restores");
+        restored
+            .extract(br#"{"x":1,"c":3,"y":0}"#, None, &mut row)
+            .expect("extracts");
+        assert_eq!(&row[1..], &[0.0, 1.0, 0.0]);
+        assert_eq!(restored.state(), x.state(), "nothing learned twice");
+        // a value learned while more are being learned is found at once
+        let spec = toml_like(
+            r#"
+            target = { field = "y" }
+            features = [{ kind = "categorical", field = "c", max_values = 40 }]
+        "#,
+        );
+        let mut many = FeatureExtractor::new(spec, false).expect("valid");
+        let mut row = vec![0.0; many.width()];
+        for round in 0..2 {
+            for v in 0..40 {
+                let r = format!(r#"{{"c":"v{v}","y":0}}"#);
+                many.extract(r.as_bytes(), None, &mut row)
+                    .expect("extracts");
+                assert_eq!(row[v], 1.0, "round {round}, value {v}");
+            }
+        }
+        assert_eq!(many.state().vocab[0].len(), 40, "each value learned once");
     }
 
     #[test]
