@@ -1415,16 +1415,9 @@ impl FeatureExtractor {
         }
         let mut time_col = 0;
         let mut baseline = 0.0;
-        let mut basis: Option<usize> = None;
-        // a baseline feature's value: kept when it comes before the one so far
-        let mut offer = |si: usize, v: Option<f64>| {
-            if let (Some(v), Some(j)) = (v, self.baseline.iter().position(|&b| b == si)) {
-                if basis.is_none_or(|b| j < b) {
-                    basis = Some(j);
-                    baseline = v;
-                }
-            }
-        };
+        // the place in the baseline list of the feature that gave `baseline`
+        // (usize::MAX: none yet); a value is kept when it comes earlier
+        let mut basis = usize::MAX;
         let mut col = 0;
         for (si, step) in self.steps.iter().enumerate() {
             match step {
@@ -1511,7 +1504,9 @@ impl FeatureExtractor {
                         .and_then(|h| h.recent.len().checked_sub(*order).map(|i| h.recent[i]));
                     row[col] = lag.unwrap_or(0.0);
                     row[col + 1] = f64::from(u8::from(lag.is_some()));
-                    offer(si, lag);
+                    if let Some(v) = lag {
+                        self.offer_baseline(si, v, &mut basis, &mut baseline);
+                    }
                 }
                 Step::Profile { hist } => {
                     let value = match (key_state, ts, self.hists[*hist].profile) {
@@ -1530,7 +1525,9 @@ impl FeatureExtractor {
                     };
                     row[col] = value.unwrap_or(0.0);
                     row[col + 1] = f64::from(u8::from(value.is_some()));
-                    offer(si, value);
+                    if let Some(v) = value {
+                        self.offer_baseline(si, v, &mut basis, &mut baseline);
+                    }
                 }
                 Step::Mean { hist, .. } => {
                     let mean = key_state
@@ -1589,9 +1586,21 @@ impl FeatureExtractor {
             key,
             label,
             baseline,
-            basis,
+            basis: (basis != usize::MAX).then_some(basis),
             event_time: ts.map(|t| t.unix_millis()),
         })
+    }
+
+    /// Takes `value` of step `si` as the baseline when that step is a
+    /// baseline feature listed before the one that gave it so far.
+    #[inline]
+    fn offer_baseline(&self, si: usize, value: f64, basis: &mut usize, baseline: &mut f64) {
+        if let Some(j) = self.baseline.iter().position(|&b| b == si) {
+            if j < *basis {
+                *basis = j;
+                *baseline = value;
+            }
+        }
     }
 
     /// The class number of a reading's target: a known class's, the next
