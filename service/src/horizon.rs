@@ -331,6 +331,11 @@ mod tests {
         c.timestamp = None;
         let e = run(&c, &[reading(1, 0, 1.0)], &h("1m")).expect_err("refused");
         assert!(format!("{e:#}").contains("needs event times"), "{e:#}");
+        let mut c = config();
+        c.task = crate::config::TaskName::Classification;
+        c.baseline = None;
+        let e = run(&c, &[reading(1, 0, 1.0)], &h("1m")).expect_err("refused");
+        assert!(format!("{e:#}").contains("scores regressions"), "{e:#}");
     }
 
     #[test]
