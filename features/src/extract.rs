@@ -1512,7 +1512,7 @@ impl FeatureExtractor {
                     let value = match (key_state, ts, self.hists[*hist].profile) {
                         (Some(k), Some(t), Some((slots, weight))) => {
                             let h = &k.hist[*hist];
-                            h.slots.get(profile_slot(t, slots)).and_then(|s| {
+                            h.slots.get(slot_of(t.seconds, slots)).and_then(|s| {
                                 // a later day sees the state's day folded in
                                 if t.days > h.day {
                                     s.folded(weight)
@@ -1706,11 +1706,6 @@ impl FeatureExtractor {
 /// The slot of the day that `seconds` after midnight falls in.
 fn slot_of(seconds: f64, slots: usize) -> usize {
     ((seconds / 86_400.0 * slots as f64) as usize).min(slots - 1)
-}
-
-/// The profile slot of a timestamp.
-fn profile_slot(t: Timestamp, slots: usize) -> usize {
-    slot_of(t.seconds, slots)
 }
 
 /// How [`FeatureExtractor::fill`] reaches the keyed state: to read it

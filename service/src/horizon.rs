@@ -139,16 +139,16 @@ pub fn run(
         "`--horizon` needs event times: model {} names no `timestamp` field",
         config.name
     );
-    let mut each = config.clone();
-    each.test_then_train = TestThenTrain::Reading;
-    let mut pipeline = Pipeline::new(&each)?;
-    if pipeline.task() != Task::Regression {
+    if config.model_task() != Task::Regression {
         bail!(
             "`--horizon` scores regressions (beside persistence); model {} is a {:?} model",
             config.name,
-            pipeline.task()
+            config.model_task()
         );
     }
+    let mut each = config.clone();
+    each.test_then_train = TestThenTrain::Reading;
+    let mut pipeline = Pipeline::new(&each)?;
     let names: Vec<String> = config
         .baseline
         .as_ref()
