@@ -23,14 +23,14 @@ async fn a_live_backfill_swaps_in_without_a_gap() {
 
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while readings_seen(&run.http, "waits").await < history as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the service did not learn the history in time"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_seen(
+        &run.http,
+        "waits",
+        history as u64,
+        Duration::from_secs(120),
+        "the history",
+    )
+    .await;
 
     // ask /predict and the model all along: every answer 200, versions
     // never going back, the model never knowing fewer readings than before
@@ -136,14 +136,14 @@ async fn a_backfill_that_would_forget_is_swapped_in_only_when_forced() {
     produce(&bootstrap, &run.input, &waits(n));
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while readings_seen(&run.http, "waits").await < n as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the history was not learned in time"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_seen(
+        &run.http,
+        "waits",
+        n as u64,
+        Duration::from_secs(120),
+        "the history",
+    )
+    .await;
     // from the middle of each partition
     let detail = model_detail(&run.http, "waits").await;
     let from: Vec<String> = detail["partitions"]

@@ -96,9 +96,18 @@ async fn a_broker_killed_mid_stream_loses_and_duplicates_nothing() {
         assert_eq!(replicas, 3, "{topic}: replication factor");
         assert_eq!(min_isr, "2", "{topic}: min.insync.replicas");
     }
+    // a 20 s stream; node 2 dies once the service is learning from it (on
+    // a fresh cluster the first transaction waits for the coordinator to
+    // load, so a fixed sleep could kill it before a reading was seen)
     let publisher = publish_steadily(BOOTSTRAP, &run.input, waits(n), 1_000);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = readings_seen(&run.http, "waits").await;
+    let before = wait_seen(
+        &run.http,
+        "waits",
+        2_000,
+        Duration::from_secs(120),
+        "before the kill",
+    )
+    .await;
     eprintln!(
         "SIGKILL broker node 2 after {before} of {n} readings ({} published)",
         publisher.sent()

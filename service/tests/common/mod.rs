@@ -797,6 +797,29 @@ pub async fn readings_seen(http: &str, model: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until the live model has seen at least `at_least` readings and
+/// returns how many it has seen; fails naming `what` after `within`.
+pub async fn wait_seen(
+    http: &str,
+    model: &str,
+    at_least: u64,
+    within: Duration,
+    what: &str,
+) -> u64 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let seen = readings_seen(http, model).await;
+        if seen >= at_least {
+            return seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {seen} of {at_least} readings seen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates a topic on the test broker.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let props = client_props(bootstrap);
