@@ -4,10 +4,47 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Upper bounds of the batch-latency histogram, in seconds.
-pub const BATCH_BUCKETS: [f64; 10] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+/// Upper bounds of the latency histograms, in seconds.
+pub const BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// A latency histogram over [`BUCKETS`] (then +Inf), with the sum.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, seconds: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Appends the `_bucket`, `_sum` and `_count` lines with `labels`
+    /// (`model="m"` and any others) inside the braces.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
+        }
+        cum += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
+        let sum = self.micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cum}"
+        );
+    }
+}
 
 /// Counters of one model.
 #[derive(Debug, Default)]
@@ -20,12 +57,17 @@ pub struct ModelStats {
     pub learned: AtomicU64,
     /// Readings sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
-    /// Micro-batches processed.
-    pub batches: AtomicU64,
-    /// Batch latency histogram: counts per bucket of [`BATCH_BUCKETS`], then +Inf.
-    pub batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
-    /// Sum of batch latencies, microseconds.
-    pub batch_micros: AtomicU64,
+    /// Time to predict, learn and publish each micro-batch.
+    pub batch: Histogram,
+    /// Exactly once: each commit, from the committer taking it to the
+    /// broker's answer (checkpoints, offsets and the transaction's end).
+    pub commit: Histogram,
+    /// Exactly once: `send_offsets_to_transaction`, the round trips that
+    /// add the consumed offsets to the transaction.
+    pub commit_offsets: Histogram,
+    /// Exactly once: `commit_transaction`, the outputs' flush and the
+    /// transaction's end (markers written on every partition).
+    pub commit_end: Histogram,
     /// Commits: transactions (exactly once) or offset commits (at least once).
     pub commits: AtomicU64,
     /// Transactions aborted and rolled back.
@@ -39,20 +81,6 @@ pub struct ModelStats {
     pub checkpoint_bytes: AtomicU64,
     /// Key records written (changed keys, or every key of a new epoch).
     pub checkpoint_keys: AtomicU64,
-}
-
-impl ModelStats {
-    /// Records one batch's processing time.
-    pub fn observe_batch(&self, seconds: f64) {
-        let i = BATCH_BUCKETS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(BATCH_BUCKETS.len());
-        self.batch_hist[i].fetch_add(1, Ordering::Relaxed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
 }
 
 /// One model's figures for the Prometheus page.
@@ -71,6 +99,9 @@ pub struct Exposed<'a> {
     /// challengers.
     pub promotions: Option<u64>,
 }
+
+/// Picks one of a model's histograms.
+type HistogramOf = fn(&ModelStats) -> &Histogram;
 
 /// Renders Prometheus text exposition for the given models.
 pub fn render(models: &[Exposed<'_>]) -> String {
@@ -178,30 +209,33 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             let _ = writeln!(out, "streamfit_promotions{{model=\"{}\"}} {n}", m.name);
         }
     }
-    let name = "streamfit_batch_seconds";
-    let _ = writeln!(out, "# HELP {name} Time to predict, learn and publish one micro-batch.\n# TYPE {name} histogram");
-    for m in models {
-        let mut cum = 0;
-        for (i, b) in BATCH_BUCKETS.iter().enumerate() {
-            cum += m.stats.batch_hist[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{model=\"{}\",le=\"{b}\"}} {cum}",
-                m.name
-            );
+    let histograms: [(&str, &str, HistogramOf); 4] = [
+        (
+            "streamfit_batch_seconds",
+            "Time to predict, learn and publish one micro-batch.",
+            |s| &s.batch,
+        ),
+        (
+            "streamfit_commit_seconds",
+            "Exactly once: one commit, from the committer taking it to the broker's answer (checkpoints, offsets, end of transaction).",
+            |s| &s.commit,
+        ),
+        (
+            "streamfit_commit_offsets_seconds",
+            "Exactly once: send_offsets_to_transaction, the round trips adding the consumed offsets to the transaction.",
+            |s| &s.commit_offsets,
+        ),
+        (
+            "streamfit_commit_end_seconds",
+            "Exactly once: commit_transaction, flushing the outputs and ending the transaction.",
+            |s| &s.commit_end,
+        ),
+    ];
+    for (name, help, of) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for m in models {
+            of(m.stats).render(&mut out, name, &format!("model=\"{}\"", m.name));
         }
-        cum += m.stats.batch_hist[BATCH_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{model=\"{}\",le=\"+Inf\"}} {cum}",
-            m.name
-        );
-        let sum = m.stats.batch_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}_sum{{model=\"{}\"}} {sum}\n{name}_count{{model=\"{}\"}} {cum}",
-            m.name, m.name
-        );
     }
     if let Some(rss) = crate::memory::resident_bytes() {
         let name = "process_resident_memory_bytes";
@@ -220,9 +254,10 @@ mod tests {
     #[test]
     fn histogram_is_cumulative() {
         let s = ModelStats::default();
-        s.observe_batch(0.0001);
-        s.observe_batch(0.003);
-        s.observe_batch(5.0);
+        s.batch.observe(0.0001);
+        s.batch.observe(0.003);
+        s.batch.observe(5.0);
+        s.commit_end.observe(0.04);
         let text = render(&[Exposed {
             name: "m",
             stats: &s,
@@ -237,6 +272,10 @@ mod tests {
         );
         assert!(text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"0.005\"} 2"));
         assert!(text.contains("streamfit_batch_seconds_bucket{model=\"m\",le=\"+Inf\"} 3"));
+        assert!(text.contains("streamfit_batch_seconds_count{model=\"m\"} 3"));
+        assert!(text.contains("streamfit_commit_end_seconds_bucket{model=\"m\",le=\"0.03\"} 0"));
+        assert!(text.contains("streamfit_commit_end_seconds_bucket{model=\"m\",le=\"0.05\"} 1"));
+        assert!(text.contains("streamfit_commit_seconds_count{model=\"m\"} 0"));
         assert!(text.contains("streamfit_consumer_lag{model=\"m\"} 3"));
         assert!(text.contains("streamfit_model_version{model=\"m\"} 7"));
     }

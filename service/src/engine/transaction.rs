@@ -59,12 +59,15 @@ pub(super) fn committer(
             offsets: tpl,
             group,
         } = request;
+        let taken = Instant::now();
         if let Err(e) = write_checkpoints(&target, &producer, &handle, checkpoints, &mut buf) {
             if results.send(Err(e)).is_err() {
                 return;
             }
             continue;
         }
+        let stats = &handle.stats;
+        let mut step = Instant::now();
         let outcome = retry_txn(
             &handle,
             &cancel,
@@ -83,19 +86,27 @@ pub(super) fn committer(
             },
         )
         .and_then(|o| match o {
-            TxnOutcome::Committed => retry_txn(
-                &handle,
-                &cancel,
-                shutdown_timeout,
-                "committing the transaction",
-                || {
-                    busy.run("commit_transaction", || {
-                        producer.commit_transaction(CALL_TIMEOUT)
-                    })
-                },
-            ),
+            TxnOutcome::Committed => {
+                stats.commit_offsets.observe(step.elapsed().as_secs_f64());
+                step = Instant::now();
+                retry_txn(
+                    &handle,
+                    &cancel,
+                    shutdown_timeout,
+                    "committing the transaction",
+                    || {
+                        busy.run("commit_transaction", || {
+                            producer.commit_transaction(CALL_TIMEOUT)
+                        })
+                    },
+                )
+            }
             abort => Ok(abort),
         });
+        if let Ok(TxnOutcome::Committed) = outcome {
+            stats.commit_end.observe(step.elapsed().as_secs_f64());
+            stats.commit.observe(taken.elapsed().as_secs_f64());
+        }
         if results.send(outcome).is_err() {
             return;
         }
