@@ -223,7 +223,7 @@ impl Worker<'_> {
                 self.process(p)?;
             }
             let timeout = Duration::from_millis(self.config.service.shutdown_timeout_ms);
-            if let Err(e) = self.producer.flush(timeout) {
+            if let Err(e) = crate::kafka::flush::flush(self.producer, timeout) {
                 tracing::warn!(model = %self.handle.config.name, error = %e, "outputs of revoked partitions not all acknowledged; their new owner processes them again");
             }
             self.to_commit

@@ -20,7 +20,7 @@ use super::handle::ModelHandle;
 use super::outputs::{send, Dest};
 use super::partition::Committed;
 use super::state::{stall_this_call, Busy, CommitRequest, TxnOutcome, Worker, CALL_TIMEOUT};
-use crate::kafka::ProducerCtx;
+use crate::kafka::{self, ProducerCtx};
 
 /// Calls a transactional API until it succeeds, backing off while it fails
 /// with a retriable error; gives up when cancelled.
@@ -96,7 +96,7 @@ pub(super) fn committer(
                     "committing the transaction",
                     || {
                         busy.run("commit_transaction", || {
-                            producer.commit_transaction(CALL_TIMEOUT)
+                            kafka::flush::commit_transaction(&producer, CALL_TIMEOUT)
                         })
                     },
                 )

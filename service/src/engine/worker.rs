@@ -465,7 +465,7 @@ impl<'c> Worker<'c> {
             }
             return result;
         }
-        let flushed = self.producer.flush(timeout);
+        let flushed = kafka::flush::flush(self.producer, timeout);
         let acked = self.producer.context().drain_acked();
         match (&result, flushed, acked) {
             (Ok(()), Ok(()), Ok(acked)) => {

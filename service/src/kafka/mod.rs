@@ -20,6 +20,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message;
 
 pub mod access;
+pub mod flush;
 
 /// A client config with the user's properties applied first.
 pub fn base_config(props: &BTreeMap<String, String>) -> ClientConfig {
