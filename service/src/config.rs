@@ -475,6 +475,11 @@ fn default_metrics_window() -> usize {
 }
 
 impl ModelConfig {
+    /// The baseline features in order of preference (none without `baseline`).
+    pub fn baseline_names(&self) -> &[String] {
+        self.baseline.as_ref().map_or(&[], |b| b.names())
+    }
+
     /// The feature spec part of the table.
     pub fn feature_spec(&self) -> FeatureSpec {
         FeatureSpec {

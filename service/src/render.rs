@@ -58,6 +58,36 @@ pub struct Rendered<'a> {
     pub label: Option<Value<'a>>,
 }
 
+/// What a regression with a baseline rests on: the baseline feature that
+/// had a value for this reading (`lag1`: the key's last value today;
+/// `profile`: its usual value at this time of day on earlier days) and that
+/// value, or `null` and 0 when none had one (the model's features alone).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Basis<'a> {
+    /// The baseline feature used, if any had a value.
+    pub baseline: Option<&'a str>,
+    /// Its value (0 when none).
+    pub baseline_value: f64,
+}
+
+/// The basis of `p` made by a model whose baselines, in order of
+/// preference, are `names`; `None` for a model without a baseline.
+pub fn basis<'a>(names: &'a [String], p: &Prediction<'_>) -> Option<Basis<'a>> {
+    if names.is_empty() {
+        return None;
+    }
+    Some(match p.basis {
+        Some((j, value)) => Basis {
+            baseline: names.get(j).map(String::as_str),
+            baseline_value: value,
+        },
+        None => Basis {
+            baseline: None,
+            baseline_value: 0.0,
+        },
+    })
+}
+
 fn class(classes: &[String], v: f64) -> Value<'_> {
     if v.is_nan() || v < 0.0 {
         return Value::None;
@@ -111,6 +141,22 @@ mod tests {
             event_time: None,
             basis: None,
         }
+    }
+
+    #[test]
+    fn a_basis_names_the_baseline_used_or_null() {
+        let names = ["lag1".to_owned(), "profile".into()];
+        let mut p = prediction(30.0, vec![], None);
+        assert_eq!(basis(&[], &p), None, "no baseline, no basis");
+        assert_eq!(
+            serde_json::to_value(basis(&names, &p)).expect("json"),
+            serde_json::json!({ "baseline": null, "baseline_value": 0.0 })
+        );
+        p.basis = Some((1, 61.5));
+        assert_eq!(
+            serde_json::to_value(basis(&names, &p)).expect("json"),
+            serde_json::json!({ "baseline": "profile", "baseline_value": 61.5 })
+        );
     }
 
     #[test]

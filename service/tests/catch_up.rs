@@ -118,6 +118,28 @@ async fn the_wait_returns_once_every_reading_is_predicted_and_not_before() {
         "{night}"
     );
 
+    // the published predictions say what each rested on, as /predict does
+    let mut on: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, value, _) in read_topic(&bootstrap, &run.output, 3, 20_000, Duration::from_secs(60)) {
+        let v: serde_json::Value = serde_json::from_slice(&value).expect("prediction is JSON");
+        let basis = &v["basis"];
+        let name = match &basis["baseline"] {
+            serde_json::Value::Null => "none".to_owned(),
+            b => b.as_str().expect("a baseline's name").to_owned(),
+        };
+        assert!(
+            basis["baseline_value"].is_number()
+                && ["lag1", "profile", "none"].contains(&name.as_str()),
+            "{v}"
+        );
+        *on.entry(name).or_default() += 1;
+    }
+    assert_eq!(on.values().sum::<usize>(), 20_000);
+    assert!(
+        on.get("lag1") > on.get("profile") && on.get("profile").is_some_and(|&n| n > 0),
+        "most rest on the last posted wait, the day's first ones on the profile: {on:?}"
+    );
+
     // a service that is gone never catches up: the wait says how far behind
     svc.crash();
     produce(&bootstrap, &run.input, &waits(1_000));

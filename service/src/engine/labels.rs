@@ -82,6 +82,7 @@ impl Worker<'_> {
             name: &self.handle.config.name,
             task: part.pipeline.task(),
             classes: part.pipeline.classes(),
+            baselines: self.handle.config.baseline_names(),
             input: &topic,
             output: &self.output,
             dead: &self.dead,

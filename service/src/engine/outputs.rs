@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::kafka::ProducerCtx;
 use crate::pipeline::{Input, Outcome};
-use crate::render::{render, Rendered};
+use crate::render::{basis, render, Basis, Rendered};
 
 #[derive(Serialize)]
 struct Source<'a> {
@@ -30,6 +30,8 @@ struct PredictionMessage<'a> {
     rendered: Rendered<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    basis: Option<Basis<'a>>,
     source: Source<'a>,
 }
 
@@ -65,6 +67,8 @@ pub(super) struct Outputs<'a> {
     pub(super) task: models::Task,
     /// Multiclass: the classes' names, in their numbers' order.
     pub(super) classes: &'a [String],
+    /// Regression with baselines: their names, in order of preference.
+    pub(super) baselines: &'a [String],
     pub(super) input: &'a str,
     pub(super) output: &'a str,
     pub(super) dead: &'a str,
@@ -134,6 +138,7 @@ impl Outputs<'_> {
                         key: p.key.as_deref(),
                         rendered: render(self.task, self.classes, p),
                         event_time: p.event_time,
+                        basis: basis(self.baselines, p),
                         source: Source {
                             topic: self.input,
                             partition: self.partition,

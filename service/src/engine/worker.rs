@@ -605,6 +605,7 @@ impl<'c> Worker<'c> {
             name: &self.handle.config.name,
             task: part.pipeline.task(),
             classes: part.pipeline.classes(),
+            baselines: self.handle.config.baseline_names(),
             input: &self.input,
             output: &self.output,
             dead: &self.dead,

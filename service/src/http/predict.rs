@@ -305,20 +305,13 @@ fn local(
     Ok(v)
 }
 
-/// What a regression with a baseline rests on: the baseline feature that
-/// had a value for this reading (`lag1`: the key's last value today;
-/// `profile`: its usual value at this time of day on earlier days) and
-/// that value, or `null` when none had one (the model's features alone).
+/// What a regression with a baseline rests on ([`crate::render::Basis`]),
+/// with the baselines in order of preference.
 fn basis(config: &crate::config::ModelConfig, r: &Prediction<'_>) -> Option<serde_json::Value> {
-    let names = config.baseline.as_ref()?.names();
-    Some(match r.basis {
-        Some((j, value)) => json!({
-            "baseline": names.get(j),
-            "baseline_value": value,
-            "preference": names,
-        }),
-        None => json!({ "baseline": null, "baseline_value": 0.0, "preference": names }),
-    })
+    let names = config.baseline_names();
+    let mut b = serde_json::to_value(crate::render::basis(names, r)?).ok()?;
+    b["preference"] = json!(names);
+    Some(b)
 }
 
 fn bad(e: features::FeatureError, index: Option<usize>) -> ApiError {
