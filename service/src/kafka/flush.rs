@@ -26,14 +26,14 @@ pub fn flush<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Duration) 
 }
 
 /// Commits the open transaction: its outputs flushed here first, so that
-/// the commit's own flush finds nothing to wait for.
+/// the commit's own flush finds nothing to wait for. Each of the two waits
+/// at most `timeout`.
 pub fn commit_transaction<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,
 ) -> KafkaResult<()> {
-    let started = Instant::now();
     flush(producer, timeout)?;
-    producer.commit_transaction(timeout.saturating_sub(started.elapsed()))
+    producer.commit_transaction(timeout)
 }
 
 #[cfg(test)]
