@@ -138,33 +138,32 @@ async fn predicts_learns_dead_letters_and_resumes_on_real_kafka() {
         metrics.contains("streamfit_readings_dead_lettered_total{model=\"heart\"} 1"),
         "{metrics}"
     );
-    // every committed transaction's round trips are timed
-    let value = |name: &str| -> u64 {
-        let prefix = format!("{name}{{model=\"heart\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
+    // every committed transaction's round trips are timed (one page: a
+    // commit finishing as it is read may be timed, not yet counted)
+    let value = |name: &str| -> f64 {
+        metric_in(&metrics, name, "heart")
             .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
     };
     let commits = value("streamfit_commits_total");
     let timed = value("streamfit_commit_seconds_count");
-    assert!(commits > 0, "the outputs were committed in transactions");
+    assert!(commits > 0.0, "the outputs were committed in transactions");
     assert!(
-        timed >= commits && timed <= commits + 1,
+        timed >= commits && timed <= commits + 1.0,
         "{timed} commits timed, {commits} committed"
     );
     for step in [
         "streamfit_commit_offsets_seconds",
         "streamfit_commit_end_seconds",
     ] {
-        assert_eq!(value(&format!("{step}_count")), timed, "{step}");
-        let sum: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{step}_sum{{model=\"heart\"}} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("sum");
-        assert!(sum > 0.0, "{step}: a round trip takes time");
+        let count = value(&format!("{step}_count"));
+        assert!(
+            count >= timed && count <= timed + 1.0,
+            "{step}: {count} of {timed}"
+        );
+        assert!(
+            value(&format!("{step}_sum")) > 0.0,
+            "{step}: a round trip takes time"
+        );
     }
     svc.stop();
 

@@ -773,11 +773,15 @@ pub async fn metric(http: &str, name: &str, model: &str) -> u64 {
         .text()
         .await
         .expect("text");
+    metric_in(&text, name, model).map_or(0, |v| v as u64)
+}
+
+/// The value of `name{model="model"}` on a Prometheus page, if there.
+pub fn metric_in(page: &str, name: &str, model: &str) -> Option<f64> {
     let prefix = format!("{name}{{model=\"{model}\"}} ");
-    text.lines()
+    page.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// `GET /v1/models/{model}`.
