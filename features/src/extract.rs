@@ -345,6 +345,19 @@ impl FixedValues {
     }
 }
 
+/// Divides `columns` by their L2 norm to the power `power` (0..=1); an
+/// empty text stays empty.
+fn normalize_length(columns: &mut [(u32, f64)], power: f64) {
+    let squares: f64 = columns.iter().map(|(_, v)| v * v).sum();
+    if squares > 0.0 {
+        // (Σv²)^(power/2) = ‖v‖^power
+        let scale = squares.powf(-0.5 * power);
+        for (_, v) in columns.iter_mut() {
+            *v *= scale;
+        }
+    }
+}
+
 /// A feature of sparse columns.
 #[derive(Debug, Clone)]
 enum SparseStep {
@@ -355,6 +368,8 @@ enum SparseStep {
         base: u32,
         /// Its [`DocFreq`], with `idf`.
         idf: Option<usize>,
+        /// The power of the L2 norm the columns are divided by (0: none).
+        normalize: f64,
     },
     Hashed {
         slot: usize,
@@ -544,8 +559,17 @@ impl FeatureExtractor {
                     html_entities,
                     sublinear,
                     idf,
+                    normalize,
                     optional,
                 } => {
+                    if !(0.0..=1.0).contains(normalize) {
+                        return Err(spec_error(
+                            at("normalize"),
+                            format!(
+                                "should be 0..=1 (the power of the L2 norm the text's columns are divided by: 0 none, 1 unit length), not {normalize}"
+                            ),
+                        ));
+                    }
                     let options = TextOptions {
                         bits: *bits,
                         ngrams: *ngrams,
@@ -562,7 +586,14 @@ impl FeatureExtractor {
                         };
                         spec_error(at(key), e)
                     })?;
-                    sparse_names.push(format!("{field}~text({options:?}, idf {idf})"));
+                    // (named only when set, so that checkpoints written
+                    // before the option still match their spec)
+                    let norm = if *normalize > 0.0 {
+                        format!(", normalize {normalize}")
+                    } else {
+                        String::new()
+                    };
+                    sparse_names.push(format!("{field}~text({options:?}, idf {idf}{norm})"));
                     sparse_steps.push(SparseStep::Text {
                         slot: fields.slot(field),
                         hasher,
@@ -572,6 +603,7 @@ impl FeatureExtractor {
                             idf_count += 1;
                             idf_count - 1
                         }),
+                        normalize: *normalize,
                     });
                 }
                 FeatureDef::Hashed {
@@ -1174,6 +1206,7 @@ impl FeatureExtractor {
                     hasher,
                     base,
                     idf,
+                    normalize,
                     ..
                 } => {
                     let Ok(Some(bytes)) = self.category(reading, *slot, true) else {
@@ -1187,29 +1220,33 @@ impl FeatureExtractor {
                     };
                     let from = out.len();
                     hasher.append(&text, *base, out);
-                    let Some(d) = *idf else { continue };
-                    let freq = if learn { doc_freq.get_mut(d) } else { None };
-                    let known = if learn {
-                        None
-                    } else {
-                        self.state.doc_freq.get(d)
-                    };
-                    match (freq, known) {
-                        (Some(f), _) => {
-                            for (c, v) in out[from..].iter_mut() {
-                                *v *= f.idf(*c);
+                    if let Some(d) = *idf {
+                        let freq = if learn { doc_freq.get_mut(d) } else { None };
+                        let known = if learn {
+                            None
+                        } else {
+                            self.state.doc_freq.get(d)
+                        };
+                        match (freq, known) {
+                            (Some(f), _) => {
+                                for (c, v) in out[from..].iter_mut() {
+                                    *v *= f.idf(*c);
+                                }
+                                f.docs += 1;
+                                for (c, _) in &out[from..] {
+                                    *f.df.entry(*c).or_insert(0) += 1;
+                                }
                             }
-                            f.docs += 1;
-                            for (c, _) in &out[from..] {
-                                *f.df.entry(*c).or_insert(0) += 1;
+                            (None, Some(f)) => {
+                                for (c, v) in out[from..].iter_mut() {
+                                    *v *= f.idf(*c);
+                                }
                             }
+                            (None, None) => {}
                         }
-                        (None, Some(f)) => {
-                            for (c, v) in out[from..].iter_mut() {
-                                *v *= f.idf(*c);
-                            }
-                        }
-                        (None, None) => {}
+                    }
+                    if *normalize > 0.0 {
+                        normalize_length(&mut out[from..], *normalize);
                     }
                 }
                 SparseStep::Hashed {
@@ -1827,6 +1864,42 @@ mod tests {
         x.extract_readonly_sparse(br#"{"t": "lovely"}"#, None, &mut row, &mut rare)
             .expect("valid");
         assert_eq!(x.state(), &before, "scoring leaves the counts alone");
+    }
+
+    #[test]
+    fn normalize_divides_a_text_by_its_norm_to_the_power_given() {
+        let columns = |normalize: f64, text: &str| {
+            let spec = toml_like(&format!(
+                r#"
+                target = {{ field = "y" }}
+                features = [ {{ kind = "text", field = "t", bits = 16, ngrams = 1, normalize = {normalize} }} ]
+            "#
+            ));
+            let mut x = FeatureExtractor::new(spec, true).expect("valid");
+            let (mut row, mut sparse) = (Vec::new(), Vec::new());
+            x.extract_sparse(format!(r#"{{"t": "{text}"}}"#).as_bytes(), None, &mut row, &mut sparse)
+                .expect("valid");
+            sparse.iter().map(|(_, v)| v.abs()).collect::<Vec<_>>()
+        };
+        let four = "late again no bags";
+        assert_eq!(columns(0.0, four), vec![1.0; 4], "0: the values as they were");
+        for v in columns(1.0, four) {
+            assert!((v - 0.5).abs() < 1e-12, "1: unit length, {v}");
+        }
+        for v in columns(0.5, four) {
+            assert!((v - 0.5f64.sqrt()).abs() < 1e-12, "0.5: over the norm's root, {v}");
+        }
+        assert_eq!(columns(1.0, "late"), vec![1.0], "one term is unit length already");
+        assert!(columns(1.0, "").is_empty(), "an empty text stays empty");
+
+        let bad = toml_like(
+            r#"
+            target = { field = "y" }
+            features = [ { kind = "text", field = "t", normalize = 2 } ]
+        "#,
+        );
+        let err = FeatureExtractor::new(bad, true).expect_err("out of range");
+        assert!(err.to_string().contains("features[0].normalize"), "{err}");
     }
 
     #[test]

@@ -195,6 +195,11 @@ pub enum FeatureDef {
         /// Times an inverse document frequency learned online.
         #[serde(default)]
         idf: bool,
+        /// Length normalisation: the text's columns divided by their L2
+        /// norm to this power (0 = none, 1 = unit length, 0..=1), so that a
+        /// long text does not move the margin more than a short one.
+        #[serde(default)]
+        normalize: f64,
         /// Allow the field to be absent or null (no columns).
         #[serde(default)]
         optional: bool,

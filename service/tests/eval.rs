@@ -89,10 +89,11 @@ fn text_models_keep_their_figures_and_the_contract() {
     let r = eval("tweets", data, "2");
     assert_eq!(r["scored"], 14_640);
     let (log_loss, auc) = (num(&r, "log_loss"), num(&r, "roc_auc"));
-    // the README's figures (0.3736 / 0.9059), not the goals, which
-    // the whole stream does not meet: this guards against a change for the worse
+    // the README's figures (0.3711 / 0.9066), not the goals, which
+    // the whole stream does not meet: this guards against a change for the
+    // worse (before length normalisation: 0.3736 / 0.9059)
     assert!(
-        log_loss <= 0.375 && auc >= 0.905,
+        log_loss <= 0.372 && auc >= 0.906,
         "tweets: {log_loss} / {auc}"
     );
     // better than scikit-learn's hashing + SGD on the same protocol
