@@ -1,6 +1,7 @@
 //! Tokenise and hash one tweet (the `text` feature's first half): the
-//! 14,640 airline tweets of `../shared/data/airline-tweets`, unigrams and
-//! bigrams into 2^20 signed columns, HTML entities decoded, links replaced.
+//! 14,640 airline tweets of `../shared/data/airline-tweets`, words (and
+//! word pairs, and the shipped `tweets` model's 4-grams of characters) into
+//! signed hashed columns, HTML entities decoded, links replaced.
 //!
 //! cargo bench -p streamfit-features --bench text
 
@@ -10,7 +11,7 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use features::text::{TextHasher, TextOptions};
+use features::text::{CharGrams, TextHasher, TextOptions};
 
 fn tweets() -> Vec<String> {
     let path =
@@ -33,19 +34,41 @@ fn bench(c: &mut Criterion) {
     let tweets = tweets();
     let mut group = c.benchmark_group("text");
     group.throughput(Throughput::Elements(tweets.len() as u64));
-    for (name, options) in [
-        ("unigrams+bigrams, 2^20", TextOptions::default()),
+    let sublinear = |ngrams| TextOptions {
+        ngrams,
+        sublinear: true,
+        ..TextOptions::default()
+    };
+    let four = Some(CharGrams {
+        min: 4,
+        max: 4,
+        weight: 0.3,
+    });
+    for (name, options, chars) in [
+        ("unigrams+bigrams, 2^20", TextOptions::default(), None),
         (
             "unigrams, 2^18, sublinear",
             TextOptions {
-                ngrams: 1,
                 bits: 18,
-                sublinear: true,
-                ..TextOptions::default()
+                ..sublinear(1)
             },
+            None,
+        ),
+        (
+            "unigrams, 2^20, sublinear (tweets, fast)",
+            sublinear(1),
+            None,
+        ),
+        (
+            "unigrams+bigrams+4-grams of characters, 2^20, sublinear (tweets)",
+            sublinear(2),
+            four,
         ),
     ] {
         let mut hasher = TextHasher::new(options).expect("valid options");
+        if let Some(grams) = chars {
+            hasher = hasher.with_chars(grams).expect("valid grams");
+        }
         let mut out = Vec::new();
         group.bench_function(name, |b| {
             b.iter(|| {

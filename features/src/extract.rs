@@ -18,7 +18,7 @@ use arrayvec::ArrayVec;
 use crate::decode::{bytes_eq, decode_into, text, Fields, Names, Reading, Slots, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, InputFormat, Reset};
-use crate::text::{hash_value, TextHasher, TextOptions};
+use crate::text::{hash_value, CharGrams, TextHasher, TextOptions};
 use crate::time::{sin_cos_turns, Timestamp};
 
 /// A fast, non-cryptographic hasher (the Fx hash of rustc) for the short
@@ -560,6 +560,8 @@ impl FeatureExtractor {
                     sublinear,
                     idf,
                     normalize,
+                    chars,
+                    char_weight,
                     optional,
                 } => {
                     if !(0.0..=1.0).contains(normalize) {
@@ -578,7 +580,7 @@ impl FeatureExtractor {
                         html_entities: *html_entities,
                         sublinear: *sublinear,
                     };
-                    let hasher = TextHasher::new(options.clone()).map_err(|e| {
+                    let mut hasher = TextHasher::new(options.clone()).map_err(|e| {
                         let key = if e.contains("`bits`") {
                             "bits"
                         } else {
@@ -586,13 +588,31 @@ impl FeatureExtractor {
                         };
                         spec_error(at(key), e)
                     })?;
+                    if let Some([min, max]) = *chars {
+                        let grams = CharGrams {
+                            min,
+                            max,
+                            weight: *char_weight,
+                        };
+                        hasher = hasher.with_chars(grams).map_err(|e| {
+                            let key = if e.contains("`chars`") {
+                                "chars"
+                            } else {
+                                "char_weight"
+                            };
+                            spec_error(at(key), e)
+                        })?;
+                    }
                     // (named only when set, so that checkpoints written
                     // before the option still match their spec)
-                    let norm = if *normalize > 0.0 {
+                    let mut norm = if *normalize > 0.0 {
                         format!(", normalize {normalize}")
                     } else {
                         String::new()
                     };
+                    if let Some([min, max]) = chars {
+                        norm.push_str(&format!(", chars {min}..={max} x {char_weight}"));
+                    }
                     sparse_names.push(format!("{field}~text({options:?}, idf {idf}{norm})"));
                     sparse_steps.push(SparseStep::Text {
                         slot: fields.slot(field),
@@ -1877,19 +1897,35 @@ mod tests {
             ));
             let mut x = FeatureExtractor::new(spec, true).expect("valid");
             let (mut row, mut sparse) = (Vec::new(), Vec::new());
-            x.extract_sparse(format!(r#"{{"t": "{text}"}}"#).as_bytes(), None, &mut row, &mut sparse)
-                .expect("valid");
+            x.extract_sparse(
+                format!(r#"{{"t": "{text}"}}"#).as_bytes(),
+                None,
+                &mut row,
+                &mut sparse,
+            )
+            .expect("valid");
             sparse.iter().map(|(_, v)| v.abs()).collect::<Vec<_>>()
         };
         let four = "late again no bags";
-        assert_eq!(columns(0.0, four), vec![1.0; 4], "0: the values as they were");
+        assert_eq!(
+            columns(0.0, four),
+            vec![1.0; 4],
+            "0: the values as they were"
+        );
         for v in columns(1.0, four) {
             assert!((v - 0.5).abs() < 1e-12, "1: unit length, {v}");
         }
         for v in columns(0.5, four) {
-            assert!((v - 0.5f64.sqrt()).abs() < 1e-12, "0.5: over the norm's root, {v}");
+            assert!(
+                (v - 0.5f64.sqrt()).abs() < 1e-12,
+                "0.5: over the norm's root, {v}"
+            );
         }
-        assert_eq!(columns(1.0, "late"), vec![1.0], "one term is unit length already");
+        assert_eq!(
+            columns(1.0, "late"),
+            vec![1.0],
+            "one term is unit length already"
+        );
         assert!(columns(1.0, "").is_empty(), "an empty text stays empty");
 
         let bad = toml_like(
@@ -1900,6 +1936,38 @@ mod tests {
         );
         let err = FeatureExtractor::new(bad, true).expect_err("out of range");
         assert!(err.to_string().contains("features[0].normalize"), "{err}");
+    }
+
+    #[test]
+    fn character_grams_join_the_words_and_bad_ranges_name_the_key() {
+        let spec = |extra: &str| {
+            toml_like(&format!(
+                r#"
+                target = {{ field = "y" }}
+                features = [ {{ kind = "text", field = "t", bits = 20, ngrams = 1{extra} }} ]
+            "#
+            ))
+        };
+        let count = |extra: &str| {
+            let mut x = FeatureExtractor::new(spec(extra), true).expect("valid");
+            let (mut row, mut sparse) = (Vec::new(), Vec::new());
+            x.extract_sparse(br#"{"t": "late"}"#, None, &mut row, &mut sparse)
+                .expect("valid");
+            sparse.len()
+        };
+        assert_eq!(count(""), 1);
+        // `<late>`: 3 four-grams beside the word
+        assert_eq!(count(", chars = [4, 4]"), 4);
+        for (extra, key) in [
+            (", chars = [4, 3]", "features[0].chars"),
+            (
+                ", chars = [4, 4], char_weight = -1",
+                "features[0].char_weight",
+            ),
+        ] {
+            let err = FeatureExtractor::new(spec(extra), true).expect_err("invalid");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -111,6 +111,9 @@ fn hourly() -> usize {
 fn day_weight() -> f64 {
     0.3
 }
+fn char_weight() -> f64 {
+    0.3
+}
 fn text_bits() -> u32 {
     20
 }
@@ -200,6 +203,14 @@ pub enum FeatureDef {
         /// long text does not move the margin more than a short one.
         #[serde(default)]
         normalize: f64,
+        /// Character n-grams of each token beside the words: `[min, max]`
+        /// bytes (1..=8; characters, for ASCII), of the token marked at
+        /// either end (`<word>`).
+        #[serde(default)]
+        chars: Option<[usize; 2]>,
+        /// With `chars`: each gram's value times this.
+        #[serde(default = "char_weight")]
+        char_weight: f64,
         /// Allow the field to be absent or null (no columns).
         #[serde(default)]
         optional: bool,

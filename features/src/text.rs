@@ -223,6 +223,50 @@ pub struct TextHasher {
     terms: Vec<u64>,
     /// One token's lower-cased bytes.
     lower: String,
+    /// Character n-grams of each token, when set.
+    chars: Option<CharGrams>,
+    /// With `chars`: every token's lower-cased bytes, one after another,
+    /// and where each ends.
+    token_bytes: Vec<u8>,
+    token_ends: Vec<usize>,
+    /// With `chars`: the character n-grams' columns, and the words', before
+    /// they are merged.
+    merged: Vec<(u32, f64)>,
+    words: Vec<(u32, f64)>,
+}
+
+/// Character n-grams of each token (`<word>`, the token with a mark at
+/// either end, so that prefixes and suffixes are grams of their own):
+/// words that share a stem, a misspelling or an inflection share columns,
+/// which a model of whole words learns only word by word.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CharGrams {
+    /// The shortest gram, in bytes (characters, for ASCII).
+    pub min: usize,
+    /// The longest gram.
+    pub max: usize,
+    /// Each gram column's value is its (sublinear) count times this, so
+    /// that a word's many grams do not drown the word itself.
+    pub weight: f64,
+}
+
+impl CharGrams {
+    /// Checks the ranges, naming the option at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=8).contains(&self.min) || !(self.min..=8).contains(&self.max) {
+            return Err(format!(
+                "`chars` should be [min, max] with 1 <= min <= max <= 8, not [{}, {}]",
+                self.min, self.max
+            ));
+        }
+        if !(self.weight.is_finite() && self.weight > 0.0) {
+            return Err(format!(
+                "`char_weight` should be a finite number > 0, not {}",
+                self.weight
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl TextHasher {
@@ -235,7 +279,29 @@ impl TextHasher {
             tokens: Vec::new(),
             terms: Vec::new(),
             lower: String::new(),
+            chars: None,
+            token_bytes: Vec::new(),
+            token_ends: Vec::new(),
+            merged: Vec::new(),
+            words: Vec::new(),
         })
+    }
+
+    /// This hasher with character n-grams of each token beside the words
+    /// (checked).
+    pub fn with_chars(mut self, chars: CharGrams) -> Result<TextHasher, String> {
+        chars.validate()?;
+        self.chars = Some(chars);
+        Ok(self)
+    }
+
+    /// Keeps a token's lower-cased bytes for its character n-grams.
+    #[inline]
+    fn keep_bytes(&mut self, lower: impl IntoIterator<Item = u8>) {
+        if self.chars.is_some() {
+            self.token_bytes.extend(lower);
+            self.token_ends.push(self.token_bytes.len());
+        }
     }
 
     /// Columns: 2^bits.
@@ -249,6 +315,14 @@ impl TextHasher {
     }
 
     fn push_token(&mut self, token: &str) {
+        if self.chars.is_some() {
+            if token.is_ascii() {
+                self.keep_bytes(token.bytes().map(|b| b.to_ascii_lowercase()));
+            } else {
+                let lower: String = token.chars().flat_map(char::to_lowercase).collect();
+                self.keep_bytes(lower.into_bytes());
+            }
+        }
         let h = if token.is_ascii() {
             // most tokens: lower-case byte by byte, nothing copied
             let mut h = FNV_OFFSET;
@@ -274,6 +348,8 @@ impl TextHasher {
     /// other characters are decoded one at a time.
     pub fn tokens(&mut self, text: &str) -> &[u64] {
         self.tokens.clear();
+        self.token_bytes.clear();
+        self.token_ends.clear();
         let text = if self.options.html_entities {
             decode_entities(text)
         } else {
@@ -290,7 +366,10 @@ impl TextHasher {
                     let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
                     match self.options.urls {
                         TokenRule::Keep => self.push_token(&rest[..end]),
-                        TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"<url>")),
+                        TokenRule::Replace => {
+                            self.keep_bytes(*b"<url>");
+                            self.tokens.push(fnv(FNV_OFFSET, b"<url>"))
+                        }
                         TokenRule::Drop => {}
                     }
                     i += end;
@@ -307,7 +386,10 @@ impl TextHasher {
                 if c0 == b'@' {
                     match self.options.mentions {
                         TokenRule::Keep => self.push_word(&s[i..end], word),
-                        TokenRule::Replace => self.tokens.push(fnv(FNV_OFFSET, b"@user")),
+                        TokenRule::Replace => {
+                            self.keep_bytes(*b"@user");
+                            self.tokens.push(fnv(FNV_OFFSET, b"@user"))
+                        }
                         TokenRule::Drop => {}
                     }
                 } else {
@@ -321,8 +403,9 @@ impl TextHasher {
                 let len = c.len_utf8();
                 if is_emoji(c) {
                     let mut buf = [0u8; 4];
-                    self.tokens
-                        .push(fnv(FNV_OFFSET, c.encode_utf8(&mut buf).as_bytes()));
+                    let bytes = c.encode_utf8(&mut buf).as_bytes();
+                    self.keep_bytes(bytes.iter().copied());
+                    self.tokens.push(fnv(FNV_OFFSET, bytes));
                     i += len;
                 } else if c.is_alphanumeric() {
                     let (end, _) = word_end(s, i + len, &mut 0);
@@ -341,7 +424,10 @@ impl TextHasher {
     #[inline]
     fn push_word(&mut self, word: &str, ascii_hash: Option<u64>) {
         match ascii_hash {
-            Some(h) => self.tokens.push(h),
+            Some(h) => {
+                self.keep_bytes(word.bytes().map(|b| b.to_ascii_lowercase()));
+                self.tokens.push(h)
+            }
             None => self.push_token(word),
         }
     }
@@ -373,29 +459,129 @@ impl TextHasher {
         }
         self.terms.sort_unstable();
         let from = out.len();
-        for &t in &self.terms {
-            let c = (t >> 1) as u32 | base;
-            let v = if t & 1 == 0 { 1.0 } else { -1.0 };
-            match out[from..].last_mut() {
-                Some((last, acc)) if *last == c => *acc += v,
-                _ => out.push((c, v)),
-            }
+        merge_terms(&self.terms, base, self.options.sublinear, 1.0, out);
+        if let Some(chars) = self.chars {
+            self.char_terms(chars);
+            self.merged.clear();
+            merge_terms(
+                &self.terms,
+                base,
+                self.options.sublinear,
+                chars.weight,
+                &mut self.merged,
+            );
+            merge_sorted(out, from, &self.merged, &mut self.words);
         }
-        let mut keep = from;
-        for i in from..out.len() {
-            if out[i].1 != 0.0 {
-                out[keep] = out[i];
-                keep += 1;
-            }
-        }
-        out.truncate(keep);
-        if self.options.sublinear {
-            for (_, v) in out[from..].iter_mut() {
-                // 1 + ln(1) = 1: most terms occur once
-                if v.abs() > 1.0 {
-                    *v = v.signum() * (1.0 + v.abs().ln());
+    }
+
+    /// The character n-grams of this text's tokens into `terms`, sorted.
+    fn char_terms(&mut self, chars: CharGrams) {
+        self.terms.clear();
+        let mut start = 0;
+        for &end in &self.token_ends {
+            let word = &self.token_bytes[start..end];
+            start = end;
+            // the word with a mark at either end: `<word>`
+            let len = word.len() + 2;
+            let at = |i: usize| match i {
+                0 => b'<',
+                i if i == len - 1 => b'>',
+                i => word[i - 1],
+            };
+            for n in chars.min..=chars.max.min(len) {
+                for i in 0..=len - n {
+                    let mut h = CHAR_SALT;
+                    for j in i..i + n {
+                        h = (h ^ at(j) as u64).wrapping_mul(FNV_PRIME);
+                    }
+                    let m = mix(h);
+                    self.terms.push((m & self.mask) << 1 | m >> 63);
                 }
             }
+        }
+        self.terms.sort_unstable();
+    }
+}
+
+/// The FNV offset character n-grams start from, so that the gram `<a>`
+/// and the word `<a>` hash apart.
+const CHAR_SALT: u64 = FNV_OFFSET ^ 0x6368_6172; // "char"
+
+/// Sorted, packed terms ((column, sign) in one word) into `out`: each
+/// column once with its summed signed count (none that sum to 0), 1 +
+/// ln(count) with `sublinear`, times `weight`.
+fn merge_terms(terms: &[u64], base: u32, sublinear: bool, weight: f64, out: &mut Vec<(u32, f64)>) {
+    let from = out.len();
+    for &t in terms {
+        let c = (t >> 1) as u32 | base;
+        let v = if t & 1 == 0 { 1.0 } else { -1.0 };
+        match out[from..].last_mut() {
+            Some((last, acc)) if *last == c => *acc += v,
+            _ => out.push((c, v)),
+        }
+    }
+    let mut keep = from;
+    for i in from..out.len() {
+        if out[i].1 != 0.0 {
+            out[keep] = out[i];
+            keep += 1;
+        }
+    }
+    out.truncate(keep);
+    if sublinear {
+        for (_, v) in out[from..].iter_mut() {
+            // 1 + ln(1) = 1: most terms occur once
+            if v.abs() > 1.0 {
+                *v = v.signum() * (1.0 + v.abs().ln());
+            }
+        }
+    }
+    if weight != 1.0 {
+        for (_, v) in out[from..].iter_mut() {
+            *v *= weight;
+        }
+    }
+}
+
+/// Merges `more` (sorted by column) into `out[from..]` (sorted too): one
+/// entry a column, values of a column in both summed (a word and a gram
+/// that hash alike), none left at 0.
+fn merge_sorted(
+    out: &mut Vec<(u32, f64)>,
+    from: usize,
+    more: &[(u32, f64)],
+    words: &mut Vec<(u32, f64)>,
+) {
+    if more.is_empty() {
+        return;
+    }
+    words.clear();
+    words.extend_from_slice(&out[from..]);
+    out.truncate(from);
+    let (mut i, mut j) = (0, 0);
+    while i < words.len() || j < more.len() {
+        let next = match (words.get(i), more.get(j)) {
+            (Some(&a), Some(&b)) if a.0 == b.0 => {
+                i += 1;
+                j += 1;
+                (a.0, a.1 + b.1)
+            }
+            (Some(&a), Some(&b)) if a.0 < b.0 => {
+                i += 1;
+                a
+            }
+            (Some(&a), None) => {
+                i += 1;
+                a
+            }
+            (_, Some(&b)) => {
+                j += 1;
+                b
+            }
+            (None, None) => break,
+        };
+        if next.1 != 0.0 {
+            out.push(next);
         }
     }
 }
@@ -520,6 +706,86 @@ mod tests {
         });
         sub.hash("bad bad bad", &mut out);
         assert!((out[0].1.abs() - (1.0 + 3f64.ln())).abs() < 1e-12);
+    }
+
+    fn with_chars(min: usize, max: usize, weight: f64) -> TextHasher {
+        hasher(|o| {
+            o.ngrams = 1;
+            o.bits = 24;
+            o.sublinear = true;
+        })
+        .with_chars(CharGrams { min, max, weight })
+        .expect("valid")
+    }
+
+    fn columns(h: &mut TextHasher, text: &str) -> Vec<(u32, f64)> {
+        let mut out = Vec::new();
+        h.hash(text, &mut out);
+        out
+    }
+
+    #[test]
+    fn character_grams_are_columns_beside_the_word_at_their_weight() {
+        let mut h = with_chars(3, 3, 0.25);
+        // `ab` -> the word, and the grams `<ab` and `ab>` of `<ab>`
+        let out = columns(&mut h, "AB");
+        assert_eq!(out.len(), 3, "{out:?}");
+        let mut values: Vec<f64> = out.iter().map(|(_, v)| v.abs()).collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, vec![0.25, 0.25, 1.0]);
+        assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "sorted, once each");
+        // the word's column is the one words-only hashing gives
+        let mut words = hasher(|o| {
+            o.ngrams = 1;
+            o.bits = 24;
+            o.sublinear = true;
+        });
+        let word = columns(&mut words, "ab")[0];
+        assert!(out.contains(&word), "{out:?} {word:?}");
+    }
+
+    #[test]
+    fn words_sharing_a_stem_share_gram_columns() {
+        let mut h = with_chars(4, 4, 0.3);
+        let a = columns(&mut h, "delayed");
+        let b = columns(&mut h, "delays");
+        let shared = a.iter().filter(|c| b.contains(c)).count();
+        // `<del`, `dela`, `elay`: the words themselves differ
+        assert_eq!(shared, 3, "{a:?} {b:?}");
+        let c = columns(&mut h, "thanks");
+        assert!(!a.iter().any(|x| c.contains(x)), "nothing in common");
+    }
+
+    #[test]
+    fn repeated_grams_count_once_a_column_damped() {
+        let mut h = with_chars(2, 2, 0.5);
+        // `<aaaa>`: `<a`, `aa` three times, `a>`; and the word
+        let out = columns(&mut h, "aaaa");
+        assert_eq!(out.len(), 4, "{out:?}");
+        let damped = 0.5 * (1.0 + 3f64.ln());
+        assert!(
+            out.iter().any(|(_, v)| (v.abs() - damped).abs() < 1e-12),
+            "{out:?}"
+        );
+        // mentions, links and emoji have grams too
+        let more = columns(&mut with_chars(3, 3, 0.2), "@jetblue 😡 http://t.co/x");
+        assert!(more.len() > 3 + 8, "{more:?}");
+    }
+
+    #[test]
+    fn character_gram_options_are_checked() {
+        for (min, max, weight, key) in [
+            (0, 3, 0.2, "`chars`"),
+            (4, 3, 0.2, "`chars`"),
+            (3, 9, 0.2, "`chars`"),
+            (3, 5, 0.0, "`char_weight`"),
+            (3, 5, f64::NAN, "`char_weight`"),
+        ] {
+            let e = hasher(|_| {})
+                .with_chars(CharGrams { min, max, weight })
+                .expect_err("out of range");
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]
