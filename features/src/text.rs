@@ -229,6 +229,8 @@ pub struct TextHasher {
     /// and where each ends.
     token_bytes: Vec<u8>,
     token_ends: Vec<usize>,
+    /// With `chars`: one token as `<token>`.
+    marked: Vec<u8>,
     /// With `chars`: the character n-grams' columns, and the words', before
     /// they are merged.
     merged: Vec<(u32, f64)>,
@@ -282,6 +284,7 @@ impl TextHasher {
             chars: None,
             token_bytes: Vec::new(),
             token_ends: Vec::new(),
+            marked: Vec::new(),
             merged: Vec::new(),
             words: Vec::new(),
         })
@@ -479,22 +482,15 @@ impl TextHasher {
         self.terms.clear();
         let mut start = 0;
         for &end in &self.token_ends {
-            let word = &self.token_bytes[start..end];
-            start = end;
             // the word with a mark at either end: `<word>`
-            let len = word.len() + 2;
-            let at = |i: usize| match i {
-                0 => b'<',
-                i if i == len - 1 => b'>',
-                i => word[i - 1],
-            };
-            for n in chars.min..=chars.max.min(len) {
-                for i in 0..=len - n {
-                    let mut h = CHAR_SALT;
-                    for j in i..i + n {
-                        h = (h ^ at(j) as u64).wrapping_mul(FNV_PRIME);
-                    }
-                    let m = mix(h);
+            self.marked.clear();
+            self.marked.push(b'<');
+            self.marked.extend_from_slice(&self.token_bytes[start..end]);
+            self.marked.push(b'>');
+            start = end;
+            for n in chars.min..=chars.max.min(self.marked.len()) {
+                for gram in self.marked.windows(n) {
+                    let m = mix(fnv(CHAR_SALT, gram));
                     self.terms.push((m & self.mask) << 1 | m >> 63);
                 }
             }
