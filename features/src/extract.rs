@@ -363,7 +363,8 @@ fn normalize_length(columns: &mut [(u32, f64)], power: f64) {
 enum SparseStep {
     Text {
         slot: usize,
-        hasher: TextHasher,
+        /// (boxed: its buffers make it several times a `Hashed`'s size)
+        hasher: Box<TextHasher>,
         optional: bool,
         base: u32,
         /// Its [`DocFreq`], with `idf`.
@@ -616,7 +617,7 @@ impl FeatureExtractor {
                     sparse_names.push(format!("{field}~text({options:?}, idf {idf}{norm})"));
                     sparse_steps.push(SparseStep::Text {
                         slot: fields.slot(field),
-                        hasher,
+                        hasher: Box::new(hasher),
                         optional: *optional,
                         base,
                         idf: idf.then(|| {
