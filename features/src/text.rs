@@ -506,6 +506,7 @@ const CHAR_SALT: u64 = FNV_OFFSET ^ 0x6368_6172; // "char"
 /// Sorted, packed terms ((column, sign) in one word) into `out`: each
 /// column once with its summed signed count (none that sum to 0), 1 +
 /// ln(count) with `sublinear`, times `weight`.
+#[inline]
 fn merge_terms(terms: &[u64], base: u32, sublinear: bool, weight: f64, out: &mut Vec<(u32, f64)>) {
     let from = out.len();
     for &t in terms {
