@@ -13,8 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
-data="${STREAMFIT_DATA:-$root/../shared/data}"
+source deploy/bench-lib.sh
 model="${MODEL:-tweets}"
 case "$model" in
   tweets) nbs=("") ;;
@@ -23,7 +22,6 @@ case "$model" in
 esac
 var="$(echo "$model" | tr a-z A-Z)"
 cargo build --release -q -p streamfit
-bin="$CARGO_TARGET_DIR/release/streamfit"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 for ng in ${NGRAMS:-1 2}; do
@@ -36,7 +34,7 @@ for ng in ${NGRAMS:-1 2}; do
           for nb in "${nbs[@]}"; do
             env "STREAMFIT_MODEL_${var}__FEATURES=[ { kind = \"text\", field = \"text\", bits = 20, ngrams = $ng, sublinear = true, normalize = $norm$grams }, { kind = \"categorical\", field = \"airline\", max_values = 16 } ]" \
               "STREAMFIT_MODEL_${var}__LEARNER={ loss = { kind = \"logistic\" }, optimizer = { kind = \"adagrad\", learning_rate = $lr }$nb }" \
-              "$bin" eval --model "$model" --data "$data/airline-tweets/tweets.jsonl" --passes 1 --json \
+              "$bin/streamfit" eval --model "$model" --data "$data/airline-tweets/tweets.jsonl" --passes 1 --json \
               | python3 -c "import json, sys; r = json.load(sys.stdin); r.update(ng=$ng, norm=$norm, ch='$ch', w=$w, lr=$lr, nb='${nb:+0.5}'); print(json.dumps(r))" >> "$out"
           done
         done

@@ -70,6 +70,21 @@ fn bench(c: &mut Criterion) {
             hasher = hasher.with_chars(grams).expect("valid grams");
         }
         let mut out = Vec::new();
+        // what the setting makes of the stream, printed once: columns a
+        // tweet and distinct columns over all of them
+        let mut distinct = std::collections::HashSet::new();
+        let mut columns = 0;
+        for t in &tweets {
+            hasher.hash(t, &mut out);
+            columns += out.len();
+            distinct.extend(out.iter().map(|(c, _)| *c));
+        }
+        eprintln!(
+            "{name}: {:.1} columns a tweet, {} distinct columns over {} tweets",
+            columns as f64 / tweets.len() as f64,
+            distinct.len(),
+            tweets.len()
+        );
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut columns = 0;

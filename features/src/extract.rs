@@ -18,7 +18,7 @@ use arrayvec::ArrayVec;
 use crate::decode::{bytes_eq, decode_into, text, Fields, Names, Reading, Slots, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, InputFormat, Reset};
-use crate::text::{hash_value, CharGrams, TextHasher, TextOptions};
+use crate::text::{hash_value, CharGrams, OptionError, TextHasher, TextOptions};
 use crate::time::{sin_cos_turns, Timestamp};
 
 /// A fast, non-cryptographic hasher (the Fx hash of rustc) for the short
@@ -581,28 +581,15 @@ impl FeatureExtractor {
                         html_entities: *html_entities,
                         sublinear: *sublinear,
                     };
-                    let mut hasher = TextHasher::new(options.clone()).map_err(|e| {
-                        let key = if e.contains("`bits`") {
-                            "bits"
-                        } else {
-                            "ngrams"
-                        };
-                        spec_error(at(key), e)
-                    })?;
+                    let option = |e: OptionError| spec_error(at(e.key), e.message);
+                    let mut hasher = TextHasher::new(options.clone()).map_err(option)?;
                     if let Some([min, max]) = *chars {
                         let grams = CharGrams {
                             min,
                             max,
                             weight: *char_weight,
                         };
-                        hasher = hasher.with_chars(grams).map_err(|e| {
-                            let key = if e.contains("`chars`") {
-                                "chars"
-                            } else {
-                                "char_weight"
-                            };
-                            spec_error(at(key), e)
-                        })?;
+                        hasher = hasher.with_chars(grams).map_err(option)?;
                     }
                     // (named only when set, so that checkpoints written
                     // before the option still match their spec)

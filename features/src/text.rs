@@ -59,17 +59,42 @@ impl Default for TextOptions {
     }
 }
 
+/// A text option out of range: its key and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionError {
+    /// The option's key in a feature's table (`bits`, `chars`, ...).
+    pub key: &'static str,
+    /// What it should be, and what it is.
+    pub message: String,
+}
+
+impl std::fmt::Display for OptionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn option_error(key: &'static str, message: String) -> OptionError {
+    OptionError { key, message }
+}
+
 impl TextOptions {
     /// Checks the ranges, naming the option at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OptionError> {
         if !(1..=24).contains(&self.bits) {
-            return Err(format!(
-                "`bits` should be 1..=24 (2^bits columns), not {}",
-                self.bits
+            return Err(option_error(
+                "bits",
+                format!(
+                    "`bits` should be 1..=24 (2^bits columns), not {}",
+                    self.bits
+                ),
             ));
         }
         if !(1..=4).contains(&self.ngrams) {
-            return Err(format!("`ngrams` should be 1..=4, not {}", self.ngrams));
+            return Err(option_error(
+                "ngrams",
+                format!("`ngrams` should be 1..=4, not {}", self.ngrams),
+            ));
         }
         Ok(())
     }
@@ -224,17 +249,7 @@ pub struct TextHasher {
     /// One token's lower-cased bytes.
     lower: String,
     /// Character n-grams of each token, when set.
-    chars: Option<CharGrams>,
-    /// With `chars`: every token's lower-cased bytes, one after another,
-    /// and where each ends.
-    token_bytes: Vec<u8>,
-    token_ends: Vec<usize>,
-    /// With `chars`: one token as `<token>`.
-    marked: Vec<u8>,
-    /// With `chars`: the character n-grams' columns, and the words', before
-    /// they are merged.
-    merged: Vec<(u32, f64)>,
-    words: Vec<(u32, f64)>,
+    grams: Option<Grams>,
 }
 
 /// Character n-grams of each token (`<word>`, the token with a mark at
@@ -254,26 +269,72 @@ pub struct CharGrams {
 
 impl CharGrams {
     /// Checks the ranges, naming the option at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OptionError> {
         if !(1..=8).contains(&self.min) || !(self.min..=8).contains(&self.max) {
-            return Err(format!(
-                "`chars` should be [min, max] with 1 <= min <= max <= 8, not [{}, {}]",
-                self.min, self.max
+            return Err(option_error(
+                "chars",
+                format!(
+                    "`chars` should be [min, max] with 1 <= min <= max <= 8, not [{}, {}]",
+                    self.min, self.max
+                ),
             ));
         }
         if !(self.weight.is_finite() && self.weight > 0.0) {
-            return Err(format!(
-                "`char_weight` should be a finite number > 0, not {}",
-                self.weight
+            return Err(option_error(
+                "char_weight",
+                format!(
+                    "`char_weight` should be a finite number > 0, not {}",
+                    self.weight
+                ),
             ));
         }
         Ok(())
     }
 }
 
+/// Character n-grams at work: their options, and this text's tokens'
+/// lower-cased bytes, kept while it is tokenised.
+#[derive(Debug, Clone)]
+struct Grams {
+    options: CharGrams,
+    /// Every token's lower-cased bytes, one after another, and where each
+    /// ends.
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// One token as `<token>`.
+    marked: Vec<u8>,
+}
+
+impl Grams {
+    fn keep(&mut self, lower: impl IntoIterator<Item = u8>) {
+        self.bytes.extend(lower);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The kept tokens' grams, packed as [`TextHasher::append`]'s terms
+    /// (marked as grams), onto `terms`.
+    fn terms(&mut self, mask: u64, terms: &mut Vec<u64>) {
+        let mut start = 0;
+        for &end in &self.ends {
+            // the word with a mark at either end: `<word>`
+            self.marked.clear();
+            self.marked.push(b'<');
+            self.marked.extend_from_slice(&self.bytes[start..end]);
+            self.marked.push(b'>');
+            start = end;
+            for n in self.options.min..=self.options.max.min(self.marked.len()) {
+                for gram in self.marked.windows(n) {
+                    let m = mix(fnv(CHAR_SALT, gram));
+                    terms.push((m & mask) << 2 | GRAM | m >> 63);
+                }
+            }
+        }
+    }
+}
+
 impl TextHasher {
     /// A hasher with `options` (checked).
-    pub fn new(options: TextOptions) -> Result<TextHasher, String> {
+    pub fn new(options: TextOptions) -> Result<TextHasher, OptionError> {
         options.validate()?;
         Ok(TextHasher {
             mask: (1u64 << options.bits) - 1,
@@ -281,29 +342,28 @@ impl TextHasher {
             tokens: Vec::new(),
             terms: Vec::new(),
             lower: String::new(),
-            chars: None,
-            token_bytes: Vec::new(),
-            token_ends: Vec::new(),
-            marked: Vec::new(),
-            merged: Vec::new(),
-            words: Vec::new(),
+            grams: None,
         })
     }
 
     /// This hasher with character n-grams of each token beside the words
     /// (checked).
-    pub fn with_chars(mut self, chars: CharGrams) -> Result<TextHasher, String> {
+    pub fn with_chars(mut self, chars: CharGrams) -> Result<TextHasher, OptionError> {
         chars.validate()?;
-        self.chars = Some(chars);
+        self.grams = Some(Grams {
+            options: chars,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            marked: Vec::new(),
+        });
         Ok(self)
     }
 
     /// Keeps a token's lower-cased bytes for its character n-grams.
     #[inline]
     fn keep_bytes(&mut self, lower: impl IntoIterator<Item = u8>) {
-        if self.chars.is_some() {
-            self.token_bytes.extend(lower);
-            self.token_ends.push(self.token_bytes.len());
+        if let Some(g) = &mut self.grams {
+            g.keep(lower);
         }
     }
 
@@ -318,15 +378,8 @@ impl TextHasher {
     }
 
     fn push_token(&mut self, token: &str) {
-        if self.chars.is_some() {
-            if token.is_ascii() {
-                self.keep_bytes(token.bytes().map(|b| b.to_ascii_lowercase()));
-            } else {
-                let lower: String = token.chars().flat_map(char::to_lowercase).collect();
-                self.keep_bytes(lower.into_bytes());
-            }
-        }
         let h = if token.is_ascii() {
+            self.keep_bytes(token.bytes().map(|b| b.to_ascii_lowercase()));
             // most tokens: lower-case byte by byte, nothing copied
             let mut h = FNV_OFFSET;
             for b in token.bytes() {
@@ -338,6 +391,9 @@ impl TextHasher {
             self.lower.clear();
             for c in token.chars() {
                 self.lower.extend(c.to_lowercase());
+            }
+            if let Some(g) = &mut self.grams {
+                g.keep(self.lower.bytes());
             }
             fnv(FNV_OFFSET, self.lower.as_bytes())
         };
@@ -351,8 +407,10 @@ impl TextHasher {
     /// other characters are decoded one at a time.
     pub fn tokens(&mut self, text: &str) -> &[u64] {
         self.tokens.clear();
-        self.token_bytes.clear();
-        self.token_ends.clear();
+        if let Some(g) = &mut self.grams {
+            g.bytes.clear();
+            g.ends.clear();
+        }
         let text = if self.options.html_entities {
             decode_entities(text)
         } else {
@@ -456,46 +514,20 @@ impl TextHasher {
                 // and a multiply each), and its length
                 h = (h.rotate_left(23) ^ self.tokens[i + k]).wrapping_mul(FNV_PRIME);
                 let m = mix(h ^ (k as u64 + 1));
-                // (column, sign) packed, so that sorting compares one word
-                self.terms.push((m & self.mask) << 1 | m >> 63);
+                // (column, word, sign) packed, so that sorting compares
+                // one word
+                self.terms.push((m & self.mask) << 2 | m >> 63);
             }
         }
-        self.terms.sort_unstable();
-        let from = out.len();
-        merge_terms(&self.terms, base, self.options.sublinear, 1.0, out);
-        if let Some(chars) = self.chars {
-            self.char_terms(chars);
-            self.merged.clear();
-            merge_terms(
-                &self.terms,
-                base,
-                self.options.sublinear,
-                chars.weight,
-                &mut self.merged,
-            );
-            merge_sorted(out, from, &self.merged, &mut self.words);
-        }
-    }
-
-    /// The character n-grams of this text's tokens into `terms`, sorted.
-    fn char_terms(&mut self, chars: CharGrams) {
-        self.terms.clear();
-        let mut start = 0;
-        for &end in &self.token_ends {
-            // the word with a mark at either end: `<word>`
-            self.marked.clear();
-            self.marked.push(b'<');
-            self.marked.extend_from_slice(&self.token_bytes[start..end]);
-            self.marked.push(b'>');
-            start = end;
-            for n in chars.min..=chars.max.min(self.marked.len()) {
-                for gram in self.marked.windows(n) {
-                    let m = mix(fnv(CHAR_SALT, gram));
-                    self.terms.push((m & self.mask) << 1 | m >> 63);
-                }
+        let gram_weight = match &mut self.grams {
+            Some(g) => {
+                g.terms(self.mask, &mut self.terms);
+                g.options.weight
             }
-        }
+            None => 1.0,
+        };
         self.terms.sort_unstable();
+        merge_terms(&self.terms, base, self.options.sublinear, gram_weight, out);
     }
 }
 
@@ -503,82 +535,53 @@ impl TextHasher {
 /// and the word `<a>` hash apart.
 const CHAR_SALT: u64 = FNV_OFFSET ^ 0x6368_6172; // "char"
 
-/// Sorted, packed terms ((column, sign) in one word) into `out`: each
-/// column once with its summed signed count (none that sum to 0), 1 +
-/// ln(count) with `sublinear`, times `weight`.
-#[inline]
-fn merge_terms(terms: &[u64], base: u32, sublinear: bool, weight: f64, out: &mut Vec<(u32, f64)>) {
-    let from = out.len();
-    for &t in terms {
-        let c = (t >> 1) as u32 | base;
-        let v = if t & 1 == 0 { 1.0 } else { -1.0 };
-        match out[from..].last_mut() {
-            Some((last, acc)) if *last == c => *acc += v,
-            _ => out.push((c, v)),
-        }
-    }
-    let mut keep = from;
-    for i in from..out.len() {
-        if out[i].1 != 0.0 {
-            out[keep] = out[i];
-            keep += 1;
-        }
-    }
-    out.truncate(keep);
-    if sublinear {
-        for (_, v) in out[from..].iter_mut() {
-            // 1 + ln(1) = 1: most terms occur once
-            if v.abs() > 1.0 {
-                *v = v.signum() * (1.0 + v.abs().ln());
-            }
-        }
-    }
-    if weight != 1.0 {
-        for (_, v) in out[from..].iter_mut() {
-            *v *= weight;
-        }
-    }
-}
+/// The bit of a packed term that marks a character n-gram (a word's is 0).
+const GRAM: u64 = 2;
 
-/// Merges `more` (sorted by column) into `out[from..]` (sorted too): one
-/// entry a column, values of a column in both summed (a word and a gram
-/// that hash alike), none left at 0.
-fn merge_sorted(
+/// Sorted, packed terms (column, gram or word, sign) onto `out`: each
+/// column once, with the summed signed count of its word terms and that of
+/// its gram terms (1 + ln(count) each with `sublinear`, the grams' times
+/// `gram_weight`) added; none at 0.
+#[inline]
+fn merge_terms(
+    terms: &[u64],
+    base: u32,
+    sublinear: bool,
+    gram_weight: f64,
     out: &mut Vec<(u32, f64)>,
-    from: usize,
-    more: &[(u32, f64)],
-    words: &mut Vec<(u32, f64)>,
 ) {
-    if more.is_empty() {
-        return;
-    }
-    words.clear();
-    words.extend_from_slice(&out[from..]);
-    out.truncate(from);
-    let (mut i, mut j) = (0, 0);
-    while i < words.len() || j < more.len() {
-        let next = match (words.get(i), more.get(j)) {
-            (Some(&a), Some(&b)) if a.0 == b.0 => {
-                i += 1;
-                j += 1;
-                (a.0, a.1 + b.1)
-            }
-            (Some(&a), Some(&b)) if a.0 < b.0 => {
-                i += 1;
-                a
-            }
-            (Some(&a), None) => {
-                i += 1;
-                a
-            }
-            (_, Some(&b)) => {
-                j += 1;
-                b
-            }
-            (None, None) => break,
+    let from = out.len();
+    let mut i = 0;
+    while i < terms.len() {
+        // one (column, kind): its signed count
+        let key = terms[i] >> 1;
+        let mut count = 0.0f64;
+        while let Some(&t) = terms.get(i).filter(|&&t| t >> 1 == key) {
+            count += if t & 1 == 0 { 1.0 } else { -1.0 };
+            i += 1;
+        }
+        if count == 0.0 {
+            continue;
+        }
+        // 1 + ln(1) = 1: most terms occur once
+        let mut v = if sublinear && count.abs() > 1.0 {
+            count.signum() * (1.0 + count.abs().ln())
+        } else {
+            count
         };
-        if next.1 != 0.0 {
-            out.push(next);
+        if key & 1 == 1 {
+            v *= gram_weight;
+        }
+        let c = (key >> 1) as u32 | base;
+        match out[from..].last_mut() {
+            // a word and a gram that hash alike: the word came first
+            Some((last, acc)) if *last == c => {
+                *acc += v;
+                if *acc == 0.0 {
+                    out.pop();
+                }
+            }
+            _ => out.push((c, v)),
         }
     }
 }
@@ -772,16 +775,17 @@ mod tests {
     #[test]
     fn character_gram_options_are_checked() {
         for (min, max, weight, key) in [
-            (0, 3, 0.2, "`chars`"),
-            (4, 3, 0.2, "`chars`"),
-            (3, 9, 0.2, "`chars`"),
-            (3, 5, 0.0, "`char_weight`"),
-            (3, 5, f64::NAN, "`char_weight`"),
+            (0, 3, 0.2, "chars"),
+            (4, 3, 0.2, "chars"),
+            (3, 9, 0.2, "chars"),
+            (3, 5, 0.0, "char_weight"),
+            (3, 5, f64::NAN, "char_weight"),
         ] {
             let e = hasher(|_| {})
                 .with_chars(CharGrams { min, max, weight })
                 .expect_err("out of range");
-            assert!(e.contains(key), "{e}");
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(&format!("`{key}`")), "{e}");
         }
     }
 
@@ -811,12 +815,12 @@ mod tests {
             ..TextOptions::default()
         })
         .expect_err("too many bits");
-        assert!(e.contains("`bits`"), "{e}");
+        assert!(e.key == "bits" && e.message.contains("`bits`"), "{e}");
         let e = TextHasher::new(TextOptions {
             ngrams: 0,
             ..TextOptions::default()
         })
         .expect_err("no n-grams");
-        assert!(e.contains("`ngrams`"), "{e}");
+        assert!(e.key == "ngrams" && e.message.contains("`ngrams`"), "{e}");
     }
 }
