@@ -30,6 +30,7 @@ pub mod learner;
 pub mod linear;
 pub mod loss;
 pub mod metrics;
+mod newton;
 pub mod optim;
 pub mod scaler;
 pub mod snapshot;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check, ModelError};
 use crate::loss::Loss;
 use crate::optim::{OptimizerParams, OptimizerState};
-use crate::scaler::{dot, dots, OnlineScaler, Scaling};
+use crate::scaler::{dot, OnlineScaler, Scaling};
 
 /// How [`LinearModel::learn_batch`] treats a micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -701,15 +701,7 @@ impl LinearModel {
                 "the Newton state's matrix does not match the features",
             ));
         };
-        // two rows of P at a time (each summed exactly as `dot` sums it)
-        let mut pairs = p.chunks_exact(2 * d);
-        for (out, pair) in px.chunks_exact_mut(2).zip(&mut pairs) {
-            let (r0, r1) = pair.split_at(d);
-            out.copy_from_slice(&dots([r0, r1], z));
-        }
-        if d % 2 == 1 {
-            px[d - 1] = dot(&p[(d - 1) * d..], z);
-        }
+        crate::newton::p_times(p, z, &mut px);
         let s = dot(z, &px);
         let denom = 1.0 + h * s;
         let step = g / denom;
@@ -721,13 +713,7 @@ impl LinearModel {
             *wi -= step * pi;
         }
         let k = h / denom;
-        for i in 0..d {
-            let row = &mut cov[i * d..(i + 1) * d];
-            let a = k * px[i];
-            for (c, pj) in row.iter_mut().zip(&px) {
-                *c -= a * pj;
-            }
-        }
+        crate::newton::rank_one_down(&mut cov[..d * d], &px, k);
         if forgetting < 1.0 {
             // forget, but never beyond the prior: directions no reading
             // excites would otherwise inflate without bound (RLS wind-up)
