@@ -321,7 +321,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// each result is summed exactly as [`dot`] sums it, but the rows'
 /// additions interleave, so the processor is not waiting on one row's
 /// chain of sums (a matrix-vector product's bottleneck).
-#[inline]
+#[inline(always)]
 pub(crate) fn dots<const R: usize>(rows: [&[f64]; R], b: &[f64]) -> [f64; R] {
     let n = rows.iter().map(|r| r.len()).fold(b.len(), usize::min);
     let mut sums: [Sums; R] = std::array::from_fn(|_| Sums::default());
