@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use anyhow::Result;
 use tokio::sync::oneshot;
 
-use super::outputs::Outputs;
+use super::outputs::outputs;
 use super::state::Worker;
 use crate::pipeline::{Promotion, Refused};
 
@@ -76,21 +76,7 @@ impl Worker<'_> {
         let Some(part) = self.parts.get(&p) else {
             return Ok(());
         };
-        let out = Outputs {
-            producer: self.producer,
-            name: &self.handle.config.name,
-            task: part.pipeline.task(),
-            classes: part.pipeline.classes(),
-            baselines: self.handle.config.baseline_names(),
-            input: &self.input,
-            output: &self.output,
-            dead: &self.dead,
-            events: self.events.as_deref(),
-            partition: p,
-            version: part.pipeline.version(),
-            seq: 0,
-            dead_limit: self.dead_limit,
-        };
+        let out = outputs!(self, part.pipeline, input: &self.input, partition: p, version: part.pipeline.version(), seq: 0);
         let held = if hold { Some(&mut self.held) } else { None };
         out.send_events(&mut self.buf, held, &part.pipeline, before)?;
         self.handle.publish(p, &part.pipeline, part.processed_to);

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::Message;
 
-use super::outputs::Outputs;
+use super::outputs::outputs;
 use super::state::Worker;
 use crate::config::{Config, ModelConfig};
 use crate::kafka;
@@ -77,21 +77,7 @@ impl Worker<'_> {
             .last()
             .map_or(part.labels_processed_to, |m| m.offset() + 1);
         part.dirty = true;
-        let out = Outputs {
-            producer: self.producer,
-            name: &self.handle.config.name,
-            task: part.pipeline.task(),
-            classes: part.pipeline.classes(),
-            baselines: self.handle.config.baseline_names(),
-            input: &topic,
-            output: &self.output,
-            dead: &self.dead,
-            events: self.events.as_deref(),
-            partition: p,
-            version: part.pipeline.version(),
-            seq: 0,
-            dead_limit: self.dead_limit,
-        };
+        let out = outputs!(self, part.pipeline, input: &topic, partition: p, version: part.pipeline.version(), seq: 0);
         let mut invalid = 0;
         for ((msg, input), r) in batch.iter().zip(&inputs).zip(results) {
             if let Err(e) = r {

@@ -81,6 +81,31 @@ pub(super) struct Outputs<'a> {
     pub(super) dead_limit: usize,
 }
 
+/// The [`Outputs`] of a batch of partition `partition`, built from the
+/// worker's topics and producer and the partition's `pipeline`. A macro
+/// rather than a method: its callers hold the partition's state mutably
+/// from `self.parts`, and a method would borrow the whole worker.
+macro_rules! outputs {
+    ($worker:expr, $pipeline:expr, input: $input:expr, partition: $partition:expr, version: $version:expr, seq: $seq:expr) => {
+        $crate::engine::outputs::Outputs {
+            producer: $worker.producer,
+            name: &$worker.handle.config.name,
+            task: $pipeline.task(),
+            classes: $pipeline.classes(),
+            baselines: $worker.handle.config.baseline_names(),
+            input: $input,
+            output: &$worker.output,
+            dead: &$worker.dead,
+            events: $worker.events.as_deref(),
+            partition: $partition,
+            version: $version,
+            seq: $seq,
+            dead_limit: $worker.dead_limit,
+        }
+    };
+}
+pub(super) use outputs;
+
 impl Outputs<'_> {
     /// Produces one output, or holds it when `held` is given.
     fn emit(

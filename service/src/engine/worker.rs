@@ -20,7 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::handle::ModelHandle;
-use super::outputs::{dead_letter_limit, Outputs, MAX_HELD};
+use super::outputs::{dead_letter_limit, outputs, MAX_HELD};
 use super::state::{Busy, CommitStuck, ConsumerFatal, ProducerFailed, ReplayPlan, Worker};
 use super::transaction::{abort, committer, retry};
 use crate::config::Config;
@@ -600,21 +600,7 @@ impl<'c> Worker<'c> {
                 );
             }
         }
-        let out = Outputs {
-            producer: self.producer,
-            name: &self.handle.config.name,
-            task: part.pipeline.task(),
-            classes: part.pipeline.classes(),
-            baselines: self.handle.config.baseline_names(),
-            input: &self.input,
-            output: &self.output,
-            dead: &self.dead,
-            events: self.events.as_deref(),
-            partition,
-            version,
-            seq: this,
-            dead_limit: self.dead_limit,
-        };
+        let out = outputs!(self, part.pipeline, input: &self.input, partition: partition, version: version, seq: this);
         let publish = self.replay.as_ref().is_none_or(|r| r.publish);
         if publish {
             for ((msg, input), outcome) in batch.iter().zip(&inputs).zip(outcomes.iter()) {
