@@ -245,13 +245,42 @@ pub fn label_id_of(config: &crate::config::ModelConfig, bytes: &[u8]) -> Option<
     id_in(bytes, config.label_id.as_deref().unwrap_or("id"))
 }
 
-/// The string or number in `field` of a JSON object (`None` if absent).
+/// The string or number in `field` of a JSON object (`None` if absent, or
+/// if `bytes` are not one JSON object). Every other field is skipped
+/// without being built: this runs for each reading of a model whose labels
+/// name readings by a field of their own.
 fn id_in(bytes: &[u8], field: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    match v.get(field)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let id = serde::Deserializer::deserialize_map(&mut de, IdOf(field)).ok()?;
+    de.end().ok()?;
+    id
+}
+
+/// Reads one field of a JSON object as an id, skipping the others (the
+/// last of repeated names wins, as in a parsed `serde_json::Value`).
+struct IdOf<'f>(&'f str);
+
+impl<'de> serde::de::Visitor<'de> for IdOf<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if name == self.0 {
+                id = match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::String(s) => Some(s),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                };
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(id)
     }
 }
 
@@ -470,6 +499,47 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_is_read_from_its_field_alone() {
+        let r =
+            br#"{"ride": "soarin", "id": "r-7", "nested": {"id": "no"}, "list": [1, {"id": 2}]}"#;
+        assert_eq!(id_in(r, "id").as_deref(), Some("r-7"));
+        assert_eq!(id_in(br#"{"id": 42}"#, "id").as_deref(), Some("42"));
+        assert_eq!(id_in(br#"{"id": 1.5e3}"#, "id").as_deref(), Some("1500.0"));
+        assert_eq!(id_in(br#"{"id": "a\"b"}"#, "id").as_deref(), Some("a\"b"));
+        // the last of repeated names, as a parsed Value keeps
+        assert_eq!(
+            id_in(br#"{"id": "a", "id": "b"}"#, "id").as_deref(),
+            Some("b")
+        );
+        for none in [
+            &br#"{"id": null}"#[..],
+            br#"{"id": true}"#,
+            br#"{"id": {"x": 1}}"#,
+            br#"{"other": 1}"#,
+            br#"["id", 1]"#,
+            br#"{"id": "a"} trailing"#,
+            br#"{"id": "a""#,
+            b"not json",
+        ] {
+            assert_eq!(id_in(none, "id"), None, "{}", String::from_utf8_lossy(none));
+        }
+        // the same answers as reading the whole object
+        for r in [
+            &br#"{"id": 7, "x": [1, 2]}"#[..],
+            br#"{"id": -0.0}"#,
+            br#"{"id": 18446744073709551615}"#,
+        ] {
+            let v: serde_json::Value = serde_json::from_slice(r).expect("json");
+            let want = match &v["id"] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            assert_eq!(id_in(r, "id"), want);
+        }
+    }
 
     const FEATURES: &str = r#"[{ kind = "categorical", field = "ride", values = ["soarin", "dinosaur"] }, { kind = "hour_of_day" }, { kind = "day_of_week" }]"#;
 
