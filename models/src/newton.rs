@@ -80,7 +80,7 @@ fn rank_one_down_body(p: &mut [f64], px: &[f64], k: f64) {
 mod tests {
     use super::*;
 
-    /// The portable bodies by hand, for comparison with the dispatched ones.
+    /// A d × d matrix and a d-vector of assorted values, signs and sizes.
     fn matrix(d: usize) -> (Vec<f64>, Vec<f64>) {
         let p = (0..d * d)
             .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)

@@ -76,7 +76,9 @@ impl Worker<'_> {
         let Some(part) = self.parts.get(&p) else {
             return Ok(());
         };
-        let out = outputs!(self, part.pipeline, input: &self.input, partition: p, version: part.pipeline.version(), seq: 0);
+        let version = part.pipeline.version();
+        let out = outputs!(self, part.pipeline,
+            input: &self.input, partition: p, version: version, seq: 0);
         let held = if hold { Some(&mut self.held) } else { None };
         out.send_events(&mut self.buf, held, &part.pipeline, before)?;
         self.handle.publish(p, &part.pipeline, part.processed_to);

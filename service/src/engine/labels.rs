@@ -77,7 +77,9 @@ impl Worker<'_> {
             .last()
             .map_or(part.labels_processed_to, |m| m.offset() + 1);
         part.dirty = true;
-        let out = outputs!(self, part.pipeline, input: &topic, partition: p, version: part.pipeline.version(), seq: 0);
+        let version = part.pipeline.version();
+        let out = outputs!(self, part.pipeline,
+            input: &topic, partition: p, version: version, seq: 0);
         let mut invalid = 0;
         for ((msg, input), r) in batch.iter().zip(&inputs).zip(results) {
             if let Err(e) = r {

@@ -600,7 +600,8 @@ impl<'c> Worker<'c> {
                 );
             }
         }
-        let out = outputs!(self, part.pipeline, input: &self.input, partition: partition, version: version, seq: this);
+        let out = outputs!(self, part.pipeline,
+            input: &self.input, partition: partition, version: version, seq: this);
         let publish = self.replay.as_ref().is_none_or(|r| r.publish);
         if publish {
             for ((msg, input), outcome) in batch.iter().zip(&inputs).zip(outcomes.iter()) {

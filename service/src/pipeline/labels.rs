@@ -269,8 +269,8 @@ impl<'de> serde::de::Visitor<'de> for IdOf<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut id = None;
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if name == self.0 {
+        while let Some(wanted) = map.next_key_seed(NameIs(self.0))? {
+            if wanted {
                 id = match map.next_value::<serde_json::Value>()? {
                     serde_json::Value::String(s) => Some(s),
                     serde_json::Value::Number(n) => Some(n.to_string()),
@@ -281,6 +281,30 @@ impl<'de> serde::de::Visitor<'de> for IdOf<'_> {
             }
         }
         Ok(id)
+    }
+}
+
+/// Whether a JSON object's field name is the one wanted, compared where
+/// it lies in the input (no copy unless the name has escapes).
+struct NameIs<'f>(&'f str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NameIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for NameIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<bool, E> {
+        Ok(name == self.0)
     }
 }
 
