@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,10 +37,13 @@ impl Browser {
             );
         }
         let port = free_port();
+        // a process group of its own: chromium is chromedriver's child, and
+        // killing chromedriver alone left the browser running after the suite
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let base = format!("http://127.0.0.1:{port}");
@@ -166,6 +170,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // the whole group: chromedriver and the browser it started
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
