@@ -9,6 +9,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
 deploy/setup.sh
 deploy/kafka.sh up
 deploy/kafka.sh up --secure
+# the secured broker serves only the suite: stopped when it ends, pass or
+# fail, so that it does not share the cores with what is timed afterwards
+# (`deploy/kafka.sh up --secure` starts it again for a single test)
+trap 'deploy/kafka.sh down --secure >/dev/null 2>&1 || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
