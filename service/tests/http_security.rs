@@ -162,6 +162,9 @@ async fn tokens_have_roles_over_https_and_every_error_is_json() {
         .await
         .expect("answers");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // the unread rest of the body is on the connection: it is closed, and
+    // says so, so that the next request does not go down it
+    assert_eq!(r.headers()["connection"], "close");
     let v: serde_json::Value = r.json().await.expect("413 as JSON");
     assert!(
         v["error"]

@@ -2,14 +2,16 @@
 //! cap on requests in flight (past it 503 with `Retry-After`, at once,
 //! instead of queueing), a time limit per request, and every error answer
 //! that is not JSON yet (axum's own 405, 413, ...) rewritten as
-//! `{"error": ...}` saying what to fix.
+//! `{"error": ...}` saying what to fix. A 413 over HTTP/1 closes its
+//! connection (`Connection: close`): the unread rest of the body is still
+//! on it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -57,6 +59,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
         return r;
     };
     let path = req.uri().path().to_owned();
+    let http1 = req.version() < Version::HTTP_2;
     let response = match tokio::time::timeout(g.timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
@@ -69,7 +72,16 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
             )
         }
     };
-    as_json(response, &path, g.max_body)
+    let mut response = as_json(response, &path, g.max_body);
+    if http1 && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // the rest of the body is never read, so the connection cannot
+        // carry another request: said, so that a client does not send its
+        // next request down a connection the server is closing
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The methods an endpoint of this API takes (for a 405 without `Allow`).
@@ -194,6 +206,56 @@ mod tests {
             StatusCode::OK,
             "room again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_closes_an_http1_connection() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route(
+                "/in",
+                axum::routing::post(|body: String| async move { body }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(10))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(Guard::new(8, Duration::from_secs(30), 10)),
+                guard,
+            ));
+        let req = |body: &'static str, version: Version| {
+            Request::builder()
+                .method("POST")
+                .uri("/in")
+                .version(version)
+                .body(Body::from(body))
+                .expect("request")
+        };
+        let r = app
+            .clone()
+            .oneshot(req("far more than ten bytes", Version::HTTP_11))
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        assert!(body(r).await["error"]
+            .as_str()
+            .expect("error")
+            .contains("10 bytes"));
+        let r = app
+            .clone()
+            .oneshot(req("far more than ten bytes", Version::HTTP_2))
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            r.headers().get(header::CONNECTION).is_none(),
+            "no connection header in HTTP/2"
+        );
+        let r = app
+            .oneshot(req("short", Version::HTTP_11))
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get(header::CONNECTION).is_none(), "kept open");
     }
 
     #[tokio::test]
