@@ -297,39 +297,56 @@ impl CharGrams {
 #[derive(Debug, Clone)]
 struct Grams {
     options: CharGrams,
-    /// Every token's lower-cased bytes, one after another, and where each
-    /// ends.
+    /// Every token's lower-cased bytes with a mark at either end
+    /// (`<token>`), one after another, and where each ends; 8 zero bytes
+    /// follow the last while grams are hashed, so that any gram can be read
+    /// as one 8-byte word.
     bytes: Vec<u8>,
     ends: Vec<usize>,
-    /// One token as `<token>`.
-    marked: Vec<u8>,
 }
 
 impl Grams {
     fn keep(&mut self, lower: impl IntoIterator<Item = u8>) {
+        self.bytes.push(b'<');
         self.bytes.extend(lower);
+        self.bytes.push(b'>');
         self.ends.push(self.bytes.len());
     }
 
     /// The kept tokens' grams, packed as [`TextHasher::append`]'s terms
     /// (marked as grams), onto `terms`.
+    ///
+    /// A gram of n <= 8 bytes is read as one little-endian word, its bytes
+    /// beyond n masked off, and mixed once with a salt of its length: one
+    /// load and one mix a gram, however long.
     fn terms(&mut self, mask: u64, terms: &mut Vec<u64>) {
+        let tokens_end = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 8]);
+        let b = &self.bytes[..];
+        let (min, max) = (self.options.min, self.options.max);
         let mut start = 0;
         for &end in &self.ends {
-            // the word with a mark at either end: `<word>`
-            self.marked.clear();
-            self.marked.push(b'<');
-            self.marked.extend_from_slice(&self.bytes[start..end]);
-            self.marked.push(b'>');
-            start = end;
-            for n in self.options.min..=self.options.max.min(self.marked.len()) {
-                for gram in self.marked.windows(n) {
-                    let m = mix(fnv(CHAR_SALT, gram));
+            let len = end - start;
+            for n in min..=max.min(len) {
+                let keep = gram_mask(n);
+                let salt = CHAR_SALT.rotate_left(8 * n as u32);
+                for i in start..=end - n {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(&b[i..i + 8]);
+                    let m = mix((u64::from_le_bytes(word) & keep) ^ salt);
                     terms.push((m & mask) << 2 | GRAM | m >> 63);
                 }
             }
+            start = end;
         }
+        self.bytes.truncate(tokens_end);
     }
+}
+
+/// The low `n` bytes (1..=8) of a word.
+#[inline]
+fn gram_mask(n: usize) -> u64 {
+    u64::MAX >> (64 - 8 * n)
 }
 
 impl TextHasher {
@@ -354,7 +371,6 @@ impl TextHasher {
             options: chars,
             bytes: Vec::new(),
             ends: Vec::new(),
-            marked: Vec::new(),
         });
         Ok(self)
     }
