@@ -23,6 +23,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod baseline;
+mod columns;
 pub mod drift;
 pub mod error;
 pub mod keyed;

@@ -22,6 +22,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+use crate::columns::ColumnMap;
 use crate::error::ModelError;
 use crate::linear::{LinearParams, ValidLinearParams};
 use crate::loss::{sigmoid, Loss};
@@ -198,7 +199,7 @@ impl Step {
 /// columns, and a bias.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Head {
-    sparse: HashMap<u32, Slot, BuildHasherDefault<ColumnHasher>>,
+    sparse: ColumnMap<Slot>,
     dense: Vec<Slot>,
     bias: Slot,
 }
@@ -215,7 +216,7 @@ impl Head {
     fn score(&self, z: &[f64], x: &[(u32, f64)]) -> f64 {
         let sparse: f64 = x
             .iter()
-            .map(|&(c, v)| self.sparse.get(&c).map_or(0.0, |s| s.w * v))
+            .map(|&(c, v)| self.sparse.get(c).map_or(0.0, |s| s.w * v))
             .sum();
         let dense: f64 = self.dense.iter().zip(z).map(|(s, v)| s.w * v).sum();
         sparse + dense + self.bias.w
@@ -227,7 +228,7 @@ impl Head {
     fn score_variance(&self, z: &[f64], x: &[(u32, f64)], prior: f64) -> (f64, f64) {
         let (mut m, mut v) = (self.bias.w, 1.0 / (prior + self.bias.a));
         for &(c, x) in x {
-            match self.sparse.get(&c) {
+            match self.sparse.get(c) {
                 Some(s) => {
                     m += s.w * x;
                     v += x * x / (prior + s.a);
@@ -251,7 +252,7 @@ impl Head {
             s.a += h * x * x;
         };
         for &(c, x) in x {
-            step(self.sparse.entry(c).or_default(), x);
+            step(self.sparse.get_or_default(c), x);
         }
         for (s, &x) in self.dense.iter_mut().zip(z) {
             if x != 0.0 {
@@ -275,7 +276,7 @@ impl Head {
         old.clear();
         let mut ok = true;
         for &(c, v) in x {
-            let s = self.sparse.entry(c).or_default();
+            let s = self.sparse.get_or_default(c);
             old.push(*s);
             opt.apply(s, g * v, t, false);
             ok &= s.w.is_finite();
@@ -486,7 +487,7 @@ impl Serialize for Head {
         let mut sparse: Vec<(u32, f64, f64, f64)> = self
             .sparse
             .iter()
-            .map(|(&c, x)| (c, x.w, x.a, x.b))
+            .map(|(c, x)| (c, x.w, x.a, x.b))
             .collect();
         sparse.sort_unstable_by_key(|x| x.0);
         HeadData {
@@ -672,7 +673,7 @@ impl SparseModel {
     pub fn sparse_weight(&self, k: usize, c: u32) -> f64 {
         self.heads
             .get(k)
-            .and_then(|h| h.sparse.get(&c))
+            .and_then(|h| h.sparse.get(c))
             .map_or(0.0, |s| s.w)
     }
 
