@@ -547,8 +547,9 @@ impl TextHasher {
     }
 }
 
-/// The FNV offset character n-grams start from, so that the gram `<a>`
-/// and the word `<a>` hash apart.
+/// The salt of character n-grams (rotated by their length), so that the
+/// gram `<a>` and the word `<a>` hash apart, and grams of different
+/// lengths too.
 const CHAR_SALT: u64 = FNV_OFFSET ^ 0x6368_6172; // "char"
 
 /// The bit of a packed term that marks a character n-gram (a word's is 0).
@@ -770,6 +771,31 @@ mod tests {
         assert_eq!(shared, 3, "{a:?} {b:?}");
         let c = columns(&mut h, "thanks");
         assert!(!a.iter().any(|x| c.contains(x)), "nothing in common");
+    }
+
+    #[test]
+    fn a_gram_is_its_own_bytes_whatever_follows_it() {
+        // every length 2..=8, read as one masked word: the next token's
+        // bytes (or the padding) must not leak into a gram (1-grams would
+        // share `<` and `>` with the next token)
+        let mut h = with_chars(2, 8, 0.5);
+        let alone = columns(&mut h, "abcdefghij");
+        let followed = columns(&mut h, "abcdefghij zzzzzzzzzz");
+        assert!(alone.iter().all(|c| followed.contains(c)), "{alone:?}");
+        // `<abcdefghij>` is 12 bytes: 11 + 10 + ... + 5 grams, all apart,
+        // and the word
+        assert_eq!(alone.len(), (5..=11).sum::<usize>() + 1, "{alone:?}");
+        let mut short = with_chars(8, 8, 0.5);
+        assert_eq!(
+            columns(&mut short, "abcde").len(),
+            1,
+            "`<abcde>` is 7 bytes: the word only"
+        );
+        assert_eq!(
+            columns(&mut short, "abcdef").len(),
+            2,
+            "`<abcdef>`, and the word"
+        );
     }
 
     #[test]

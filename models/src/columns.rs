@@ -18,8 +18,8 @@ struct Cell<V> {
 
 /// A map from `u32` columns to `V`, with the look-ups a sparse model makes.
 /// Equal when it holds the same columns with equal values, whatever order
-/// they came in.
-#[derive(Debug, Clone)]
+/// they came in; printed as its columns and values (not its empty cells).
+#[derive(Clone)]
 pub struct ColumnMap<V> {
     cells: Vec<Cell<V>>,
     len: usize,
@@ -121,6 +121,12 @@ impl<V: Copy + Default> ColumnMap<V> {
     }
 }
 
+impl<V: Copy + Default + std::fmt::Debug> std::fmt::Debug for ColumnMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 impl<V: Copy + Default> FromIterator<(u32, V)> for ColumnMap<V> {
     fn from_iter<I: IntoIterator<Item = (u32, V)>>(iter: I) -> Self {
         let mut map = ColumnMap::default();
@@ -188,5 +194,7 @@ mod tests {
         d.insert(1, 0.0);
         assert_ne!(a, d, "one column more");
         assert_eq!(ColumnMap::<f64>::default(), ColumnMap::default());
+        let one: ColumnMap<f64> = [(5, 1.5)].into_iter().collect();
+        assert_eq!(format!("{one:?}"), "{5: 1.5}", "columns, not cells");
     }
 }
