@@ -8,7 +8,9 @@
 #   deploy/bench-ab.sh OLD_BINARY NEW_BINARY [MODEL...]
 # Default models: waits-v1 waits heart-v1 heart. Build the old binary from
 # a worktree of the old commit (git worktree add /tmp/old <commit>; cd
-# /tmp/old; cargo build --release -p streamfit) and copy it out first;
+# /tmp/old; CARGO_TARGET_DIR=/tmp/old-target cargo build --release -p
+# streamfit: a target dir of its own, see deploy/own-target.sh) and copy it
+# out first;
 # CONFIG_A (default deploy/streamfit.toml) is the config the old binary
 # reads, when it does not know every shipped model.
 set -euo pipefail

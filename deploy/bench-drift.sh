@@ -11,6 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
+"$root/deploy/own-target.sh"
 data="${STREAMFIT_DATA:-$root/../shared/data}"
 py="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}/venv/bin/python"
 [ -x "$py" ] || { echo "bench-drift: $py is missing (pyarrow reads the predictions): run deploy/setup.sh" >&2; exit 1; }

@@ -9,6 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
+"$root/deploy/own-target.sh"
 data="${STREAMFIT_DATA:-$root/../shared/data}"
 runs="${RUNS:-3}"
 batch="${BATCH:-1}"

@@ -11,6 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
+"$root/deploy/own-target.sh"
 data="${STREAMFIT_DATA:-$root/../shared/data}/heart-failure/heart.csv"
 cargo build --release -q -p streamfit
 bin="$CARGO_TARGET_DIR/release/streamfit"

@@ -7,6 +7,7 @@
 
 cache="${STREAMFIT_CACHE:-$HOME/.cache/streamfit}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+"$(dirname "${BASH_SOURCE[0]}")/own-target.sh"
 data="${STREAMFIT_DATA:-$PWD/../shared/data}"
 port="${STREAMFIT_KAFKA_PORT:-9092}"
 bin="$CARGO_TARGET_DIR/release"

@@ -5,6 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamfit/target}"
+"$root/deploy/own-target.sh"
 [ -d ../shared/data ] || { echo "test: error: ../shared/data is missing; the real data sets must sit beside the repo" >&2; exit 1; }
 deploy/setup.sh
 deploy/kafka.sh up
