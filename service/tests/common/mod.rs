@@ -344,6 +344,10 @@ impl Paced {
     }
 }
 
+/// How long a paced publisher waits for its last readings to be acknowledged
+/// (within the producer's own `message.timeout.ms`, 300 s).
+const PACED_FLUSH: Duration = Duration::from_secs(120);
+
 /// Publishes `readings` to `topic` at `per_second`.
 pub fn publish_steadily(
     bootstrap: &str,
@@ -360,7 +364,10 @@ pub fn publish_steadily(
             .create()
             .expect("producer");
         send_all(&p, &topic, &readings, Some((per_second, &count)));
-        p.flush(Duration::from_secs(30)).expect("flushed");
+        // a test may stop the broker while this publishes: what it buffered
+        // goes out once the broker is back, which on a loaded 2-core machine
+        // (a JVM starting, leaders elected again) took longer than 30 s
+        p.flush(PACED_FLUSH).expect("flushed");
     });
     Paced { sent, thread }
 }
