@@ -114,6 +114,14 @@ impl Learner {
         }
     }
 
+    /// The sparse model, if this is one.
+    pub fn sparse_mut(&mut self) -> Option<&mut SparseModel> {
+        match self {
+            Learner::Sparse(m) => Some(m),
+            Learner::Dense(_) => None,
+        }
+    }
+
     /// Dense columns the model expects.
     pub fn n_features(&self) -> usize {
         match self {

@@ -16,6 +16,8 @@
 //! - [`metrics`]: prequential metrics, cumulative and over a rolling window.
 //! - [`sparse`]: [`SparseModel`], binary and softmax logistic regression
 //!   over rows with sparse (hashed) and dense columns.
+//! - [`pages`]: a sparse model's columns in pages, for checkpoints that
+//!   write only what changed.
 //! - [`learner`]: [`Learner`], a dense or a sparse model.
 //! - [`snapshot`]: versioned plain-data snapshots of a model.
 //! - [`drift`]: the Page-Hinkley drift detector over prequential losses.
@@ -33,6 +35,7 @@ pub mod loss;
 pub mod metrics;
 mod newton;
 pub mod optim;
+pub mod pages;
 pub mod scaler;
 pub mod snapshot;
 pub mod sparse;

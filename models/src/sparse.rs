@@ -27,6 +27,7 @@ use crate::error::ModelError;
 use crate::linear::{LinearParams, ValidLinearParams};
 use crate::loss::{sigmoid, Loss};
 use crate::optim::OptimizerParams;
+use crate::pages::{ColumnPage, PageSet, SparseColumns};
 use crate::scaler::OnlineScaler;
 
 /// Naive Bayes log-odds are divided by this before they are an input.
@@ -56,10 +57,10 @@ impl Hasher for ColumnHasher {
 /// One weight and its optimiser state: AdaGrad's sum of squared gradients
 /// in `a`; FTRL's `z` in `a` and `n` in `b`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-struct Slot {
-    w: f64,
-    a: f64,
-    b: f64,
+pub(crate) struct Slot {
+    pub(crate) w: f64,
+    pub(crate) a: f64,
+    pub(crate) b: f64,
 }
 
 /// The optimiser of a sparse model, checked.
@@ -531,6 +532,10 @@ pub struct SparseModel {
     nb: Option<NaiveBayes>,
     #[serde(skip)]
     scratch: Scratch,
+    /// The pages of the sparse columns learned since they were last taken
+    /// (all, in a model read from a snapshot).
+    #[serde(skip)]
+    dirty: PageSet,
 }
 
 /// Reused buffers: not state, so equal whatever they hold.
@@ -574,6 +579,7 @@ impl SparseModel {
                 nb
             }),
             scratch: Scratch::default(),
+            dirty: PageSet::none(),
         })
     }
 
@@ -675,6 +681,74 @@ impl SparseModel {
             .get(k)
             .and_then(|h| h.sparse.get(c))
             .map_or(0.0, |s| s.w)
+    }
+
+    /// The pages (see [`crate::pages`]) of the sparse columns learned
+    /// since the last call, ascending; every page the first time after the
+    /// model was read from a snapshot.
+    pub fn take_dirty_pages(&mut self) -> Vec<u32> {
+        self.dirty.take()
+    }
+
+    /// Takes the sparse columns out of the model (of every class, and naive
+    /// Bayes' counts), leaving it without them: a checkpoint writes them
+    /// page by page beside the rest.
+    pub fn take_columns(&mut self) -> SparseColumns {
+        let heads = self
+            .heads
+            .iter_mut()
+            .map(|h| std::mem::take(&mut h.sparse))
+            .collect();
+        let nb = match &mut self.nb {
+            Some(nb) => {
+                let mut v: Vec<(u32, Vec<f64>)> = std::mem::take(&mut nb.cells)
+                    .into_iter()
+                    .map(|(c, cells)| (c, cells.into_iter().map(|x| x.0).collect()))
+                    .collect();
+                v.sort_unstable_by_key(|x| x.0);
+                v
+            }
+            None => Vec::new(),
+        };
+        SparseColumns { heads, nb }
+    }
+
+    /// Puts a page of columns taken by [`SparseModel::take_columns`] back.
+    pub fn put_page(&mut self, page: ColumnPage) -> Result<(), ModelError> {
+        if page.heads.len() > self.heads.len() {
+            return Err(ModelError::InvalidParam {
+                name: "page",
+                expected: "no more classes than the model has",
+                actual: format!(
+                    "{} classes, the model {}",
+                    page.heads.len(),
+                    self.heads.len()
+                ),
+            });
+        }
+        for (head, columns) in self.heads.iter_mut().zip(page.heads) {
+            for (c, w, a, b) in columns {
+                head.sparse.insert(c, Slot { w, a, b });
+            }
+        }
+        match &mut self.nb {
+            Some(nb) => {
+                let alpha = nb.alpha;
+                for (c, counts) in page.nb {
+                    let cells = counts.into_iter().map(|n| (n, (n + alpha).ln())).collect();
+                    nb.cells.insert(c, cells);
+                }
+            }
+            None if !page.nb.is_empty() => {
+                return Err(ModelError::InvalidParam {
+                    name: "page",
+                    expected: "no naive Bayes counts (the model has no naive Bayes)",
+                    actual: format!("counts of {} columns", page.nb.len()),
+                })
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     fn check_row(&self, dense: &[f64]) -> Result<(), ModelError> {
@@ -850,6 +924,9 @@ impl SparseModel {
                 expected: "0 or 1",
                 actual: y,
             });
+        }
+        for &(c, _) in sparse {
+            self.dirty.mark(c);
         }
         let mut z = std::mem::take(&mut self.scratch.0);
         let mut p = std::mem::take(&mut self.scratch.1);
@@ -1072,6 +1149,75 @@ mod tests {
         m.predict(&[3.0], &row(3, true), &mut p).expect("p");
         back.predict(&[3.0], &row(3, true), &mut q).expect("p");
         assert_eq!(p, q);
+    }
+
+    #[test]
+    fn learning_marks_its_columns_pages_and_pages_put_back_make_the_model_again() {
+        let with_nb = |alpha: Option<f64>| {
+            LinearParams {
+                loss: Loss::Logistic,
+                naive_bayes: alpha,
+                ..LinearParams::default()
+            }
+            .validate()
+            .expect("valid")
+        };
+        for (classes, nb) in [(None, None), (Some(3), Some(0.5)), (None, Some(1.0))] {
+            let mut m = SparseModel::new(with_nb(nb), vec![], classes).expect("valid");
+            let k = classes.unwrap_or(2) as u32;
+            for i in 0..2000u32 {
+                let y = i % k;
+                m.learn(&[], &[(y * 10, 1.0), (500 + i, 0.5)], f64::from(y))
+                    .expect("learns");
+            }
+            assert!(m.take_dirty_pages().len() > 1000, "most of 4096 pages");
+            assert!(m.take_dirty_pages().is_empty(), "taken");
+            // one reading marks the pages of its columns, no others
+            let row = [(3u32, 1.0), (77_777, 1.0)];
+            m.learn(&[], &row, 0.0).expect("learns");
+            let mut want: Vec<u32> = row.iter().map(|x| crate::pages::page_of(x.0)).collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(m.take_dirty_pages(), want);
+            // taken apart and put back page by page: the same model
+            let whole = m.clone();
+            let cols = m.take_columns();
+            assert_eq!(m.sparse_columns(), 0, "the columns are out");
+            assert!(m != whole);
+            let pages = cols.by_page();
+            assert_eq!(pages.len(), crate::pages::PAGES);
+            for p in pages.iter().filter(|p| !p.is_empty()) {
+                let page = cols.page(p);
+                assert!(!page.is_empty());
+                let json = serde_json::to_vec(&page).expect("encodes");
+                m.put_page(serde_json::from_slice(&json).expect("decodes"))
+                    .expect("fits");
+            }
+            assert!(m == whole, "{classes:?} {nb:?}: rebuilt as it was");
+            let (mut p, mut q) = (Vec::new(), Vec::new());
+            let a = m.predict(&[], &[(10, 1.0), (900, 1.0)], &mut p).expect("p");
+            let b = whole
+                .predict(&[], &[(10, 1.0), (900, 1.0)], &mut q)
+                .expect("p");
+            assert_eq!((a.to_bits(), &p), (b.to_bits(), &q));
+            // a model read from a snapshot has every page to write
+            let back: SparseModel =
+                serde_json::from_str(&serde_json::to_string(&whole).expect("json")).expect("reads");
+            assert_eq!(back.clone().take_dirty_pages().len(), crate::pages::PAGES);
+        }
+        // a page of more classes than the model, or naive Bayes counts for a
+        // model without, is refused
+        let mut m = SparseModel::new(adagrad(), vec![], None).expect("valid");
+        let two = ColumnPage {
+            heads: vec![vec![], vec![(1, 0.5, 1.0, 0.0)]],
+            nb: vec![],
+        };
+        assert!(m.put_page(two).is_err());
+        let nb = ColumnPage {
+            heads: vec![],
+            nb: vec![(1, vec![1.0, 0.0])],
+        };
+        assert!(m.put_page(nb).is_err());
     }
 
     #[test]

@@ -458,6 +458,16 @@ impl Pipeline {
         self.changed.as_mut().map(Changed::take).unwrap_or_default()
     }
 
+    /// The pages of sparse columns learned since the last call (none for
+    /// a dense model; all of them the first time after a restore): what an
+    /// incremental checkpoint writes of a sparse model.
+    pub fn take_changed_pages(&mut self) -> Vec<u32> {
+        self.model
+            .sparse_mut()
+            .map(models::SparseModel::take_dirty_pages)
+            .unwrap_or_default()
+    }
+
     /// Keys with state of their own (lags or a model).
     pub fn key_count(&self) -> usize {
         // each set holds the others' keys or is empty (learning a key

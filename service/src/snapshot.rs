@@ -83,6 +83,7 @@ pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
             .into_values()
             .map(|mut ck| {
                 ck.epoch = 0;
+                ck.pages = 0;
                 ck
             })
             .collect(),
@@ -176,6 +177,7 @@ pub fn write_state(
         // writes it as key records of a new epoch
         ck.epoch = 0;
         ck.keys = 0;
+        ck.pages = 0;
         let bytes = serde_json::to_vec(&ck).context("cannot encode a checkpoint")?;
         let key = Checkpoint::key(group, input, ck.partition);
         // in chunks when larger than a message may be

@@ -81,6 +81,9 @@ pub struct ModelStats {
     pub checkpoint_bytes: AtomicU64,
     /// Key records written (changed keys, or every key of a new epoch).
     pub checkpoint_keys: AtomicU64,
+    /// Column page records written (pages that learning changed, or every
+    /// page of a new epoch or a restored model).
+    pub checkpoint_pages: AtomicU64,
 }
 
 /// One model's figures for the Prometheus page.
@@ -157,6 +160,11 @@ pub fn render(models: &[Exposed<'_>]) -> String {
             "Per-key checkpoint records written (keys that changed, or every key of a new epoch).",
             9,
         ),
+        (
+            "streamfit_checkpoint_page_records_total",
+            "Sparse column page records written (pages that learning changed, or every page of a new epoch or a restored model).",
+            10,
+        ),
     ];
     for (name, help, which) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -171,7 +179,8 @@ pub fn render(models: &[Exposed<'_>]) -> String {
                 6 => &m.stats.client_restarts,
                 7 => &m.stats.key_evictions,
                 8 => &m.stats.checkpoint_bytes,
-                _ => &m.stats.checkpoint_keys,
+                9 => &m.stats.checkpoint_keys,
+                _ => &m.stats.checkpoint_pages,
             };
             let _ = writeln!(
                 out,

@@ -167,3 +167,84 @@ features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear 
     }
     verify(&bootstrap, &run, "texts", n);
 }
+
+/// The checkpoint counters of `model`: (commits, bytes, page records).
+async fn checkpoint_counters(http: &str, model: &str) -> (f64, f64, f64) {
+    let page = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("text");
+    let get = |name: &str| metric_in(&page, name, model).unwrap_or(0.0);
+    (
+        get("streamfit_commits_total"),
+        get("streamfit_checkpoint_bytes_total"),
+        get("streamfit_checkpoint_page_records_total"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_text_stream_checkpoints_only_the_pages_it_changed_and_restores_them() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // one partition: one model of the whole stream
+    let run = setup_with(dir.path(), &bootstrap, "tweets", 1, "");
+    let (fast, slow) = (2_000, 60);
+    let n = fast + slow;
+    let all = tweets(n);
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    produce(&bootstrap, &run.input, &all[..fast]);
+    wait_for_outputs(&bootstrap, &run, fast, Duration::from_secs(120));
+    // what a whole checkpoint of this model is: its pages and its bytes
+    let ck = checkpoints(&run).remove(&0).expect("a checkpoint");
+    let whole = serde_json::to_vec(&ck.pipeline).expect("encodes").len() as f64;
+    assert!(ck.pages > 1_000, "{} of 4096 pages hold a column", ck.pages);
+    let before = checkpoint_counters(&run.http, "tweets").await;
+
+    // five tweets a second: about one tweet a commit
+    let publisher = publish_steadily(&bootstrap, &run.input, all[fast..].to_vec(), 5);
+    let seen = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = readings_seen(&run.http, "tweets").await;
+            if seen >= (fast + slow / 2) as u64 {
+                break seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress past {seen} readings"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let after = checkpoint_counters(&run.http, "tweets").await;
+    let tweets_learned = (seen - fast as u64) as f64;
+    let (commits, bytes, pages) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    eprintln!(
+        "slow phase: {tweets_learned} tweets, {commits} commits, {bytes} bytes, {pages} page records; a whole checkpoint {whole} bytes, {} pages",
+        ck.pages
+    );
+    // a commit a tweet or so: rewriting the model whole would write about
+    // `whole` bytes a tweet
+    assert!(commits >= tweets_learned / 3.0, "{commits} commits");
+    assert!(
+        bytes < tweets_learned * whole / 5.0,
+        "{bytes} bytes for {tweets_learned} tweets: not a fifth of a whole checkpoint ({whole}) a tweet"
+    );
+    assert!(
+        pages > 0.0 && pages / commits < ck.pages as f64 / 4.0,
+        "{pages} page records in {commits} commits"
+    );
+    // a kill mid-stream: the restore puts the pages written since the
+    // model's first checkpoint back
+    assert!(seen < n as u64, "the kill lands mid-stream: {seen} of {n}");
+    svc.crash();
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    publisher.join();
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(120));
+    svc.stop();
+    verify(&bootstrap, &run, "tweets", n);
+}

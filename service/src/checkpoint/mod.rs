@@ -17,7 +17,9 @@
 //! newest manifest always finds its chunks.
 //!
 //! Keyed state (per-key models, lags) is written one record per key, and
-//! only for the keys that changed since the last commit ([`keyed`]).
+//! only for the keys that changed since the last commit ([`keyed`]); a
+//! sparse model's columns one record per page of columns, only for the
+//! pages learning changed ([`pages`]).
 //! A partition's records all go to one partition of the checkpoint topic,
 //! chosen by hashing its key ([`placement`]), so a restore reads only the
 //! checkpoint partitions of the input partitions it restores (and the
@@ -38,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::kafka::base_config;
 
 pub mod keyed;
+pub mod pages;
 use crate::pipeline::PipelineSnapshot;
 
 /// The format version written by this build.
@@ -132,6 +135,7 @@ fn assemble(
     value: &[u8],
     chunks: Option<&Chunks>,
     keys: HashMap<String, Versions>,
+    pages: HashMap<u32, Versions>,
 ) -> Result<Checkpoint> {
     let mut ck = assemble_base(value, chunks)?;
     if ck.epoch == 0 {
@@ -149,6 +153,23 @@ fn assemble(
         }
     }
     ck.pipeline.recency.reindex();
+    let mut pages_restored = 0u64;
+    for (page, versions) in pages {
+        let Some(bytes) = versions.as_of(ck.next_offset) else {
+            continue;
+        };
+        let record = pages::PageRecord::decode(bytes).with_context(|| format!("page {page}"))?;
+        if record.epoch == ck.epoch {
+            pages::rebuild(&mut ck.pipeline, page, record)?;
+            pages_restored += 1;
+        }
+    }
+    if pages_restored < ck.pages {
+        bail!(
+            "the checkpoint names {} column pages but only {pages_restored} page records of its epoch were found; the checkpoint topic lost records (is it compacted with a short retention?)",
+            ck.pages
+        );
+    }
     if restored < ck.keys {
         bail!(
             "the checkpoint names {} keys but only {restored} key records of its epoch were found; the checkpoint topic lost records (is it compacted with a short retention?)",
@@ -224,6 +245,15 @@ pub struct Checkpoint {
     /// epoch refuses the checkpoint (records were lost).
     #[serde(default)]
     pub keys: u64,
+    /// Pages of a sparse model's columns that hold a column, written as
+    /// page records of `epoch` (0: the columns are in `pipeline`); a
+    /// restore that finds fewer refuses the checkpoint.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pages: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Checkpoint {
@@ -383,6 +413,8 @@ struct Found {
     chunks: Chunks,
     /// The newest records of each key.
     keys: HashMap<String, Versions>,
+    /// The newest records of each column page.
+    pages: HashMap<u32, Versions>,
 }
 
 /// A key's two newest records: its sequence (the `next_offset` of the
@@ -479,7 +511,7 @@ pub fn read_latest(
             continue;
         }
         let Some(base) = f.base else { continue };
-        let ck = assemble(&base, Some(&f.chunks), f.keys)
+        let ck = assemble(&base, Some(&f.chunks), f.keys, f.pages)
             .with_context(|| format!("checkpoint of {group} on {input} partition {p}"))?;
         out.insert(p, ck);
     }
@@ -518,16 +550,23 @@ fn read_partitions(
             };
             let f = found.entry(p).or_default();
             let tail = &rest[digits..];
-            if let Some(key) = tail.strip_prefix("/k/") {
-                let seq = m
-                    .headers()
+            let seq = || {
+                m.headers()
                     .and_then(|h| h.iter().find(|x| x.key == SEQ).and_then(|x| x.value))
                     .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
-                    .unwrap_or(i64::MIN);
+                    .unwrap_or(i64::MIN)
+            };
+            if let Some(key) = tail.strip_prefix("/k/") {
                 f.keys
                     .entry(key.to_owned())
                     .or_default()
-                    .push(seq, m.payload().map(<[u8]>::to_vec));
+                    .push(seq(), m.payload().map(<[u8]>::to_vec));
+            } else if let Some(page) = tail.strip_prefix("/c/").and_then(|p| p.parse::<u32>().ok())
+            {
+                f.pages
+                    .entry(page)
+                    .or_default()
+                    .push(seq(), m.payload().map(<[u8]>::to_vec));
             } else if let Some(i) = tail.strip_prefix('#').and_then(|i| i.parse::<u32>().ok()) {
                 let generation = m.headers().and_then(|h| {
                     h.iter()

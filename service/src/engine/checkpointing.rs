@@ -2,10 +2,11 @@
 //! [`prepare`] takes what the checkpoint holds: a copy-on-write snapshot of
 //! the pipeline (no key's state is copied) and the keys that changed since
 //! the last commit. On the committer's thread, [`Pending::write`] encodes it
-//! into the open transaction: the base record (in chunks when large) and a
-//! record for each changed key, or for every key under a new epoch when the
-//! partition's keyed state does not follow from its last checkpoint (see
-//! `checkpoint::keyed`). The model's thread goes on meanwhile, its outputs
+//! into the open transaction: the base record (in chunks when large), a
+//! record for each changed key and for each changed page of a sparse
+//! model's columns, or for every key and page under a new epoch when the
+//! partition's state does not follow from its last checkpoint (see
+//! `checkpoint::keyed` and `checkpoint::pages`). The model's thread goes on meanwhile, its outputs
 //! held until the commit is done, so nothing else writes to the transaction.
 
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 
 use super::outputs::send;
 use super::partition::{Part, Written};
+use crate::checkpoint::pages::{self, Pages};
 use crate::checkpoint::{self, keyed, Checkpoint};
 use crate::kafka::ProducerCtx;
 
@@ -33,6 +35,7 @@ pub(super) struct Target {
 pub(super) struct Wrote {
     pub(super) bytes: u64,
     pub(super) keys: u64,
+    pub(super) pages: u64,
 }
 
 /// One partition's checkpoint, taken but not yet encoded.
@@ -45,6 +48,8 @@ pub(super) struct Pending {
     split: keyed::Split,
     /// The keys to write: `None` for every key (a new epoch).
     changed: Option<Vec<String>>,
+    /// The column pages to write: `None` for every page (a new epoch).
+    changed_pages: Option<Vec<u32>>,
 }
 
 /// A new epoch: after `previous`, and unlike any earlier one of the
@@ -59,6 +64,7 @@ fn next_epoch(previous: u64) -> u64 {
 pub(super) fn prepare(p: i32, part: &mut Part<'_>, previous: u64) -> (Written, Pending) {
     let snapshot = part.pipeline.snapshot();
     let changed = part.pipeline.take_changed();
+    let changed_pages = part.pipeline.take_changed_pages();
     let full = part.epoch == 0;
     let epoch = if full {
         next_epoch(previous)
@@ -74,6 +80,7 @@ pub(super) fn prepare(p: i32, part: &mut Part<'_>, previous: u64) -> (Written, P
         epoch,
         split: keyed::split(snapshot.clone()),
         changed: (!full).then_some(changed),
+        changed_pages: (!full).then_some(changed_pages),
     };
     let written = Written {
         partition: p,
@@ -89,7 +96,7 @@ impl Pending {
     /// Encodes the checkpoint and queues its records in the open
     /// transaction of `producer`.
     pub(super) fn write(
-        self,
+        mut self,
         t: &Target,
         producer: &BaseProducer<ProducerCtx>,
         buf: &mut Vec<u8>,
@@ -121,6 +128,29 @@ impl Pending {
             wrote.keys += 1;
             send(producer, record)?;
         }
+        let mut page_count = 0;
+        if let Some(pages) = Pages::take(&mut self.split.base) {
+            let listed = pages.non_empty();
+            page_count = listed.len() as u64;
+            let write = self.changed_pages.unwrap_or(listed);
+            for &page in &write {
+                record_key.clear();
+                record_key.push_str(&pages::record_key(&key, page));
+                let mut record = BaseRecord::with_opaque_to(&t.topic, 0usize)
+                    .partition(at)
+                    .key(record_key.as_bytes())
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: checkpoint::SEQ,
+                        value: Some(seq.as_str()),
+                    }));
+                if pages.encode(page, self.epoch, buf)? {
+                    record = record.payload(buf.as_slice());
+                }
+                wrote.bytes += (buf.len() + record_key.len()) as u64;
+                wrote.pages += 1;
+                send(producer, record)?;
+            }
+        }
         let ck = Checkpoint {
             format_version: checkpoint::FORMAT_VERSION,
             model: t.model.clone(),
@@ -130,6 +160,7 @@ impl Pending {
             next_offset: self.next_offset,
             labels_next_offset: (self.labels_next_offset >= 0).then_some(self.labels_next_offset),
             keys: self.key_count,
+            pages: page_count,
             pipeline: self.split.base,
             epoch: self.epoch,
         };

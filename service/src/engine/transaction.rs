@@ -130,6 +130,9 @@ fn write_checkpoints(
         stats
             .checkpoint_keys
             .fetch_add(wrote.keys, Ordering::Relaxed);
+        stats
+            .checkpoint_pages
+            .fetch_add(wrote.pages, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -357,6 +357,7 @@ fn snapshot_of(h: &ModelHandle, name: String) -> Result<Response, ApiError> {
             pipeline: m.snapshot(),
             epoch: 0,
             keys: m.key_count() as u64,
+            pages: 0,
         })
         .collect();
     if partitions.is_empty() {
