@@ -1034,6 +1034,16 @@ mod tests {
         .expect("valid")
     }
 
+    fn with_nb(alpha: Option<f64>) -> ValidLinearParams {
+        LinearParams {
+            loss: Loss::Logistic,
+            naive_bayes: alpha,
+            ..LinearParams::default()
+        }
+        .validate()
+        .expect("valid")
+    }
+
     fn adagrad() -> ValidLinearParams {
         params(OptimizerParams::Adagrad {
             learning_rate: 0.1,
@@ -1153,15 +1163,6 @@ mod tests {
 
     #[test]
     fn learning_marks_its_columns_pages_and_pages_put_back_make_the_model_again() {
-        let with_nb = |alpha: Option<f64>| {
-            LinearParams {
-                loss: Loss::Logistic,
-                naive_bayes: alpha,
-                ..LinearParams::default()
-            }
-            .validate()
-            .expect("valid")
-        };
         for (classes, nb) in [(None, None), (Some(3), Some(0.5)), (None, Some(1.0))] {
             let mut m = SparseModel::new(with_nb(nb), vec![], classes).expect("valid");
             let k = classes.unwrap_or(2) as u32;
@@ -1222,15 +1223,6 @@ mod tests {
 
     #[test]
     fn naive_bayes_learns_with_the_regression_and_its_snapshot_round_trips() {
-        let with_nb = |alpha: Option<f64>| {
-            LinearParams {
-                loss: Loss::Logistic,
-                naive_bayes: alpha,
-                ..LinearParams::default()
-            }
-            .validate()
-            .expect("valid")
-        };
         for classes in [None, Some(3)] {
             let mut m = SparseModel::new(with_nb(Some(0.5)), vec![], classes).expect("valid");
             let k = classes.unwrap_or(2) as u32;

@@ -170,12 +170,7 @@ features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear 
 
 /// The checkpoint counters of `model`: (commits, bytes, page records).
 async fn checkpoint_counters(http: &str, model: &str) -> (f64, f64, f64) {
-    let page = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("text");
+    let page = metrics_page(http).await;
     let get = |name: &str| metric_in(&page, name, model).unwrap_or(0.0);
     (
         get("streamfit_commits_total"),

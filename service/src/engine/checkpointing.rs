@@ -109,11 +109,9 @@ impl Pending {
             Some(keys) => keys,
             None => self.split.keys(),
         };
-        let mut record_key = String::new();
         let seq = self.next_offset.to_string();
-        for k in &keys {
-            record_key.clear();
-            record_key.push_str(&keyed::record_key(&key, k));
+        // a key's or a page's record: its value (none: a tombstone) in `buf`
+        let mut put = |record_key: &str, value: bool, buf: &[u8]| -> Result<()> {
             let mut record = BaseRecord::with_opaque_to(&t.topic, 0usize)
                 .partition(at)
                 .key(record_key.as_bytes())
@@ -121,36 +119,30 @@ impl Pending {
                     key: checkpoint::SEQ,
                     value: Some(seq.as_str()),
                 }));
-            if self.split.encode(k, self.epoch, buf)? {
-                record = record.payload(buf.as_slice());
+            if value {
+                record = record.payload(buf);
             }
             wrote.bytes += (buf.len() + record_key.len()) as u64;
-            wrote.keys += 1;
-            send(producer, record)?;
+            send(producer, record)
+        };
+        for k in &keys {
+            let value = self.split.encode(k, self.epoch, buf)?;
+            put(&keyed::record_key(&key, k), value, buf)?;
         }
         let mut page_count = 0;
+        let mut page_records = 0;
         if let Some(pages) = Pages::take(&mut self.split.base) {
             let listed = pages.non_empty();
             page_count = listed.len() as u64;
             let write = self.changed_pages.unwrap_or(listed);
             for &page in &write {
-                record_key.clear();
-                record_key.push_str(&pages::record_key(&key, page));
-                let mut record = BaseRecord::with_opaque_to(&t.topic, 0usize)
-                    .partition(at)
-                    .key(record_key.as_bytes())
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: checkpoint::SEQ,
-                        value: Some(seq.as_str()),
-                    }));
-                if pages.encode(page, self.epoch, buf)? {
-                    record = record.payload(buf.as_slice());
-                }
-                wrote.bytes += (buf.len() + record_key.len()) as u64;
-                wrote.pages += 1;
-                send(producer, record)?;
+                let value = pages.encode(page, self.epoch, buf)?;
+                put(&pages::record_key(&key, page), value, buf)?;
             }
+            page_records = write.len() as u64;
         }
+        wrote.keys = keys.len() as u64;
+        wrote.pages = page_records;
         let ck = Checkpoint {
             format_version: checkpoint::FORMAT_VERSION,
             model: t.model.clone(),

@@ -774,13 +774,17 @@ pub fn wait_for_outputs(bootstrap: &str, run: &Run, n: usize, within: Duration) 
 
 /// A counter of `model` from `GET /metrics` (0 if absent).
 pub async fn metric(http: &str, name: &str, model: &str) -> u64 {
-    let text = reqwest::get(format!("http://{http}/metrics"))
+    metric_in(&metrics_page(http).await, name, model).map_or(0, |v| v as u64)
+}
+
+/// `GET /metrics`: the Prometheus page.
+pub async fn metrics_page(http: &str) -> String {
+    reqwest::get(format!("http://{http}/metrics"))
         .await
         .expect("metrics answer")
         .text()
         .await
-        .expect("text");
-    metric_in(&text, name, model).map_or(0, |v| v as u64)
+        .expect("text")
 }
 
 /// The value of `name{model="model"}` on a Prometheus page, if there.
