@@ -128,16 +128,7 @@ async fn late_out_of_order_labels_are_learned_exactly_once_across_a_sigkill() {
         labels.clone(),
         1_500,
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = readings_seen(&run.http, "sentiment").await;
-    while seen < n as u64 / 3 {
-        assert!(Instant::now() < deadline, "no progress within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = readings_seen(&run.http, "sentiment").await;
-    }
-    assert!(seen < n as u64, "the kill lands mid-stream: {seen} of {n}");
-    eprintln!("SIGKILL after {seen} of {n} tweets");
-    svc.crash();
+    kill_mid_stream(svc, &run, n as u64 / 3, n).await;
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     publisher.join().expect("publisher");

@@ -177,16 +177,7 @@ async fn an_injected_drift_is_detected_and_a_faster_challenger_takes_over_for_go
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     let publisher = publish_steadily(&bootstrap, &run.input, readings.clone(), 10_000);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = readings_seen(&run.http, "forecast").await;
-    while seen < n as u64 / 3 {
-        assert!(Instant::now() < deadline, "no progress within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = readings_seen(&run.http, "forecast").await;
-    }
-    assert!(seen < n as u64, "the kill lands mid-stream: {seen} of {n}");
-    eprintln!("SIGKILL after {seen} of {n} readings");
-    svc.crash();
+    kill_mid_stream(svc, &run, n as u64 / 3, n).await;
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     publisher.join();

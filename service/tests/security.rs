@@ -100,25 +100,8 @@ async fn the_least_privilege_principal_runs_exactly_once_on_sasl_ssl() {
     // published as the super user, consumed, predicted, published,
     // checkpointed and committed as `streamfit`
     let publisher = publish_steadily(&bootstrap, &run.input, waits(n), 2_000);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = readings_seen(&run.http, "waits").await;
-    while seen < 2_000 {
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} readings learned within 60 s on SASL_SSL"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        seen = readings_seen(&run.http, "waits").await;
-    }
-    assert!(
-        seen > 0 && seen < n as u64,
-        "the kill must land mid-stream: {seen} of {n} readings seen"
-    );
-    eprintln!(
-        "SIGKILL with {seen} of {n} readings seen, {} published",
-        publisher.sent()
-    );
-    svc.crash();
+    kill_mid_stream(svc, &run, 2_000, n).await;
+    eprintln!("{} readings published at the kill", publisher.sent());
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     publisher.join();

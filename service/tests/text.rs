@@ -6,31 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-/// Waits until the model has seen more than `before` readings, then
-/// asserts the kill about to land is mid-stream and kills the service.
-async fn kill_mid_stream(svc: Service, run: &Run, before: u64, n: usize) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = readings_seen(&run.http, &run.model).await;
-    while seen <= before {
-        assert!(
-            Instant::now() < deadline,
-            "no progress past {before} readings within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = readings_seen(&run.http, &run.model).await;
-    }
-    assert!(
-        seen > before && seen < n as u64,
-        "the kill must land mid-stream: {seen} of {n} readings seen"
-    );
-    eprintln!("SIGKILL after {seen} of {n} readings");
-    svc.crash();
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentiment_learns_tweets_exactly_once_across_a_sigkill() {
@@ -43,7 +21,7 @@ async fn sentiment_learns_tweets_exactly_once_across_a_sigkill() {
     // 1,000 tweets a second: six seconds of stream to kill into
     let publisher = publish_steadily(&bootstrap, &run.input, tweets(n), 1_000);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    kill_mid_stream(svc, &run, 0, n).await;
+    kill_mid_stream(svc, &run, 1, n).await;
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     publisher.join();
@@ -132,7 +110,7 @@ features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear 
     wait_ready(&run.http).await;
     let publisher = publish_steadily(&bootstrap, &run.input, messages, 800);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    kill_mid_stream(svc, &run, 0, n).await;
+    kill_mid_stream(svc, &run, 1, n).await;
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     publisher.join();
@@ -200,20 +178,14 @@ async fn a_slow_text_stream_checkpoints_only_the_pages_it_changed_and_restores_t
 
     // five tweets a second: about one tweet a commit
     let publisher = publish_steadily(&bootstrap, &run.input, all[fast..].to_vec(), 5);
-    let seen = {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let seen = readings_seen(&run.http, "tweets").await;
-            if seen >= (fast + slow / 2) as u64 {
-                break seen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no progress past {seen} readings"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let seen = wait_seen(
+        &run.http,
+        "tweets",
+        (fast + slow / 2) as u64,
+        Duration::from_secs(60),
+        "the slow tweets",
+    )
+    .await;
     let after = checkpoint_counters(&run.http, "tweets").await;
     let tweets_learned = (seen - fast as u64) as f64;
     let (commits, bytes, pages) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
@@ -234,8 +206,7 @@ async fn a_slow_text_stream_checkpoints_only_the_pages_it_changed_and_restores_t
     );
     // a kill mid-stream: the restore puts the pages written since the
     // model's first checkpoint back
-    assert!(seen < n as u64, "the kill lands mid-stream: {seen} of {n}");
-    svc.crash();
+    kill_mid_stream(svc, &run, seen, n).await;
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     publisher.join();

@@ -835,6 +835,28 @@ pub async fn wait_seen(
     }
 }
 
+/// Waits (up to 60 s) until the live model has seen at least `at_least`
+/// readings, asserts that a kill now lands mid-stream (more than none and
+/// fewer than all `n` seen) and SIGKILLs the service; returns the readings
+/// seen.
+pub async fn kill_mid_stream(svc: Service, run: &Run, at_least: u64, n: usize) -> u64 {
+    let seen = wait_seen(
+        &run.http,
+        &run.model,
+        at_least,
+        Duration::from_secs(60),
+        "before the kill",
+    )
+    .await;
+    assert!(
+        seen > 0 && seen < n as u64,
+        "the kill must land mid-stream: {seen} of {n} readings seen"
+    );
+    eprintln!("SIGKILL after {seen} of {n} readings");
+    svc.crash();
+    seen
+}
+
 /// Creates a topic on the test broker.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let props = client_props(bootstrap);
