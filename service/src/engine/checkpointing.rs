@@ -6,8 +6,9 @@
 //! record for each changed key and for each changed page of a sparse
 //! model's columns, or for every key and page under a new epoch when the
 //! partition's state does not follow from its last checkpoint (see
-//! `checkpoint::keyed` and `checkpoint::pages`). The model's thread goes on meanwhile, its outputs
-//! held until the commit is done, so nothing else writes to the transaction.
+//! `checkpoint::keyed` and `checkpoint::pages`). The model's thread goes on
+//! meanwhile, its outputs held until the commit is done, so nothing else
+//! writes to the transaction.
 
 use anyhow::{Context, Result};
 use rdkafka::message::{Header, OwnedHeaders};
