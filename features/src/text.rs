@@ -16,6 +16,10 @@
 
 use std::borrow::Cow;
 
+mod sort;
+
+use sort::TermSort;
+
 /// What to do with a kind of token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -246,6 +250,8 @@ pub struct TextHasher {
     tokens: Vec<u64>,
     /// (column, signed count) before merging.
     terms: Vec<u64>,
+    /// Sorts `terms`.
+    sort: TermSort,
     /// One token's lower-cased bytes.
     lower: String,
     /// Character n-grams of each token, when set.
@@ -358,6 +364,7 @@ impl TextHasher {
             options,
             tokens: Vec::new(),
             terms: Vec::new(),
+            sort: TermSort::default(),
             lower: String::new(),
             grams: None,
         })
@@ -542,7 +549,8 @@ impl TextHasher {
             }
             None => 1.0,
         };
-        self.terms.sort_unstable();
+        // packed terms: the column's bits and two more
+        self.sort.sort_terms(&mut self.terms, self.options.bits + 2);
         merge_terms(&self.terms, base, self.options.sublinear, gram_weight, out);
     }
 }

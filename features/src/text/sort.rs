@@ -1,0 +1,139 @@
+//! Sorting a text's packed terms: [`TermSort::sort_terms`], a bucket sort
+//! for the hashed keys of one text.
+//!
+//! A tweet makes about a hundred terms, whose keys are hashes below
+//! 2^(bits + 2), and sorting them was the largest single part of
+//! tokenising a tweet. Hashes spread evenly, so sending each key to one of
+//! about n buckets by its top bits leaves buckets of zero, one or two
+//! keys, which one insertion pass puts in order: fewer passes over the
+//! keys than a comparison sort's. The output is exactly the comparison
+//! sort's, so the columns and their values do not change
+//! (`cargo bench -p streamfit-features --bench text`: README, Text
+//! streams).
+
+/// Fewer keys than this are sorted by comparison: the buckets would cost
+/// more than they save.
+const MIN_KEYS: usize = 24;
+
+/// The most buckets (and so keys, about) sorted by bucket.
+const MAX_BUCKET_BITS: u32 = 12;
+
+/// A bucket holding more keys than this (hashes that clustered, or a key
+/// range too small for the keys) hands the whole sort to the comparison
+/// sort, so that the insertion pass stays linear.
+const MAX_BUCKET: u32 = 8;
+
+/// Buffers kept between calls.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TermSort {
+    counts: Vec<u32>,
+    out: Vec<u64>,
+}
+
+impl TermSort {
+    /// Sorts `keys`, each below 2^`key_bits` (1..=64), ascending.
+    pub(super) fn sort_terms(&mut self, keys: &mut Vec<u64>, key_bits: u32) {
+        let n = keys.len();
+        // buckets: the power of two above n (about one key each), at most
+        // one bucket per key value
+        let bits = (usize::BITS - n.leading_zeros()).min(key_bits);
+        if n < MIN_KEYS || bits > MAX_BUCKET_BITS {
+            keys.sort_unstable();
+            return;
+        }
+        let shift = key_bits - bits;
+        let buckets = 1usize << bits;
+        let bucket = |k: u64| (k >> shift) as usize & (buckets - 1);
+        let counts = &mut self.counts;
+        counts.clear();
+        counts.resize(buckets + 1, 0);
+        let mut largest = 0;
+        for &k in keys.iter() {
+            debug_assert!(
+                key_bits == 64 || k >> key_bits == 0,
+                "key {k} of {key_bits} bits"
+            );
+            let c = &mut counts[bucket(k) + 1];
+            *c += 1;
+            largest = largest.max(*c);
+        }
+        if largest > MAX_BUCKET {
+            keys.sort_unstable();
+            return;
+        }
+        for b in 0..buckets {
+            counts[b + 1] += counts[b];
+        }
+        let out = &mut self.out;
+        out.clear();
+        out.resize(n, 0);
+        for &k in keys.iter() {
+            let at = &mut counts[bucket(k)];
+            out[*at as usize] = k;
+            *at += 1;
+        }
+        // in bucket order: a key moves back only past keys of its bucket
+        for i in 1..n {
+            let k = out[i];
+            let mut j = i;
+            while j > 0 && out[j - 1] > k {
+                out[j] = out[j - 1];
+                j -= 1;
+            }
+            out[j] = k;
+        }
+        std::mem::swap(keys, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xorshift(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    fn check(sorter: &mut TermSort, keys: &[u64], key_bits: u32) {
+        let mut ours = keys.to_vec();
+        sorter.sort_terms(&mut ours, key_bits);
+        let mut theirs = keys.to_vec();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs, "{} keys below 2^{key_bits}", keys.len());
+    }
+
+    #[test]
+    fn sorts_as_a_comparison_sort_does_at_every_size_and_key_range() {
+        let mut sorter = TermSort::default();
+        let mut s = 0x9E37_79B9_7F4A_7C15;
+        for key_bits in [3, 8, 22, 26, 64] {
+            for n in [0, 1, 2, 23, 24, 25, 100, 300, 4095, 4096, 5000] {
+                let mask = if key_bits == 64 {
+                    u64::MAX
+                } else {
+                    (1 << key_bits) - 1
+                };
+                let keys: Vec<u64> = (0..n).map(|_| xorshift(&mut s) & mask).collect();
+                check(&mut sorter, &keys, key_bits);
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_and_clustered_keys_sort_too() {
+        let mut sorter = TermSort::default();
+        // one word a hundred times; two words; keys all in one bucket;
+        // already sorted and reversed
+        let same = vec![12_345u64; 100];
+        let two: Vec<u64> = (0..100).map(|i| [7u64, 1 << 20][i % 2]).collect();
+        let clustered: Vec<u64> = (0..100).map(|i| 1000 - i).collect();
+        let sorted: Vec<u64> = (0..200).map(|i| i << 12).collect();
+        let reversed: Vec<u64> = sorted.iter().rev().copied().collect();
+        for keys in [same, two, clustered, sorted, reversed] {
+            check(&mut sorter, &keys, 22);
+        }
+    }
+}
