@@ -49,7 +49,7 @@ impl<V: Copy + Default> ColumnMap<V> {
     }
 
     /// The cell of `c`, or the empty cell where it would go.
-    #[inline]
+    #[inline(always)]
     fn find(&self, c: u32) -> usize {
         let mask = self.cells.len() - 1;
         let mut i = self.first_cell(c);
@@ -73,7 +73,10 @@ impl<V: Copy + Default> ColumnMap<V> {
     }
 
     /// The value of column `c`, made (the default) if it has none.
-    #[inline]
+    /// Always inlined: called for every column of every reading learned,
+    /// and, called, it spends as many instructions saving and restoring
+    /// registers as finding the cell.
+    #[inline(always)]
     pub fn get_or_default(&mut self, c: u32) -> &mut V {
         // at most three quarters full, so that probes stay short
         if 4 * (self.len + 1) > 3 * self.cells.len() {
@@ -93,6 +96,7 @@ impl<V: Copy + Default> ColumnMap<V> {
         *self.get_or_default(c) = value;
     }
 
+    #[cold]
     fn grow(&mut self) {
         let n = (self.cells.len() * 2).max(MIN_CELLS);
         let old = std::mem::replace(
