@@ -89,51 +89,52 @@ impl TermSort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn xorshift(s: &mut u64) -> u64 {
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s
-    }
-
-    fn check(sorter: &mut TermSort, keys: &[u64], key_bits: u32) {
+    /// Sorts `keys` both ways; true if the buckets sorted them (the
+    /// swapped-out buffer is left in `out`), false if the comparison sort
+    /// did.
+    fn check(keys: &[u64], key_bits: u32) -> bool {
+        let mut sorter = TermSort::default();
         let mut ours = keys.to_vec();
         sorter.sort_terms(&mut ours, key_bits);
         let mut theirs = keys.to_vec();
         theirs.sort_unstable();
         assert_eq!(ours, theirs, "{} keys below 2^{key_bits}", keys.len());
+        sorter.out.len() == keys.len() && !keys.is_empty()
     }
 
-    #[test]
-    fn sorts_as_a_comparison_sort_does_at_every_size_and_key_range() {
-        let mut sorter = TermSort::default();
-        let mut s = 0x9E37_79B9_7F4A_7C15;
-        for key_bits in [3, 8, 22, 26, 64] {
-            for n in [0, 1, 2, 23, 24, 25, 100, 300, 4095, 4096, 5000] {
-                let mask = if key_bits == 64 {
-                    u64::MAX
-                } else {
-                    (1 << key_bits) - 1
-                };
-                let keys: Vec<u64> = (0..n).map(|_| xorshift(&mut s) & mask).collect();
-                check(&mut sorter, &keys, key_bits);
-            }
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn sorts_as_a_comparison_sort_does_at_any_size_and_key_range(
+            key_bits in 1u32..=64,
+            raw in proptest::collection::vec(any::<u64>(), 0..5000),
+        ) {
+            let mask = u64::MAX >> (64 - key_bits);
+            let keys: Vec<u64> = raw.iter().map(|k| k & mask).collect();
+            check(&keys, key_bits);
         }
     }
 
     #[test]
-    fn repeated_and_clustered_keys_sort_too() {
-        let mut sorter = TermSort::default();
-        // one word a hundred times; two words; keys all in one bucket;
-        // already sorted and reversed
+    fn a_tweets_worth_of_hashes_is_bucketed_and_repeats_and_clusters_are_not() {
+        // a hundred hashed keys of 22 bits (a tweet's terms at 2^20)
+        let hashed: Vec<u64> = (0..100u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 42)
+            .collect();
+        assert!(check(&hashed, 22), "bucketed");
+        // spread evenly, a few to a bucket: bucketed too
+        let sorted: Vec<u64> = (0..200).map(|i| i << 12).collect();
+        let reversed: Vec<u64> = sorted.iter().rev().copied().collect();
+        assert!(check(&sorted, 22) && check(&reversed, 22), "bucketed");
+        // one word a hundred times, two words, all in one bucket, and too
+        // few keys: the comparison sort
         let same = vec![12_345u64; 100];
         let two: Vec<u64> = (0..100).map(|i| [7u64, 1 << 20][i % 2]).collect();
         let clustered: Vec<u64> = (0..100).map(|i| 1000 - i).collect();
-        let sorted: Vec<u64> = (0..200).map(|i| i << 12).collect();
-        let reversed: Vec<u64> = sorted.iter().rev().copied().collect();
-        for keys in [same, two, clustered, sorted, reversed] {
-            check(&mut sorter, &keys, 22);
+        for keys in [same, two, clustered, hashed[..23].to_vec()] {
+            assert!(!check(&keys, 22), "compared");
         }
     }
 }
