@@ -269,9 +269,9 @@ impl Head {
         step(&mut self.bias, 1.0);
     }
 
-    /// `apply` to the slot of each sparse column with the column's value,
-    /// the slot as it was pushed onto `old`; false if a weight became
-    /// non-finite.
+    /// Calls `apply` on each sparse column's slot with the column's value,
+    /// first pushing the slot as it was onto `old`; false if a weight
+    /// became non-finite.
     #[inline(always)]
     fn step_sparse(
         &mut self,
