@@ -149,7 +149,7 @@ fn is_link(b: &[u8]) -> bool {
 #[inline]
 fn starts_word_char(s: &str, i: usize) -> bool {
     match s.as_bytes().get(i) {
-        Some(&b) if b < 0x80 => b.is_ascii_alphanumeric() || b == b'_',
+        Some(&b) if b < 0x80 => WORD_BYTES[b as usize] != 0,
         Some(_) => s[i..].chars().next().is_some_and(char::is_alphanumeric),
         None => false,
     }
