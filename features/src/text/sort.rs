@@ -44,9 +44,11 @@ impl TermSort {
         let shift = key_bits - bits;
         let buckets = 1usize << bits;
         let bucket = |k: u64| (k >> shift) as usize & (buckets - 1);
-        let counts = &mut self.counts;
-        counts.clear();
-        counts.resize(buckets + 1, 0);
+        self.counts.clear();
+        self.counts.resize(buckets + 1, 0);
+        // slices, not the vectors: a store through one cannot move the
+        // other's length, so the loops keep them in registers
+        let counts = &mut self.counts[..];
         let mut largest = 0;
         for &k in keys.iter() {
             debug_assert!(
@@ -61,12 +63,15 @@ impl TermSort {
             keys.sort_unstable();
             return;
         }
-        for b in 0..buckets {
-            counts[b + 1] += counts[b];
+        // each bucket's start: the keys in the buckets before it
+        let mut sum = 0;
+        for c in counts.iter_mut() {
+            sum += *c;
+            *c = sum;
         }
-        let out = &mut self.out;
-        out.clear();
-        out.resize(n, 0);
+        self.out.clear();
+        self.out.resize(n, 0);
+        let out = &mut self.out[..];
         for &k in keys.iter() {
             let at = &mut counts[bucket(k)];
             out[*at as usize] = k;
@@ -82,7 +87,7 @@ impl TermSort {
             }
             out[j] = k;
         }
-        std::mem::swap(keys, out);
+        std::mem::swap(keys, &mut self.out);
     }
 }
 
