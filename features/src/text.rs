@@ -354,12 +354,15 @@ impl Grams {
             for n in min..=max.min(len) {
                 let keep = gram_mask(n);
                 let salt = CHAR_SALT.rotate_left(8 * n as u32);
-                for i in start..=end - n {
+                // the token's grams of n bytes start at 0..=len - n, each
+                // with 8 bytes to read: one exact-size extend, no checks
+                let words = &b[start..end - n + 8];
+                terms.extend((0..=len - n).map(|i| {
                     let mut word = [0u8; 8];
-                    word.copy_from_slice(&b[i..i + 8]);
+                    word.copy_from_slice(&words[i..i + 8]);
                     let m = mix((u64::from_le_bytes(word) & keep) ^ salt);
-                    terms.push((m & mask) << 2 | GRAM | m >> 63);
-                }
+                    (m & mask) << 2 | GRAM | m >> 63
+                }));
             }
             start = end;
         }
@@ -548,6 +551,7 @@ impl TextHasher {
         self.tokens(text);
         self.terms.clear();
         let n = self.tokens.len();
+        self.terms.reserve(n * self.options.ngrams);
         for i in 0..n {
             let mut h = FNV_OFFSET;
             for k in 0..self.options.ngrams.min(n - i) {
@@ -593,21 +597,27 @@ fn merge_terms(
     gram_weight: f64,
     out: &mut Vec<(u32, f64)>,
 ) {
+    out.reserve(terms.len());
     let from = out.len();
     let mut i = 0;
-    while i < terms.len() {
-        // one (column, kind): its signed count
-        let key = terms[i] >> 1;
-        let mut count = 0.0f64;
-        while let Some(&t) = terms.get(i).filter(|&&t| t >> 1 == key) {
-            count += if t & 1 == 0 { 1.0 } else { -1.0 };
+    while let Some(&first) = terms.get(i) {
+        // one (column, kind): its signed count (+1 a term, -1 a negative one)
+        let key = first >> 1;
+        let mut signed = 1 - 2 * (first & 1) as i64;
+        i += 1;
+        while let Some(&t) = terms.get(i) {
+            if t >> 1 != key {
+                break;
+            }
+            signed += 1 - 2 * (t & 1) as i64;
             i += 1;
         }
-        if count == 0.0 {
+        if signed == 0 {
             continue;
         }
+        let count = signed as f64;
         // 1 + ln(1) = 1: most terms occur once
-        let mut v = if sublinear && count.abs() > 1.0 {
+        let mut v = if sublinear && signed.abs() > 1 {
             count.signum() * (1.0 + count.abs().ln())
         } else {
             count
