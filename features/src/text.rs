@@ -354,15 +354,17 @@ impl Grams {
             for n in min..=max.min(len) {
                 let keep = gram_mask(n);
                 let salt = CHAR_SALT.rotate_left(8 * n as u32);
-                // the token's grams of n bytes start at 0..=len - n, each
-                // with 8 bytes to read: one exact-size extend, no checks
+                // the token's grams of n bytes start at 0..len - n + 1,
+                // each with 8 bytes to read (a plain loop: an iterator's
+                // extend cost more a token than its grams did)
                 let words = &b[start..end - n + 8];
-                terms.extend((0..=len - n).map(|i| {
+                terms.reserve(len - n + 1);
+                for i in 0..len - n + 1 {
                     let mut word = [0u8; 8];
                     word.copy_from_slice(&words[i..i + 8]);
                     let m = mix((u64::from_le_bytes(word) & keep) ^ salt);
-                    (m & mask) << 2 | GRAM | m >> 63
-                }));
+                    terms.push((m & mask) << 2 | GRAM | m >> 63);
+                }
             }
             start = end;
         }
