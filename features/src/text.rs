@@ -354,9 +354,10 @@ impl Grams {
             for n in min..=max.min(len) {
                 let keep = gram_mask(n);
                 let salt = CHAR_SALT.rotate_left(8 * n as u32);
-                // the token's grams of n bytes start at 0..len - n + 1,
-                // each with 8 bytes to read (a plain loop: an iterator's
-                // extend cost more a token than its grams did)
+                // the token's grams of n bytes start at 0..len - n + 1 of
+                // `words`, each with 8 bytes to read; a plain loop, since
+                // an iterator's `extend` here was a call per token whose
+                // set-up cost more than the token's grams
                 let words = &b[start..end - n + 8];
                 terms.reserve(len - n + 1);
                 for i in 0..len - n + 1 {
