@@ -5,6 +5,8 @@
 # the range) and the ratio B/A, and checks that both scored the same
 # figures to every digit. The machine's speed drifts within a session, so
 # only a ratio measured this way says whether a change made it slower.
+# Models whose `eval` reports it (the text ones) get a second line: the
+# same for the model alone (`model_only_readings_per_second`).
 #   deploy/bench-ab.sh OLD_BINARY NEW_BINARY [MODEL...]
 # Default models: waits-v1 waits heart-v1 heart. Build the old binary from
 # a worktree of the old commit (git worktree add /tmp/old <commit>; cd
@@ -54,5 +56,10 @@ for model, sides in by.items():
     ratios = [b / a for a, b in zip(rate["A"], rate["B"])]
     figures = ", ".join(f"{k} {sides['B'][0][k]:.4f}" for k in keys)
     print(f"{model}: A {med['A']:,.0f} ({min(rate['A']):,.0f}-{max(rate['A']):,.0f})  B {med['B']:,.0f} ({min(rate['B']):,.0f}-{max(rate['B']):,.0f})  B/A {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})  figures {'identical' if same else 'DIFFER'}: {figures}")
+    if all("model_only_readings_per_second" in r for rs in sides.values() for r in rs):
+        rate = {s: [r["model_only_readings_per_second"] for r in rs] for s, rs in sides.items()}
+        med = {s: statistics.median(v) for s, v in rate.items()}
+        ratios = [b / a for a, b in zip(rate["A"], rate["B"])]
+        print(f"{model}, the model alone: A {med['A']:,.0f} ({min(rate['A']):,.0f}-{max(rate['A']):,.0f})  B {med['B']:,.0f} ({min(rate['B']):,.0f}-{max(rate['B']):,.0f})  B/A {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
 PY
 rm -f "$out"

@@ -2,17 +2,20 @@
 //! table (linear probing) whose cells hold the column and its value side by
 //! side, so that a look-up costs one cache line, not the two of a map with
 //! its control bytes apart from its entries. Columns are hashes already
-//! (hashed text and category columns), so one multiply places them.
+//! (hashed text and category columns), so one multiply places them. A
+//! cell's key is the `u32` column itself, so that a 12-byte value makes a
+//! 16-byte cell, four to a cache line.
 
-/// No column: an empty cell's key (columns are `u32`).
-const EMPTY: u64 = u64::MAX;
+/// No column: an empty cell's key. Column `u32::MAX` itself is kept
+/// beside the cells (`top`).
+const EMPTY: u32 = u32::MAX;
 
 /// The fewest cells a table that holds anything has.
 const MIN_CELLS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Cell<V> {
-    key: u64,
+    key: u32,
     value: V,
 }
 
@@ -22,9 +25,13 @@ struct Cell<V> {
 #[derive(Clone)]
 pub struct ColumnMap<V> {
     cells: Vec<Cell<V>>,
+    /// Cells in use.
     len: usize,
     /// 64 - log2(cells): the multiply's top bits are a column's first cell.
     shift: u32,
+    /// The value of column `u32::MAX`, the one column that is not in a
+    /// cell (its number marks an empty one).
+    top: Option<V>,
 }
 
 impl<V> Default for ColumnMap<V> {
@@ -33,6 +40,7 @@ impl<V> Default for ColumnMap<V> {
             cells: Vec::new(),
             len: 0,
             shift: 64,
+            top: None,
         }
     }
 }
@@ -40,7 +48,7 @@ impl<V> Default for ColumnMap<V> {
 impl<V: Copy + Default> ColumnMap<V> {
     /// Columns held.
     pub fn len(&self) -> usize {
-        self.len
+        self.len + usize::from(self.top.is_some())
     }
 
     #[inline]
@@ -55,7 +63,7 @@ impl<V: Copy + Default> ColumnMap<V> {
         let mut i = self.first_cell(c);
         loop {
             let key = self.cells[i].key;
-            if key == c as u64 || key == EMPTY {
+            if key == c || key == EMPTY {
                 return i;
             }
             i = (i + 1) & mask;
@@ -65,6 +73,9 @@ impl<V: Copy + Default> ColumnMap<V> {
     /// The value of column `c`, if it has one.
     #[inline]
     pub fn get(&self, c: u32) -> Option<&V> {
+        if c == EMPTY {
+            return self.top.as_ref();
+        }
         if self.cells.is_empty() {
             return None;
         }
@@ -78,6 +89,9 @@ impl<V: Copy + Default> ColumnMap<V> {
     /// registers as finding the cell.
     #[inline(always)]
     pub fn get_or_default(&mut self, c: u32) -> &mut V {
+        if c == EMPTY {
+            return self.top.get_or_insert_with(V::default);
+        }
         // at most three quarters full, so that probes stay short
         if 4 * (self.len + 1) > 3 * self.cells.len() {
             self.grow();
@@ -85,7 +99,7 @@ impl<V: Copy + Default> ColumnMap<V> {
         let i = self.find(c);
         let cell = &mut self.cells[i];
         if cell.key == EMPTY {
-            cell.key = c as u64;
+            cell.key = c;
             self.len += 1;
         }
         &mut cell.value
@@ -111,7 +125,7 @@ impl<V: Copy + Default> ColumnMap<V> {
         );
         self.shift = 64 - n.trailing_zeros();
         for cell in old.into_iter().filter(|c| c.key != EMPTY) {
-            let i = self.find(cell.key as u32);
+            let i = self.find(cell.key);
             self.cells[i] = cell;
         }
     }
@@ -121,7 +135,8 @@ impl<V: Copy + Default> ColumnMap<V> {
         self.cells
             .iter()
             .filter(|c| c.key != EMPTY)
-            .map(|c| (c.key as u32, &c.value))
+            .map(|c| (c.key, &c.value))
+            .chain(self.top.iter().map(|v| (EMPTY, v)))
     }
 }
 
@@ -143,7 +158,7 @@ impl<V: Copy + Default> FromIterator<(u32, V)> for ColumnMap<V> {
 
 impl<V: Copy + Default + PartialEq> PartialEq for ColumnMap<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().all(|(c, v)| other.get(c) == Some(v))
+        self.len() == other.len() && self.iter().all(|(c, v)| other.get(c) == Some(v))
     }
 }
 
@@ -163,9 +178,13 @@ mod tests {
             .map(|i| match i % 3 {
                 0 => i << 20,
                 1 => i.wrapping_mul(2_654_435_761),
-                _ => u32::MAX - i,
+                _ => u32::MAX - i + 2,
             })
             .collect();
+        assert!(
+            columns.contains(&u32::MAX),
+            "the column kept beside the cells"
+        );
         for (n, &c) in columns.iter().enumerate() {
             *ours.get_or_default(c) += n as f64;
             *theirs.entry(c).or_default() += n as f64;

@@ -96,7 +96,7 @@ impl ColumnPage {
 #[derive(Debug, Clone, Default)]
 pub struct SparseColumns {
     /// Per head: column -> (weight, a, b).
-    pub(crate) heads: Vec<crate::columns::ColumnMap<crate::sparse::Slot>>,
+    pub(crate) heads: Vec<crate::columns::ColumnMap<crate::sparse::SparseSlot>>,
     /// Naive Bayes' counts per class of each column.
     pub(crate) nb: Vec<(u32, Vec<f64>)>,
 }
@@ -129,7 +129,12 @@ impl SparseColumns {
             .map(|h| {
                 columns
                     .iter()
-                    .filter_map(|&c| h.get(c).map(|s| (c, s.w, s.a, s.b)))
+                    .filter_map(|&c| {
+                        h.get(c).map(|s| {
+                            let s = s.get();
+                            (c, s.w, s.a, s.b)
+                        })
+                    })
                     .collect()
             })
             .collect();
