@@ -4,7 +4,8 @@
 //!
 //! A reading touches only its non-zero sparse columns, so 2^20 hashed
 //! columns cost what the reading's terms cost. Sparse weights live in a map
-//! of the columns ever touched, each with its optimiser state; dense
+//! of the columns ever touched, each with its optimiser state, kept in
+//! `f32` (16 bytes a column; worked out in `f64`: `SparseSlot`); dense
 //! columns are standardised online (as in [`crate::LinearModel`]) and have
 //! a weight vector of their own. Optimisers: the per-coordinate ones of
 //! [`OptimizerParams`] (SGD, AdaGrad, FTRL-Proximal); the others keep state
