@@ -251,12 +251,12 @@ impl Fields {
 /// fields: a clinical reading names 13.
 const INLINE: usize = 16;
 
-/// One value per slot, inline for up to [`INLINE`] slots. Only the live
+/// One value per slot, inline for up to `INLINE` slots. Only the live
 /// slots are written when it is made and visited when it is dropped.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)] // inline on purpose: no allocation per reading
 pub enum Slots<'a> {
-    /// At most [`INLINE`] slots.
+    /// At most `INLINE` slots.
     Inline(ArrayVec<Value<'a>, INLINE>),
     /// More.
     Heap(Vec<Value<'a>>),

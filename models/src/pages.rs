@@ -2,7 +2,7 @@
 //! the part of a large model that learning changed.
 //!
 //! Every sparse column belongs to one of [`PAGES`] pages (a hash of the
-//! column: pages hold about as many columns each). A [`SparseModel`]
+//! column: pages hold about as many columns each). A [`crate::SparseModel`]
 //! (crate::SparseModel) marks the pages of the columns it learns in a
 //! [`PageSet`]; [`SparseColumns`] are a model's sparse columns taken out of
 //! it, written one [`ColumnPage`] at a time, and read back page by page.

@@ -248,7 +248,7 @@ impl OnlineScaler {
     }
 
     /// `Σ w[i] · transform(x[i])` over the shorter of `x` and `w`, in the
-    /// order of [`dot`]: the row is transformed a block at a time into a
+    /// order of `dot`: the row is transformed a block at a time into a
     /// buffer on the stack (copied through, then its few standardised
     /// columns overwritten), so the products run over two plain arrays.
     #[inline]

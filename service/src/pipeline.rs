@@ -6,7 +6,7 @@
 //! (keyed state advances in stream order) and predicted by the model that
 //! has learned every earlier reading (or, with `test_then_train = "batch"`,
 //! by the model as it was before the batch), then learned; a batch that
-//! learned moves the version up by one. Challengers ([`contest`]) process
+//! learned moves the version up by one. Challengers (`contest`) process
 //! the same batch in shadow.
 
 use std::borrow::Cow;

@@ -1,6 +1,6 @@
 //! What people ask of a model's loop over HTTP: promotions and rollbacks
 //! (`POST .../promote`, `.../rollback`) and labels (`POST .../labels`).
-//! Queued on the [`ModelHandle`], carried out by the loop between
+//! Queued on the [`super::ModelHandle`], carried out by the loop between
 //! micro-batches on the partitions it owns, each changed partition
 //! checkpointed in the next transaction (its events published in it), and
 //! the outcome sent back to the request.

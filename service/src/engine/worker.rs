@@ -27,9 +27,9 @@ use crate::config::Config;
 use crate::kafka::{self, ConsumerCtx, InFlight, ProducerCtx};
 
 /// Runs one model until `cancel` trips or a fatal error occurs. A
-/// transactional call stuck in librdkafka ([`CommitStuck`]), a consumer
-/// librdkafka has stopped ([`ConsumerFatal`]) or a transaction failed for
-/// good ([`ProducerFailed`]) is not fatal to the service:
+/// transactional call stuck in librdkafka (`CommitStuck`), a consumer
+/// librdkafka has stopped (`ConsumerFatal`) or a transaction failed for
+/// good (`ProducerFailed`) is not fatal to the service:
 /// the clients are given up and new ones take over under the same identity
 /// (fencing any open transaction), resuming from the last checkpoint.
 pub fn run(config: &Config, handle: &Arc<ModelHandle>, cancel: &CancellationToken) -> Result<()> {

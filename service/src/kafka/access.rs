@@ -26,7 +26,7 @@ pub struct NotAuthorized {
     pub resource: String,
     /// Kafka's error.
     pub code: RDKafkaErrorCode,
-    /// " User:<name>" when known.
+    /// `" User:<name>"` when known.
     pub principal: String,
 }
 
