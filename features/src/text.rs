@@ -6,8 +6,10 @@
 //! word n-grams combine the hashes of neighbouring tokens, and the hashing
 //! trick puts each term into one of 2^bits columns with a sign taken from
 //! another bit of its hash, so collisions cancel out on average instead of
-//! adding up. The output is the row's non-zero columns, sorted, with their
-//! (signed) term frequency, or 1 + ln(tf) with `sublinear`.
+//! adding up. The output is the row's non-zero columns, each once in the
+//! order it first appears (the text's order: words and word n-grams, then
+//! character pieces), with their (signed) term frequency, or 1 + ln(tf)
+//! with `sublinear`.
 //!
 //! Tokens: runs of letters and digits (Unicode: `char::is_alphanumeric`),
 //! with inner apostrophes kept (`don't`); each emoji a token of its own
@@ -16,9 +18,9 @@
 
 use std::borrow::Cow;
 
-mod sort;
+mod merge;
 
-use sort::TermSort;
+use merge::{TermTable, GRAM};
 
 /// What to do with a kind of token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -266,10 +268,11 @@ pub struct TextHasher {
     mask: u64,
     /// This text's token hashes, in order.
     tokens: Vec<u64>,
-    /// (column, signed count) before merging.
+    /// This text's terms, packed (see [`TextHasher::append`]), before
+    /// merging.
     terms: Vec<u64>,
-    /// Sorts `terms`.
-    sort: TermSort,
+    /// Merges `terms` into columns.
+    table: TermTable,
     /// One token's lower-cased bytes.
     lower: String,
     /// Character n-grams of each token, when set.
@@ -388,7 +391,7 @@ impl TextHasher {
             options,
             tokens: Vec::new(),
             terms: Vec::new(),
-            sort: TermSort::default(),
+            table: TermTable::default(),
             lower: String::new(),
             grams: None,
         })
@@ -540,8 +543,8 @@ impl TextHasher {
         }
     }
 
-    /// The non-zero columns of `text`: (column, value), sorted by column,
-    /// each column once. Values are signed term frequencies (1 + ln(tf)
+    /// The non-zero columns of `text`: (column, value), each column once,
+    /// in the order it first appears. Values are signed term frequencies (1 + ln(tf)
     /// with `sublinear`, keeping the sign of the summed counts).
     pub fn hash(&mut self, text: &str, out: &mut Vec<(u32, f64)>) {
         out.clear();
@@ -562,8 +565,7 @@ impl TextHasher {
                 // and a multiply each), and its length
                 h = (h.rotate_left(23) ^ self.tokens[i + k]).wrapping_mul(FNV_PRIME);
                 let m = mix(h ^ (k as u64 + 1));
-                // (column, word, sign) packed, so that sorting compares
-                // one word
+                // (column, word, sign) packed in one word
                 self.terms.push((m & self.mask) << 2 | m >> 63);
             }
         }
@@ -574,9 +576,8 @@ impl TextHasher {
             }
             None => 1.0,
         };
-        // packed terms: the column's bits and two more
-        self.sort.sort_terms(&mut self.terms, self.options.bits + 2);
-        merge_terms(&self.terms, base, self.options.sublinear, gram_weight, out);
+        self.table
+            .merge(&self.terms, base, self.options.sublinear, gram_weight, out);
     }
 }
 
@@ -584,63 +585,6 @@ impl TextHasher {
 /// gram `<a>` and the word `<a>` hash apart, and grams of different
 /// lengths too.
 const CHAR_SALT: u64 = FNV_OFFSET ^ 0x6368_6172; // "char"
-
-/// The bit of a packed term that marks a character n-gram (a word's is 0).
-const GRAM: u64 = 2;
-
-/// Sorted, packed terms (column, gram or word, sign) onto `out`: each
-/// column once, with the summed signed count of its word terms and that of
-/// its gram terms (1 + ln(count) each with `sublinear`, the grams' times
-/// `gram_weight`) added; none at 0.
-#[inline]
-fn merge_terms(
-    terms: &[u64],
-    base: u32,
-    sublinear: bool,
-    gram_weight: f64,
-    out: &mut Vec<(u32, f64)>,
-) {
-    out.reserve(terms.len());
-    let from = out.len();
-    let mut i = 0;
-    while let Some(&first) = terms.get(i) {
-        // one (column, kind): its signed count (+1 a term, -1 a negative one)
-        let key = first >> 1;
-        let mut signed = 1 - 2 * (first & 1) as i64;
-        i += 1;
-        while let Some(&t) = terms.get(i) {
-            if t >> 1 != key {
-                break;
-            }
-            signed += 1 - 2 * (t & 1) as i64;
-            i += 1;
-        }
-        if signed == 0 {
-            continue;
-        }
-        let count = signed as f64;
-        // 1 + ln(1) = 1: most terms occur once
-        let mut v = if sublinear && signed.abs() > 1 {
-            count.signum() * (1.0 + count.abs().ln())
-        } else {
-            count
-        };
-        if key & 1 == 1 {
-            v *= gram_weight;
-        }
-        let c = (key >> 1) as u32 | base;
-        match out[from..].last_mut() {
-            // a word and a gram that hash alike: the word came first
-            Some((last, acc)) if *last == c => {
-                *acc += v;
-                if *acc == 0.0 {
-                    out.pop();
-                }
-            }
-            _ => out.push((c, v)),
-        }
-    }
-}
 
 /// The column of a hashed category value: a signed one-hot in 2^`bits`
 /// columns (the sign from another bit of the hash, as for text terms).
@@ -745,11 +689,11 @@ mod tests {
     }
 
     #[test]
-    fn columns_are_sorted_unique_within_range_and_stable() {
+    fn columns_are_unique_within_range_and_stable() {
         let mut h = hasher(|o| o.bits = 10);
         let mut out = Vec::new();
         h.hash("the cat sat on the mat the end", &mut out);
-        assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "{out:?}");
+        assert!(once_each(&out), "{out:?}");
         assert!(out.iter().all(|&(c, v)| c < 1024 && v != 0.0));
         // 8 unigrams + 7 bigrams, "the" three times
         let total: f64 = out.iter().map(|(_, v)| v.abs()).sum();
@@ -791,6 +735,14 @@ mod tests {
         .expect("valid")
     }
 
+    /// True if no column is in `out` twice.
+    fn once_each(out: &[(u32, f64)]) -> bool {
+        let mut c: Vec<u32> = out.iter().map(|x| x.0).collect();
+        c.sort_unstable();
+        c.dedup();
+        c.len() == out.len()
+    }
+
     fn columns(h: &mut TextHasher, text: &str) -> Vec<(u32, f64)> {
         let mut out = Vec::new();
         h.hash(text, &mut out);
@@ -806,7 +758,7 @@ mod tests {
         let mut values: Vec<f64> = out.iter().map(|(_, v)| v.abs()).collect();
         values.sort_by(f64::total_cmp);
         assert_eq!(values, vec![0.25, 0.25, 1.0]);
-        assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "sorted, once each");
+        assert!(once_each(&out), "{out:?}");
         // the word's column is the one words-only hashing gives
         let mut words = hasher(|o| {
             o.ngrams = 1;
