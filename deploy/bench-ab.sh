@@ -5,7 +5,7 @@
 # the range) and the ratio B/A, and checks that both scored the same
 # figures to every digit. The machine's speed drifts within a session, so
 # only a ratio measured this way says whether a change made it slower.
-# Models whose `eval` reports it (the text ones) get a second line: the
+# Models whose `eval` reports it get a second line: the
 # same for the model alone (`model_only_readings_per_second`).
 #   deploy/bench-ab.sh OLD_BINARY NEW_BINARY [MODEL...]
 # Default models: waits-v1 waits heart-v1 heart. Build the old binary from
@@ -48,18 +48,17 @@ for line in open(sys.argv[1]):
     side, model, js = line.split(" ", 2)
     by.setdefault(model, {}).setdefault(side, []).append(json.loads(js))
 print(f"{sys.argv[2]} rounds, alternating; medians (range) of readings/s with JSON decoding")
+def rates(sides, key, label, figures=""):
+    rate = {s: [r[key] for r in rs] for s, rs in sides.items()}
+    med = {s: statistics.median(v) for s, v in rate.items()}
+    ratios = [b / a for a, b in zip(rate["A"], rate["B"])]
+    print(f"{label}: A {med['A']:,.0f} ({min(rate['A']):,.0f}-{max(rate['A']):,.0f})  B {med['B']:,.0f} ({min(rate['B']):,.0f}-{max(rate['B']):,.0f})  B/A {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}){figures}")
 for model, sides in by.items():
     keys = [k for k in ("mae", "rmse", "log_loss", "roc_auc", "accuracy", "macro_f1") if k in sides["A"][0]]
     same = all(sides["A"][0].get(k) == sides["B"][0].get(k) for k in keys)
-    rate = {s: [r["readings_per_second"] for r in rs] for s, rs in sides.items()}
-    med = {s: statistics.median(v) for s, v in rate.items()}
-    ratios = [b / a for a, b in zip(rate["A"], rate["B"])]
     figures = ", ".join(f"{k} {sides['B'][0][k]:.4f}" for k in keys)
-    print(f"{model}: A {med['A']:,.0f} ({min(rate['A']):,.0f}-{max(rate['A']):,.0f})  B {med['B']:,.0f} ({min(rate['B']):,.0f}-{max(rate['B']):,.0f})  B/A {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})  figures {'identical' if same else 'DIFFER'}: {figures}")
+    rates(sides, "readings_per_second", model, f"  figures {'identical' if same else 'DIFFER'}: {figures}")
     if all("model_only_readings_per_second" in r for rs in sides.values() for r in rs):
-        rate = {s: [r["model_only_readings_per_second"] for r in rs] for s, rs in sides.items()}
-        med = {s: statistics.median(v) for s, v in rate.items()}
-        ratios = [b / a for a, b in zip(rate["A"], rate["B"])]
-        print(f"{model}, the model alone: A {med['A']:,.0f} ({min(rate['A']):,.0f}-{max(rate['A']):,.0f})  B {med['B']:,.0f} ({min(rate['B']):,.0f}-{max(rate['B']):,.0f})  B/A {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+        rates(sides, "model_only_readings_per_second", f"{model}, the model alone")
 PY
 rm -f "$out"

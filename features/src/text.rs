@@ -544,8 +544,9 @@ impl TextHasher {
     }
 
     /// The non-zero columns of `text`: (column, value), each column once,
-    /// in the order it first appears. Values are signed term frequencies (1 + ln(tf)
-    /// with `sublinear`, keeping the sign of the summed counts).
+    /// in the order it first appears. Values are signed term frequencies
+    /// (1 + ln(tf) with `sublinear`, keeping the sign of the summed
+    /// counts).
     pub fn hash(&mut self, text: &str, out: &mut Vec<(u32, f64)>) {
         out.clear();
         self.append(text, 0, out);

@@ -7,8 +7,9 @@
 //! the terms' cells, so a term finds its column in a probe or two) counts
 //! them in one pass, writing each new column out as it comes.
 //! It replaced a bucket sort of the packed terms and a merge of the sorted
-//! runs, which together cost a third of tokenising and hashing a tweet; a
-//! model needs each column once, not the columns in order.
+//! runs (tokenising and hashing a tweet now takes 17.5% fewer
+//! instructions: README, Text streams); a model needs each column once,
+//! not the columns in order.
 
 /// A packed term's bit marking a character piece (a word's is 0); the low
 /// bit is its sign (1: negative), the bits above these two its column.
