@@ -7,7 +7,9 @@
 //! joined and learned exactly once (the join's counts in each partition's
 //! checkpoint), and each partition's checkpointed model equals its tweets
 //! learned in one pass in stream order with their labels in them (1e-9).
-//! A label that is not JSON is dead-lettered with the reason.
+//! A label that is not JSON is dead-lettered with the reason. Labels read
+//! before any tweet of their partition are committed on their own, and
+//! joined when the tweets come.
 
 mod common;
 
@@ -317,4 +319,92 @@ async fn a_labels_topic_not_partitioned_like_the_input_stops_start_up_naming_bot
             && text.contains("it has 1 and the input 3"),
         "the error names both topics and their partitions:\n{text}"
     );
+}
+
+/// Labels that come before any tweet of their partition: the partition's
+/// first commits carry the labels' offset and no input offset yet. Such a
+/// commit once asked Kafka for input offset -1 and the service stopped
+/// ("cannot build the offsets of the transaction"), as it did in the SIGKILL
+/// test above when a restarted instance read a partition's labels before
+/// its tweets. Here it commits them, and the tweets that follow are
+/// predicted once each and joined with their labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_before_any_tweet_of_their_partition_are_committed_then_joined() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let labels_topic = unique("sentiment.labels");
+    let run = setup_table(dir.path(), &bootstrap, "sentiment", 3, "", |i, o, d| {
+        format!(
+            "{}labels_topic = \"{labels_topic}\"\nlabel_id = \"id\"\nlabel_window = 5000\n",
+            model_table("sentiment", i, o, d, 500)
+        )
+    });
+    let n = 300;
+    let (readings, labels) = tweets_and_labels(n);
+    let keyed = |v: &[Keyed]| -> Vec<(Option<String>, Vec<u8>)> {
+        v.iter()
+            .map(|(k, b)| (Some(k.clone()), b.clone()))
+            .collect()
+    };
+    let mut svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    produce(&bootstrap, &labels_topic, &keyed(&labels));
+    // the labels alone committed in every partition, no input offset yet
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            svc.child.try_wait().expect("wait").is_none(),
+            "the service stopped on a commit of labels alone"
+        );
+        let cks = checkpoints(&run);
+        let labelled = cks
+            .values()
+            .filter(|c| c.labels_next_offset.is_some() && c.next_offset < 0)
+            .count();
+        if labelled == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "labels alone not checkpointed in 60 s: {:?}",
+            cks.iter()
+                .map(|(p, c)| (p, c.next_offset, c.labels_next_offset))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(&bootstrap, &run.input, &keyed(&readings));
+    let counts = outputs_per_offset(
+        &bootstrap,
+        &run.output,
+        &run.dead,
+        3,
+        n,
+        Duration::from_secs(60),
+    );
+    let input = read_input(&bootstrap, &run.input, 3);
+    assert_eq!(input.len(), n);
+    for m in &input {
+        assert_eq!(
+            counts.get(&(i64::from(m.partition), m.offset)),
+            Some(&1),
+            "partition {} offset {}: one output",
+            m.partition,
+            m.offset
+        );
+    }
+    // every label, read before its tweet, joined once
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let joined: u64 = checkpoints(&run)
+            .values()
+            .filter_map(|c| c.pipeline.labels.as_ref().map(|l| l.joined))
+            .sum();
+        if joined == n as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{joined} of {n} labels joined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    svc.stop();
 }

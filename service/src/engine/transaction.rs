@@ -229,8 +229,12 @@ impl Worker<'_> {
         for (&p, part) in self.parts.iter_mut().filter(|(_, x)| x.dirty) {
             let previous = self.committed.get(&p).map_or(0, |c| c.epoch);
             let (written, pending) = super::checkpointing::prepare(p, part, previous);
-            tpl.add_partition_offset(&self.input, p, Offset::Offset(written.next_offset))
-                .context("cannot build the offsets of the transaction")?;
+            // -1: nothing read from the input partition yet (its labels
+            // alone moved it), so there is no input offset to commit
+            if written.next_offset >= 0 {
+                tpl.add_partition_offset(&self.input, p, Offset::Offset(written.next_offset))
+                    .context("cannot build the offsets of the transaction")?;
+            }
             if let Some(labels) = self
                 .labels
                 .as_deref()
