@@ -799,7 +799,7 @@ impl SparseModel {
         }
         for (head, columns) in self.heads.iter_mut().zip(page.heads) {
             for (c, w, a, b) in columns {
-                head.sparse.insert(c, SparseSlot::of(Slot { w, a, b }));
+                head.sparse.insert(c, SparseSlot { w, a, b });
             }
         }
         match &mut self.nb {
