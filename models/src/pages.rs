@@ -79,12 +79,12 @@ impl PartialEq for PageSet {
 ///
 /// The weight and state are the `f32`s the model keeps, written as `f32`
 /// (the fewest digits that read back to the same `f32`, about 9, not the
-/// 17 of an `f64`): a page record is about a third smaller. They read back
-/// exactly when read as `f32` straight from the JSON (serde_json's
-/// `float_roundtrip`, as the checkpoint reads a page record), and pages
-/// written by earlier builds, in `f64`, read back to the same `f32`s.
-/// (Read as `f64` and then rounded to `f32`, a few values would not:
-/// 7.038531e-26 is one.)
+/// 17 of an `f64`): a page record is 25-30% smaller (README, checkpoint
+/// table). They read back exactly when read as `f32` straight from the
+/// JSON (serde_json's `float_roundtrip`, as the checkpoint reads a page
+/// record), and pages written by earlier builds, in `f64`, read back to
+/// the same `f32`s. (Read as `f64` and then rounded to `f32`, two would
+/// not: +-7.038531e-26.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ColumnPage {
     /// Per head: (column, weight, a, b), sorted by column.
