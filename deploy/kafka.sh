@@ -250,6 +250,18 @@ grant() {
   done
 }
 
+# moves node I's logs of its previous start to kafka.log.1 and stdout.log.1
+# (one start back): a log from before this start must not count as started,
+# and a test that restarts the broker and then fails needs the log of the
+# start before the last
+set_log_aside() {
+  local f state
+  state="$(node_state "$1")"
+  for f in kafka.log stdout.log; do
+    [ ! -f "$state/$f" ] || mv -f "$state/$f" "$state/$f.1"
+  done
+}
+
 # starts node I in the background
 start_node() {
   local i="$1" state p
@@ -300,9 +312,8 @@ up() {
   fi
   cluster_id="$(cat "$id_file")"
   for i in $(seq 1 "$brokers"); do prepare_node "$i"; done
-  # a node's log from before this start must not count as started
   for i in $(seq 1 "$brokers"); do
-    running_pid "$i" >/dev/null || rm -f "$(node_state "$i")/kafka.log"
+    running_pid "$i" >/dev/null || set_log_aside "$i"
     start_node "$i"
   done
   for i in $(seq 1 "$brokers"); do wait_node "$i"; done
@@ -362,7 +373,7 @@ case "$command_" in
   start-node)
     check_node_arg
     fetch
-    rm -f "$(node_state "$node_arg")/kafka.log"
+    running_pid "$node_arg" >/dev/null || set_log_aside "$node_arg"
     start_node "$node_arg"; wait_node "$node_arg"; say "node $node_arg ready" ;;
   bootstrap) bootstrap_servers ;;
   fetch) fetch ;;
