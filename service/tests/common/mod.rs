@@ -367,7 +367,16 @@ pub fn publish_steadily(
         // a test may stop the broker while this publishes: what it buffered
         // goes out once the broker is back, which on a loaded 2-core machine
         // (a JVM starting, leaders elected again) took longer than 30 s
-        p.flush(PACED_FLUSH).expect("flushed");
+        if let Err(e) = p.flush(PACED_FLUSH) {
+            panic!(
+                "{} of {} readings to {topic} not acknowledged {} s after the last was sent \
+                 ({e}): was the broker serving? its log is \
+                 ~/.cache/streamfit/kafka-<port>/kafka.log, kafka.log.1 the start before",
+                p.in_flight_count(),
+                readings.len(),
+                PACED_FLUSH.as_secs()
+            );
+        }
     });
     Paced { sent, thread }
 }
