@@ -703,11 +703,10 @@ impl Config {
             .iter()
             .find(|(k, _)| k == "HOME")
             .map(|(_, v)| v.clone());
-        apply_env(&mut value, env.into_iter())?;
-        let mut config: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
-            .context("a key or value is wrong")?;
+        let overrides = apply_env(&mut value, env.into_iter())?;
+        let mut config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(value.clone()))
+                .map_err(|e| wrong_key(&value, &e, &overrides))?;
         let home = env_home.or_else(|| std::env::var("HOME").ok());
         expand_home(&mut config.kafka, home.as_deref())?;
         let http = &mut config.http;
@@ -962,10 +961,77 @@ fn expand_home(kafka: &mut BTreeMap<String, String>, home: Option<&str>) -> Resu
     Ok(())
 }
 
-fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>) -> Result<()> {
+/// A key or value that serde refused, named by its place in the config
+/// (`model[4].features[0]`), with the model's name, the feature's field
+/// and kind, and the environment variable that set it, if one did:
+/// serde's own message ("invalid type: string "x", expected f64") says
+/// what is wrong but not where.
+fn wrong_key(
+    root: &toml::Table,
+    e: &serde_path_to_error::Error<toml::de::Error>,
+    overrides: &[(String, String)],
+) -> anyhow::Error {
+    let path = e.path().to_string();
+    let mut place = format!("`{path}`");
+    let mut segments = e.path().iter();
+    if let (
+        Some(serde_path_to_error::Segment::Map { key }),
+        Some(serde_path_to_error::Segment::Seq { index }),
+    ) = (segments.next(), segments.next())
+    {
+        let model = root
+            .get(key.as_str())
+            .and_then(|m| m.as_array())
+            .and_then(|m| m.get(*index))
+            .and_then(|m| m.as_table());
+        if let Some(name) = model.and_then(|m| m.get("name")).and_then(|n| n.as_str()) {
+            place.push_str(&format!(" (model `{name}`"));
+            let feature = match (segments.next(), segments.next()) {
+                (
+                    Some(serde_path_to_error::Segment::Map { key }),
+                    Some(serde_path_to_error::Segment::Seq { index }),
+                ) if key == "features" => model
+                    .and_then(|m| m.get("features"))
+                    .and_then(|f| f.as_array())
+                    .and_then(|f| f.get(*index))
+                    .and_then(|f| f.as_table()),
+                _ => None,
+            };
+            let text =
+                |t: &toml::Table, k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            if let Some(f) = feature {
+                match (text(f, "kind"), text(f, "field")) {
+                    (Some(kind), Some(field)) => {
+                        place.push_str(&format!(", its `{kind}` feature of `{field}`"))
+                    }
+                    (None, Some(field)) => place.push_str(&format!(", its feature of `{field}`")),
+                    _ => {}
+                }
+            }
+            place.push(')');
+        }
+    }
+    let by = overrides.iter().find(|(prefix, _)| {
+        path.strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    });
+    if let Some((_, var)) = by {
+        place.push_str(&format!(", set by the environment variable {var}"));
+    }
+    anyhow::anyhow!("{place}: {}", e.inner().message().trim())
+}
+
+/// Applies the `STREAMFIT_*` overrides in `env` to `root`; gives each
+/// override's place in the config (`model[4].features`, as serde's paths
+/// name it) and its variable.
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>> {
     let mut vars: Vec<(String, String)> =
         env.filter(|(k, _)| k.starts_with("STREAMFIT_")).collect();
     vars.sort();
+    let mut applied = Vec::new();
     for (name, raw) in vars {
         let rest = &name["STREAMFIT_".len()..];
         if NOT_OVERRIDES.contains(&rest)
@@ -976,13 +1042,15 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
         }
         if let Some(prop) = rest.strip_prefix("KAFKA_") {
             let key = prop.to_ascii_lowercase().replace('_', ".");
+            applied.push((format!("kafka.{key}"), name.clone()));
             table(root, "kafka").insert(key, toml::Value::String(raw));
-        } else if let Some(key) = rest.strip_prefix("SERVICE_") {
-            table(root, "service").insert(key.to_ascii_lowercase(), env_value(&raw));
-        } else if let Some(key) = rest.strip_prefix("HTTP_") {
-            table(root, "http").insert(key.to_ascii_lowercase(), env_value(&raw));
-        } else if let Some(key) = rest.strip_prefix("TOPICS_") {
-            table(root, "topics").insert(key.to_ascii_lowercase(), env_value(&raw));
+        } else if let Some((section, key)) = ["SERVICE_", "HTTP_", "TOPICS_"]
+            .iter()
+            .find_map(|p| rest.strip_prefix(p).map(|key| (&p[..p.len() - 1], key)))
+        {
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            applied.push((format!("{section}.{key}"), name.clone()));
+            table(root, &section).insert(key, env_value(&raw));
         } else if let Some(spec) = rest.strip_prefix("MODEL_") {
             let (model, key) = spec.split_once("__").with_context(|| {
                 format!(
@@ -995,10 +1063,11 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
                 .with_context(|| {
                     format!("environment variable {name} names a model, but the config has none")
                 })?;
-            let target = models
+            let (index, target) = models
                 .iter_mut()
-                .filter_map(|m| m.as_table_mut())
-                .find(|m| {
+                .enumerate()
+                .filter_map(|(i, m)| m.as_table_mut().map(|m| (i, m)))
+                .find(|(_, m)| {
                     m.get("name")
                         .and_then(|n| n.as_str())
                         .is_some_and(|n| n.to_ascii_uppercase().replace('-', "_") == model)
@@ -1006,12 +1075,14 @@ fn apply_env(root: &mut toml::Table, env: impl Iterator<Item = (String, String)>
                 .with_context(|| {
                     format!("environment variable {name}: no model is named {model}")
                 })?;
-            target.insert(key.to_ascii_lowercase(), env_value(&raw));
+            let key = key.to_ascii_lowercase();
+            applied.push((format!("model[{index}].{key}"), name.clone()));
+            target.insert(key, env_value(&raw));
         } else {
             bail!("environment variable {name} is not a config override; see the configuration reference in the README");
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
 fn table<'a>(root: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
@@ -1233,5 +1304,62 @@ mod tests {
             Config::parse(MINIMAL, env.into_iter()).expect_err("no such model")
         );
         assert!(e.contains("no model is named NOPE"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_place_model_and_feature() {
+        // serde alone says "invalid type: string \"x\", expected f64", not where
+        let second = |learner: &str, feature: &str| {
+            format!(
+                r#"{MINIMAL}
+                [[model]]
+                name = "second"
+                task = "classification"
+                input_topic = "clinical.readings"
+                target = {{ field = "heart_disease" }}
+                learner = {{ loss = {{ kind = "logistic" }}{learner} }}
+                features = [ {{ kind = "numeric", field = "age"{feature} }} ]
+            "#
+            )
+        };
+        let cases = [
+            (
+                second("", ", missing = \"x\""),
+                "`model[1].features[0]` (model `second`, its `numeric` feature of `age`): invalid type: string \"x\"",
+            ),
+            (
+                second(", l2 = \"lots\"", ""),
+                "`model[1].learner.l2` (model `second`): invalid type: string \"lots\", expected f64",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = format!("{:#}", Config::parse(&text, no_env()).expect_err("invalid"));
+            assert!(e.contains(needle), "{e} should contain {needle}");
+        }
+        // the same mistake made by an override names its variable
+        let env = [(
+            "STREAMFIT_MODEL_HEART__FEATURES".to_owned(),
+            r#"[ { kind = "numeric", field = "age", standardize = "yes" } ]"#.to_owned(),
+        )];
+        let e = format!(
+            "{:#}",
+            Config::parse(MINIMAL, env.into_iter()).expect_err("invalid")
+        );
+        assert!(
+            e.contains("`model[0].features[0]` (model `heart`, its `numeric` feature of `age`), set by the environment variable STREAMFIT_MODEL_HEART__FEATURES: invalid type: string \"yes\", expected a boolean"),
+            "{e}"
+        );
+        let env = [(
+            "STREAMFIT_SERVICE_COMMIT_INTERVAL_MS".to_owned(),
+            "soon".to_owned(),
+        )];
+        let e = format!(
+            "{:#}",
+            Config::parse(MINIMAL, env.into_iter()).expect_err("invalid")
+        );
+        assert!(
+            e.contains("`service.commit_interval_ms`, set by the environment variable STREAMFIT_SERVICE_COMMIT_INTERVAL_MS: invalid type: string \"soon\""),
+            "{e}"
+        );
     }
 }
