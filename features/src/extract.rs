@@ -583,6 +583,14 @@ impl FeatureExtractor {
                     };
                     let option = |e: OptionError| spec_error(at(e.key), e.message);
                     let mut hasher = TextHasher::new(options.clone()).map_err(option)?;
+                    if chars.is_none() && *char_weight != crate::spec::char_weight() {
+                        return Err(spec_error(
+                            at("char_weight"),
+                            format!(
+                                "weighs the character n-grams of `chars`, but `chars` is not set: set it too (`chars = [4, 4]`, say) or leave `char_weight` out (it is {char_weight})"
+                            ),
+                        ));
+                    }
                     if let Some([min, max]) = *chars {
                         let grams = CharGrams {
                             min,
@@ -1955,6 +1963,7 @@ mod tests {
                 ", chars = [4, 4], char_weight = -1",
                 "features[0].char_weight",
             ),
+            (", char_weight = 0.5", "`chars` is not set"),
         ] {
             let err = FeatureExtractor::new(spec(extra), true).expect_err("invalid");
             assert!(err.to_string().contains(key), "{err}");

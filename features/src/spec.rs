@@ -111,7 +111,8 @@ fn hourly() -> usize {
 fn day_weight() -> f64 {
     0.3
 }
-fn char_weight() -> f64 {
+/// `char_weight` when not set.
+pub(crate) fn char_weight() -> f64 {
     0.3
 }
 fn text_bits() -> u32 {
