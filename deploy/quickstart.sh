@@ -60,7 +60,7 @@ for m in "${models[@]}"; do before[$m]=$(predicted "$m"); done
 
 "$bin/load-test" publish --data "$data/wdw-waits-2018" --topic waits.readings
 "$bin/load-test" publish --data "$data/heart-failure/heart.csv" --topic clinical.readings
-"$bin/load-test" publish --data "$data/airline-tweets/tweets.jsonl" --topic tweets.readings
+"$bin/load-test" publish --data "$data/airline-tweets/tweets.jsonl" --topic tweets.readings --key-field id
 waits_n=637768
 heart_n=$(( $(wc -l < "$data/heart-failure/heart.csv") - 1 ))
 tweets_n=$(wc -l < "$data/airline-tweets/tweets.jsonl")

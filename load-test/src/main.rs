@@ -55,8 +55,14 @@ enum Cmd {
         limit: Option<usize>,
         /// Fan the readings out to N keys: reading i gets the key `k<i mod N>`
         /// (keyed-state benchmarks).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "key_field")]
         keys: Option<usize>,
+        /// Key each reading by this field of its JSON (a string, or a
+        /// number as written): `--key-field id` for the tweets, which
+        /// have no key of their own, so that each tweet lands on its key's
+        /// partition instead of wherever the producer's sticky batches go.
+        #[arg(long)]
+        key_field: Option<String>,
         /// Extra librdkafka producer property, KEY=VALUE (repeatable):
         /// `-X security.protocol=SASL_SSL -X sasl.username=...`.
         #[arg(short = 'X', value_parser = parse_prop)]
@@ -197,6 +203,7 @@ fn run(cmd: Cmd) -> Result<()> {
             rate,
             limit,
             keys,
+            key_field,
             property,
             quiet,
         } => publish::publish(
@@ -207,6 +214,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 rate,
                 limit,
                 keys,
+                key_field,
                 property,
                 quiet,
             },

@@ -47,6 +47,8 @@ pub struct Options {
     pub limit: Option<usize>,
     /// Key reading i `k<i mod keys>` instead of its own key.
     pub keys: Option<usize>,
+    /// Key each reading by this field of its JSON instead.
+    pub key_field: Option<String>,
     /// Extra librdkafka properties (security, say).
     pub property: Vec<(String, String)>,
     /// Hide the progress bar.
@@ -59,6 +61,7 @@ pub fn publish(data: PathBuf, topic: String, bootstrap: String, opts: Options) -
         rate,
         limit,
         keys,
+        key_field,
         property,
         quiet,
     } = opts;
@@ -75,6 +78,18 @@ pub fn publish(data: PathBuf, topic: String, bootstrap: String, opts: Options) -
             }
         }
         None => {}
+    }
+    if let Some(field) = &key_field {
+        for (i, r) in readings.iter_mut().enumerate() {
+            let key = field_key(&r.json, field).with_context(|| {
+                format!(
+                    "reading {} of {} cannot be keyed by --key-field {field}",
+                    i + 1,
+                    data.display()
+                )
+            })?;
+            r.key = Some(key);
+        }
     }
     let mut config = ClientConfig::new();
     config
@@ -153,5 +168,44 @@ pub fn send_waiting<C: ProducerContext>(
             }
             Err((e, _)) => return Err(e).context("cannot publish a reading"),
         }
+    }
+}
+
+/// The key a reading's `field` gives: its string, or its number as written.
+fn field_key(json: &[u8], field: &str) -> Result<String> {
+    let reading: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(json).context("it is not a JSON object")?;
+    match reading.get(field) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(other) => anyhow::bail!("its `{field}` should be a string or a number, not {other}"),
+        None => anyhow::bail!("it has no field `{field}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_field_gives_its_string_or_number_and_says_why_not() {
+        let key = |json: &str| field_key(json.as_bytes(), "id").map_err(|e| e.to_string());
+        assert_eq!(
+            key(r#"{"id": "t42", "text": "late"}"#),
+            Ok("t42".to_owned())
+        );
+        assert_eq!(
+            key(r#"{"id": 570306133677760513}"#),
+            Ok("570306133677760513".to_owned())
+        );
+        assert_eq!(
+            key(r#"{"text": "late"}"#),
+            Err("it has no field `id`".to_owned())
+        );
+        assert_eq!(
+            key(r#"{"id": null}"#),
+            Err("its `id` should be a string or a number, not null".to_owned())
+        );
+        assert_eq!(key("late"), Err("it is not a JSON object".to_owned()));
     }
 }
