@@ -54,6 +54,10 @@ pub struct EvalReport {
     pub scored: usize,
     /// Readings rejected by the decoder or features.
     pub invalid: usize,
+    /// The first few of them (at most 5): which reading (1-based, in the
+    /// data's order) and why, as the dead-letter topic would say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_examples: Vec<InvalidReading>,
     /// Wall seconds of the median timed pass.
     pub seconds: f64,
     /// Readings per second, JSON decoding included.
@@ -250,6 +254,7 @@ pub fn run_delayed(
     let last = n - n / 5;
     let fifth = n / 5;
     let invalid = first.invalid;
+    let invalid_examples = first.invalid_examples.clone();
     Ok(EvalReport {
         model: config.name.clone(),
         batch,
@@ -267,6 +272,7 @@ pub fn run_delayed(
         readings: readings.len(),
         scored: n,
         invalid,
+        invalid_examples,
         seconds,
         readings_per_second: readings.len() as f64 / seconds.max(1e-9),
         model_only_readings_per_second: median(&mut model_only),
@@ -301,8 +307,21 @@ struct Pass {
     /// Multiclass: each scored reading's classes and the label's probability.
     scores: Vec<ClassScore>,
     invalid: usize,
+    invalid_examples: Vec<InvalidReading>,
     seconds: f64,
     task: Task,
+}
+
+/// How many invalid readings an eval report shows.
+const INVALID_EXAMPLES: usize = 5;
+
+/// One invalid reading of an eval: its place in the data and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InvalidReading {
+    /// Its place in the data, from 1 (a JSONL file's line, not counting blank lines).
+    pub reading: usize,
+    /// Why it was refused.
+    pub error: String,
 }
 
 impl Pass {
@@ -339,6 +358,7 @@ fn timed_pass(
     let multiclass = pipeline.task() == Task::Multiclass;
     let mut outcomes = Vec::with_capacity(batch);
     let mut invalid = 0;
+    let mut invalid_examples = Vec::new();
     let start = Instant::now();
     for (c, chunk) in inputs.chunks(batch).enumerate() {
         learned += pipeline.process(chunk, &mut outcomes).learned as u64;
@@ -370,7 +390,15 @@ fn timed_pass(
                         );
                     }
                 }
-                Outcome::Invalid(_) => invalid += 1,
+                Outcome::Invalid(e) => {
+                    invalid += 1;
+                    if invalid_examples.len() < INVALID_EXAMPLES {
+                        invalid_examples.push(InvalidReading {
+                            reading: c * batch + i + 1,
+                            error: e.to_string(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -383,6 +411,7 @@ fn timed_pass(
         labels,
         scores,
         invalid,
+        invalid_examples,
         seconds: start.elapsed().as_secs_f64(),
         task: pipeline.task(),
     })
@@ -460,6 +489,25 @@ fn fmt_metrics(task: Task, m: &MetricSet) -> String {
 impl EvalReport {
     /// The report as text for a terminal.
     pub fn to_text(&self, task: Task) -> String {
+        let examples: String = self
+            .invalid_examples
+            .iter()
+            .map(|r| format!("\n    reading {}: {}", r.reading, r.error))
+            .collect();
+        let examples = if examples.is_empty() {
+            examples
+        } else {
+            let first = if self.invalid > self.invalid_examples.len() {
+                format!(
+                    "the first {} of {}",
+                    self.invalid_examples.len(),
+                    self.invalid
+                )
+            } else {
+                format!("all {}", self.invalid)
+            };
+            format!("\n  invalid readings ({first}; `streamfit run` dead-letters them):{examples}")
+        };
         let hindsight = self
             .hindsight_last_20pct
             .as_ref()
@@ -471,7 +519,7 @@ impl EvalReport {
             })
             .unwrap_or_default();
         format!(
-            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}",
+            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}{}",
             self.model,
             self.batch,
             self.label_delay
@@ -492,6 +540,7 @@ impl EvalReport {
             self.model_only_readings_per_second,
             self.passes,
             hindsight,
+            examples,
         )
     }
 }

@@ -215,6 +215,88 @@ fn bad_flags_are_clear_errors() {
     }
 }
 
+/// Invalid readings are counted and the first few shown with their place
+/// and reason, in the JSON and the text report, so that a user can fix the
+/// data; the valid ones are scored as if the invalid were not there.
+#[test]
+fn invalid_readings_are_shown_with_their_place_and_reason() {
+    let root = workspace();
+    let tweets = std::fs::read_to_string(root.join("../shared/data/airline-tweets/tweets.jsonl"))
+        .expect("the tweets");
+    let good: Vec<&str> = tweets.lines().take(40).collect();
+    let bad = [
+        r#"{"id": "x", "text": "bad label", "airline": "United", "sentiment": "angry"}"#,
+        "not json",
+    ];
+    // the bad lines at readings 11 and 22 (1-based), then 7 more of the second kind
+    let mut lines: Vec<&str> = Vec::new();
+    lines.extend(&good[..10]);
+    lines.push(bad[0]);
+    lines.extend(&good[10..20]);
+    lines.push(bad[1]);
+    lines.extend(std::iter::repeat_n(bad[1], 7));
+    lines.extend(&good[20..]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mixed = dir.path().join("mixed.jsonl");
+    std::fs::write(&mixed, lines.join("\n")).expect("written");
+    let clean = dir.path().join("clean.jsonl");
+    std::fs::write(&clean, good.join("\n")).expect("written");
+    let config = root.join("deploy/streamfit.toml");
+    let run = |data: &std::path::Path, json: bool| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            "sentiment",
+            "--data",
+            data.to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--passes",
+            "1",
+        ];
+        if json {
+            args.push("--json");
+        }
+        streamfit_ok(&args)
+    };
+    let r: serde_json::Value = serde_json::from_str(&run(&mixed, true)).expect("JSON");
+    assert_eq!(r["invalid"], 9, "{r}");
+    assert_eq!(r["scored"], 40, "{r}");
+    let examples = r["invalid_examples"].as_array().expect("examples");
+    assert_eq!(examples.len(), 5, "the first five: {r}");
+    assert_eq!(examples[0]["reading"], 11);
+    assert!(
+        examples[0]["error"]
+            .as_str()
+            .expect("text")
+            .contains("`sentiment` should be one of the classes"),
+        "{r}"
+    );
+    assert_eq!(examples[1]["reading"], 22);
+    assert!(
+        examples[1]["error"]
+            .as_str()
+            .expect("text")
+            .contains("should be a JSON object"),
+        "{r}"
+    );
+    let c: serde_json::Value = serde_json::from_str(&run(&clean, true)).expect("JSON");
+    assert_eq!(c["invalid"], 0);
+    assert!(c.get("invalid_examples").is_none(), "none to show: {c}");
+    for key in ["log_loss", "accuracy", "macro_f1"] {
+        assert_eq!(r[key], c[key], "the valid readings scored alike: {key}");
+    }
+    let text = run(&mixed, false);
+    assert!(
+        text.contains("invalid readings (the first 5 of 9;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reading 22: reading should be a JSON object"),
+        "{text}"
+    );
+}
+
 /// `--horizon`: the shipped waits a day ahead rest on the rides' usual
 /// waits at that hour (the profile), and beat persistence a day ahead by
 /// far; an hour ahead they still beat it. A stream without event times
