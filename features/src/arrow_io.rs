@@ -106,9 +106,88 @@ pub struct ServiceLog {
     pub label: Vec<Option<f64>>,
     /// Event time, Unix ms.
     pub event_time: Vec<Option<i64>>,
+    /// A multiclass model's classes (empty for other models), in the
+    /// model's order: `prediction` and `label` are indices into them and
+    /// `probability` is the predicted class's.
+    pub classes: Vec<String>,
+    /// Multiclass: the predicted class's name (none before any class is known).
+    pub predicted_class: Vec<Option<String>>,
+    /// Multiclass: the label's class name.
+    pub label_class: Vec<Option<String>>,
+    /// Multiclass: per class (as `classes`), each row's probability of it
+    /// (none in rows predicted before the class was known).
+    pub class_probability: Vec<Vec<Option<f64>>>,
+}
+
+/// One row of a multiclass model's prediction message.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassRow<'a> {
+    /// Source partition and offset of the reading.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Entity key.
+    pub key: Option<&'a str>,
+    /// Model version that predicted.
+    pub model_version: u64,
+    /// The predicted class's name.
+    pub predicted: Option<&'a str>,
+    /// Each class's probability, in the model's class order.
+    pub probabilities: &'a [(String, f64)],
+    /// The label's class name.
+    pub label: Option<&'a str>,
+    /// Event time, Unix ms.
+    pub event_time: Option<i64>,
 }
 
 impl ServiceLog {
+    /// Appends a multiclass model's prediction: classes not seen before
+    /// join `classes` in the order the message lists them (the model's).
+    pub fn push_classes(&mut self, row: ClassRow<'_>) {
+        let rows = self.len();
+        let index =
+            |log: &mut ServiceLog, class: &str| match log.classes.iter().position(|c| c == class) {
+                Some(i) => i,
+                None => {
+                    log.classes.push(class.to_owned());
+                    log.class_probability.push(vec![None; rows]);
+                    log.classes.len() - 1
+                }
+            };
+        for (class, _) in row.probabilities {
+            index(self, class);
+        }
+        let predicted = row.predicted.map(|c| index(self, c));
+        let label = row.label.map(|c| index(self, c));
+        for column in &mut self.class_probability {
+            column.push(None);
+        }
+        for (class, p) in row.probabilities {
+            let k = index(self, class);
+            self.class_probability[k][rows] = Some(*p);
+        }
+        self.partition.push(row.partition);
+        self.offset.push(row.offset);
+        self.key.push(row.key.map(str::to_owned));
+        self.model_version.push(row.model_version);
+        self.prediction
+            .push(predicted.map_or(f64::NAN, |k| k as f64));
+        self.probability
+            .push(predicted.and_then(|k| self.class_probability[k][rows]));
+        self.label.push(label.map(|k| k as f64));
+        self.event_time.push(row.event_time);
+        self.predicted_class.push(row.predicted.map(str::to_owned));
+        self.label_class.push(row.label.map(str::to_owned));
+    }
+
+    /// The multiclass columns' names: `predicted_class`, `label_class`,
+    /// then `probability_<class>` per class.
+    fn class_columns(&self) -> Vec<String> {
+        let mut names = vec!["predicted_class".to_owned(), "label_class".to_owned()];
+        names.extend(self.classes.iter().map(|c| format!("probability_{c}")));
+        names
+    }
+
     /// Writes the log as a Parquet file (through polars).
     pub fn write_parquet(&self, path: &Path) -> Result<(), crate::error::DatasetError> {
         use polars::prelude::*;
@@ -130,6 +209,17 @@ impl ServiceLog {
             ],
         )
         .map_err(err)?;
+        if !self.classes.is_empty() {
+            let names = self.class_columns();
+            let mut columns = vec![
+                Column::new(names[0].as_str().into(), &self.predicted_class),
+                Column::new(names[1].as_str().into(), &self.label_class),
+            ];
+            for (name, column) in names[2..].iter().zip(&self.class_probability) {
+                columns.push(Column::new(name.as_str().into(), column));
+            }
+            df.hstack_mut(&columns).map_err(err)?;
+        }
         let file = File::create(path).map_err(|e| crate::error::DatasetError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -150,7 +240,7 @@ impl ServiceLog {
 
     /// The log as one Arrow record batch.
     pub fn to_record_batch(&self) -> Result<RecordBatch, ArrowError> {
-        let schema = Arc::new(Schema::new(vec![
+        let mut fields = vec![
             Field::new("partition", DataType::Int32, false),
             Field::new("offset", DataType::Int64, false),
             Field::new("key", DataType::Utf8, true),
@@ -159,8 +249,8 @@ impl ServiceLog {
             Field::new("probability", DataType::Float64, true),
             Field::new("label", DataType::Float64, true),
             Field::new("event_time_ms", DataType::Int64, true),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(self.partition.clone())),
             Arc::new(Int64Array::from(self.offset.clone())),
             Arc::new(StringArray::from(self.key.clone())),
@@ -170,7 +260,18 @@ impl ServiceLog {
             Arc::new(Float64Array::from(self.label.clone())),
             Arc::new(Int64Array::from(self.event_time.clone())),
         ];
-        RecordBatch::try_new(schema, columns)
+        if !self.classes.is_empty() {
+            let names = self.class_columns();
+            fields.push(Field::new(&names[0], DataType::Utf8, true));
+            fields.push(Field::new(&names[1], DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from(self.predicted_class.clone())));
+            columns.push(Arc::new(StringArray::from(self.label_class.clone())));
+            for (name, column) in names[2..].iter().zip(&self.class_probability) {
+                fields.push(Field::new(name, DataType::Float64, true));
+                columns.push(Arc::new(Float64Array::from(column.clone())));
+            }
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }
 }
 
@@ -206,6 +307,7 @@ mod tests {
             probability: vec![Some(0.8), Some(0.1)],
             label: vec![Some(1.0), None],
             event_time: vec![None, Some(1_514_764_800_000)],
+            ..ServiceLog::default()
         };
         let dir = std::env::temp_dir().join(format!("streamfit-svclog-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -228,6 +330,77 @@ mod tests {
             .collect();
         assert_eq!(offsets, vec![Some(7), Some(3)]);
         assert_eq!(df.column("key").expect("key").null_count(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_multiclass_log_has_class_names_indices_and_a_probability_per_class() {
+        use polars::prelude::*;
+        let probs = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
+            v.iter().map(|(c, p)| ((*c).to_owned(), *p)).collect()
+        };
+        let mut log = ServiceLog::default();
+        let row = |predicted, probabilities, label| ClassRow {
+            partition: 0,
+            offset: 0,
+            key: Some("t1"),
+            model_version: 1,
+            predicted,
+            probabilities,
+            label,
+            event_time: None,
+        };
+        // no class known yet, then two, then a third learned later
+        log.push_classes(row(None, &[], Some("negative")));
+        let two = probs(&[("negative", 0.7), ("positive", 0.3)]);
+        log.push_classes(row(Some("negative"), &two, Some("positive")));
+        let three = probs(&[("negative", 0.2), ("positive", 0.5), ("neutral", 0.3)]);
+        log.push_classes(row(Some("positive"), &three, None));
+        assert_eq!(log.classes, ["negative", "positive", "neutral"]);
+        assert!(log.prediction[0].is_nan());
+        assert_eq!(&log.prediction[1..], [0.0, 1.0]);
+        assert_eq!(log.label, [Some(0.0), Some(1.0), None]);
+        assert_eq!(log.probability, [None, Some(0.7), Some(0.5)]);
+        assert_eq!(
+            log.class_probability,
+            [
+                vec![None, Some(0.7), Some(0.2)],
+                vec![None, Some(0.3), Some(0.5)],
+                vec![None, None, Some(0.3)],
+            ]
+        );
+        let batch = log.to_record_batch().expect("batch");
+        let names: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names[8..],
+            [
+                "predicted_class",
+                "label_class",
+                "probability_negative",
+                "probability_positive",
+                "probability_neutral"
+            ]
+        );
+        let dir = std::env::temp_dir().join(format!("streamfit-classlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pq = dir.join("c.parquet");
+        log.write_parquet(&pq).expect("parquet");
+        let df = ParquetReader::new(File::open(&pq).expect("opens"))
+            .finish()
+            .expect("reads");
+        assert_eq!(df.width(), 13);
+        let neutral: Vec<Option<f64>> = df
+            .column("probability_neutral")
+            .and_then(|c| c.f64().cloned())
+            .expect("a column per class")
+            .iter()
+            .collect();
+        assert_eq!(neutral, [None, None, Some(0.3)]);
         std::fs::remove_dir_all(dir).ok();
     }
 }

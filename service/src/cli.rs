@@ -201,7 +201,9 @@ pub enum PredictionsAction {
     /// Write every committed prediction of the model's output topic, up to
     /// its end as of now, to an Arrow IPC file, or Parquet when the name
     /// ends in .parquet (partition, offset, key, model_version, prediction,
-    /// probability, label, event_time_ms).
+    /// probability, label, event_time_ms; a multiclass model's prediction
+    /// and label are class indices, and predicted_class, label_class and a
+    /// probability_<class> column per class follow).
     Export {
         /// Model name from the config.
         #[arg(long)]

@@ -19,15 +19,56 @@ struct Source {
     offset: i64,
 }
 
+/// A prediction message (see `render.rs`): a number, class 0/1 with its
+/// `probability`, or a multiclass model's class name with `probabilities`.
 #[derive(Deserialize)]
 struct Prediction {
     model_version: u64,
     key: Option<String>,
-    prediction: f64,
+    prediction: Option<Answer>,
     probability: Option<f64>,
-    label: Option<f64>,
+    #[serde(default, deserialize_with = "in_order")]
+    probabilities: Option<Vec<(String, f64)>>,
+    label: Option<Answer>,
     event_time: Option<i64>,
     source: Source,
+}
+
+/// A predicted or given value: a number, or a class's name (`null`: a
+/// multiclass model that knew no class yet).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Answer {
+    Num(f64),
+    Class(String),
+}
+
+/// `probabilities` as the message lists them (the model's class order),
+/// which a map type would sort.
+fn in_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<(String, f64)>>, D::Error> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Option<Vec<(String, f64)>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of class probabilities")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(pair) = m.next_entry()? {
+                out.push(pair);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_any(Pairs)
 }
 
 /// What an export wrote.
@@ -46,6 +87,7 @@ pub fn export(config: &Config, model: &str, out: &Path) -> Result<Exported> {
     let topic = m.output_topic();
     let mut log = features::arrow_io::ServiceLog::default();
     let mut skipped = 0;
+    let multiclass = m.task == crate::config::TaskName::Multiclass;
     let read = kafka::read_to_end(
         &config.kafka,
         &topic,
@@ -60,14 +102,39 @@ pub fn export(config: &Config, model: &str, out: &Path) -> Result<Exported> {
                 skipped += 1;
                 return;
             };
-            log.partition.push(p.source.partition);
-            log.offset.push(p.source.offset);
-            log.key.push(p.key);
-            log.model_version.push(p.model_version);
-            log.prediction.push(p.prediction);
-            log.probability.push(p.probability);
-            log.label.push(p.label);
-            log.event_time.push(p.event_time);
+            let class = |a: &Option<Answer>| match a {
+                Some(Answer::Class(c)) => Some(c.clone()),
+                _ => None,
+            };
+            match (&p.prediction, p.probabilities.as_deref(), multiclass) {
+                (Some(Answer::Num(v)), None, false) => {
+                    log.partition.push(p.source.partition);
+                    log.offset.push(p.source.offset);
+                    log.key.push(p.key);
+                    log.model_version.push(p.model_version);
+                    log.prediction.push(*v);
+                    log.probability.push(p.probability);
+                    log.label.push(match p.label {
+                        Some(Answer::Num(y)) => Some(y),
+                        _ => None,
+                    });
+                    log.event_time.push(p.event_time);
+                }
+                (Some(Answer::Class(_)) | None, Some(probabilities), true) => {
+                    let (predicted, label) = (class(&p.prediction), class(&p.label));
+                    log.push_classes(features::arrow_io::ClassRow {
+                        partition: p.source.partition,
+                        offset: p.source.offset,
+                        key: p.key.as_deref(),
+                        model_version: p.model_version,
+                        predicted: predicted.as_deref(),
+                        probabilities,
+                        label: label.as_deref(),
+                        event_time: p.event_time,
+                    });
+                }
+                _ => skipped += 1,
+            }
         },
     );
     match read {

@@ -59,6 +59,67 @@ async fn sentiment_learns_tweets_exactly_once_across_a_sigkill() {
     // nothing lost, nothing twice, and each partition's model is the model
     // of one uninterrupted pass over its tweets
     verify(&bootstrap, &run, "sentiment", n);
+
+    // `predictions export` writes every one with its class, its label's
+    // and a probability per class (it wrote none of a multiclass model's)
+    let file = dir.path().join("sentiment.arrow");
+    let config = run.config.to_str().expect("utf-8 path");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let said = streamfit_ok(&[
+        "predictions",
+        "export",
+        "--model",
+        "sentiment",
+        "--config",
+        config,
+        "--out",
+        file_arg,
+    ]);
+    assert!(said.contains(&format!("wrote {n} predictions")), "{said}");
+    let reader =
+        arrow::ipc::reader::FileReader::try_new(std::fs::File::open(&file).expect("written"), None)
+            .expect("an Arrow IPC file");
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.expect("a batch");
+        let text = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .cloned()
+                })
+                .unwrap_or_else(|| panic!("a text column {name}"))
+        };
+        let number = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<arrow::array::Float64Array>()
+                        .cloned()
+                })
+                .unwrap_or_else(|| panic!("a number column {name}"))
+        };
+        let (class, label) = (text("predicted_class"), text("label_class"));
+        let index = number("prediction");
+        let classes = ["negative", "neutral", "positive"];
+        let probs = classes.map(|c| number(&format!("probability_{c}")));
+        for i in 0..batch.num_rows() {
+            let k = index.value(i) as usize;
+            assert_eq!(
+                class.value(i),
+                classes[k],
+                "prediction is the class's index"
+            );
+            assert!(classes.contains(&label.value(i)), "the tweet's own label");
+            let top = probs.iter().map(|p| p.value(i)).fold(0.0, f64::max);
+            assert_eq!(probs[k].value(i), top, "the most probable class");
+        }
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
