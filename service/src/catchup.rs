@@ -196,9 +196,7 @@ pub fn wait(config: &Config, opts: &Options) -> Result<Vec<Standing>> {
         let m = config.model(name)?;
         let topic = m.input_topic()?.to_owned();
         let group = crate::snapshot::group_of(config, name);
-        let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, &group)
-            // no statistics: the default context would log each at info
-            .set("statistics.interval.ms", "0")
+        let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, &group)
             .create()
             .context("cannot create a Kafka consumer; check the [kafka] properties")?;
         let ids = kafka::partition_ids(&consumer, &topic, Duration::from_secs(30))

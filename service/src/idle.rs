@@ -130,7 +130,7 @@ fn members(probe: &BaseConsumer, group: &str) -> Option<Vec<Member>> {
 /// Returns once `group` has no member; fails at once when a member's
 /// service answers, or when members remain past their session timeout.
 pub fn ensure_group_idle(config: &Config, group: &str, model: &str, what: &str) -> Result<()> {
-    let probe: BaseConsumer = kafka::consumer_config(&config.kafka, group)
+    let probe: BaseConsumer = kafka::plain_consumer_config(&config.kafka, group)
         .create()
         .context("cannot create a Kafka consumer; check the [kafka] properties")?;
     let session_ms = config

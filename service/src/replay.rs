@@ -87,7 +87,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         &m.name,
         "replaying into it (or backfill over HTTP while it runs)",
     )?;
-    let probe: BaseConsumer = kafka::consumer_config(&config.kafka, &group)
+    let probe: BaseConsumer = kafka::plain_consumer_config(&config.kafka, &group)
         .create()
         .context("cannot create a Kafka consumer; check the [kafka] properties")?;
     let (start, end) = resolve(&probe, &topic, &opts.from, &opts.to)?;
@@ -209,7 +209,7 @@ fn hand_over(
         &[],
         timeout,
     )?;
-    let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, group)
+    let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, group)
         .create()
         .context("cannot create a Kafka consumer")?;
     let (_, ends) = resolve(&consumer, input, &From::Earliest, &To::Latest)?;

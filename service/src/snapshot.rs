@@ -105,7 +105,7 @@ pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<B
     }
     let group = group_of(config, model);
     crate::idle::ensure_group_idle(config, &group, model, "importing into it")?;
-    let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, &group)
+    let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, &group)
         .create()
         .context("cannot create a Kafka consumer")?;
     for ck in &snapshot.partitions {
@@ -149,7 +149,7 @@ pub fn write_state(
     checkpoints: Vec<Checkpoint>,
 ) -> Result<()> {
     let timeout = Duration::from_secs(30);
-    let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, group)
+    let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, group)
         .create()
         .context("cannot create a Kafka consumer")?;
     let producer: BaseProducer = kafka::producer_config(&config.kafka)

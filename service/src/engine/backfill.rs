@@ -138,7 +138,7 @@ impl Shadow {
         label: String,
     ) -> Result<Shadow> {
         let consumer: BaseConsumer =
-            kafka::consumer_config(&config.kafka, &format!("{group}.backfill"))
+            kafka::plain_consumer_config(&config.kafka, &format!("{group}.backfill"))
                 .create()
                 .context("cannot create the backfill consumer")?;
         let (start, _) = offsets::resolve(&consumer, topic, from, &To::Latest)?;

@@ -31,6 +31,16 @@ pub fn base_config(props: &BTreeMap<String, String>) -> ClientConfig {
     c
 }
 
+/// [`consumer_config`] for a consumer with rdkafka's default context (the
+/// probes, exports, replays and backfills): without statistics, which that
+/// context logs whole at info every interval (a page of text a second);
+/// only the loop's consumer reads them ([`ConsumerCtx`]).
+pub fn plain_consumer_config(props: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
+    let mut c = consumer_config(props, group_id);
+    c.set("statistics.interval.ms", "0");
+    c
+}
+
 /// The consumer config: the user's properties, then ours forced.
 pub fn consumer_config(props: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
     let mut c = base_config(props);
@@ -565,4 +575,34 @@ pub fn read_to_end(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_loops_consumer_asks_for_statistics() {
+        let mut props = BTreeMap::new();
+        let stats = |c: &ClientConfig| c.get("statistics.interval.ms").map(str::to_owned);
+        assert_eq!(
+            stats(&consumer_config(&props, "g")).as_deref(),
+            Some("1000")
+        );
+        // a probe's default context would log each at info: never asked for,
+        // even when the [kafka] properties set an interval for the loop
+        assert_eq!(
+            stats(&plain_consumer_config(&props, "g")).as_deref(),
+            Some("0")
+        );
+        props.insert("statistics.interval.ms".to_owned(), "5000".to_owned());
+        assert_eq!(
+            stats(&consumer_config(&props, "g")).as_deref(),
+            Some("5000")
+        );
+        assert_eq!(
+            stats(&plain_consumer_config(&props, "g")).as_deref(),
+            Some("0")
+        );
+    }
 }
