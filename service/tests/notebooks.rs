@@ -1,8 +1,8 @@
 //! Every notebook in `notebooks/` runs top to bottom (nbclient, in the
 //! virtual environment deploy/setup.sh makes) against the real binary on the
-//! real broker, with the four shipped models fed real wait-time and clinical
-//! readings: a failing cell fails the suite, and the plotting notebooks
-//! produce their plots.
+//! real broker, with the six shipped models fed real wait-time and clinical
+//! readings and the airline tweets: a failing cell fails the suite, and the
+//! plotting notebooks produce their plots.
 
 mod common;
 
@@ -53,12 +53,15 @@ async fn every_notebook_runs_against_a_live_service() {
     let bootstrap = bootstrap();
     let dir = tempfile::tempdir().expect("tempdir");
     let clinical = unique("nb.clinical");
+    let texts = unique("nb.tweets");
     let run = setup_table(dir.path(), &bootstrap, "waits", 3, "", |input, _, dead| {
         [
             model_table("waits-v1", input, &unique("nb.waits-v1.out"), dead, 2_000),
             model_table("waits", input, &unique("nb.waits.out"), dead, 2_000),
             model_table("heart-v1", &clinical, &unique("nb.heart-v1.out"), dead, 50),
             model_table("heart", &clinical, &unique("nb.heart.out"), dead, 50),
+            model_table("tweets", &texts, &unique("nb.tweets.out"), dead, 500),
+            model_table("sentiment", &texts, &unique("nb.sentiment.out"), dead, 500),
         ]
         .concat()
     });
@@ -69,6 +72,15 @@ async fn every_notebook_runs_against_a_live_service() {
         produce(&bootstrap, &run.input, chunk);
     }
     produce(&bootstrap, &clinical, &heart());
+    // the tweets keyed by their id, as the quickstart publishes them
+    let keyed: Vec<(Option<String>, Vec<u8>)> = tweets(usize::MAX)
+        .into_iter()
+        .map(|(_, json)| {
+            let v: serde_json::Value = serde_json::from_slice(&json).expect("a tweet");
+            (v["id"].as_str().map(str::to_owned), json)
+        })
+        .collect();
+    produce(&bootstrap, &texts, &keyed);
     let caught_up = streamfit(&[
         "wait",
         "--config",
@@ -105,6 +117,7 @@ async fn every_notebook_runs_against_a_live_service() {
         ("02-wait-times", 4),
         ("03-clinical", 4),
         ("04-replay-and-backfill", 1),
+        ("05-text-sentiment", 3),
     ];
     for (name, want) in plots {
         let book = out.join(format!("{name}.ipynb"));
