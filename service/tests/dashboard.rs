@@ -188,6 +188,11 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
         unique("dash.heart.out"),
         unique("dash.heart.dead"),
     );
+    let text_topics = (
+        unique("dash.tweets"),
+        unique("dash.sentiment.out"),
+        unique("dash.tweets.dead"),
+    );
     let run = setup_table(
         dir.path(),
         &bootstrap,
@@ -196,7 +201,7 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
         "",
         |input, output, dead| {
             format!(
-                "{}{}",
+                "{}{}{}",
                 model_table("waits", input, output, dead, 500),
                 model_table(
                     "heart",
@@ -204,6 +209,13 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
                     &heart_topics.1,
                     &heart_topics.2,
                     100
+                ),
+                model_table(
+                    "sentiment",
+                    &text_topics.0,
+                    &text_topics.1,
+                    &text_topics.2,
+                    200
                 )
             )
         },
@@ -250,12 +262,12 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
     // every configured model gets its card
     let shown = browser
         .until(
-            "const m = [...document.querySelectorAll('section.card')].map(c => c.dataset.model); return m.length >= 2 ? m.sort() : null",
+            "const m = [...document.querySelectorAll('section.card')].map(c => c.dataset.model); return m.length >= 3 ? m.sort() : null",
             Duration::from_secs(20),
             "a card per model",
         )
         .await;
-    assert_eq!(shown, json!(["heart", "waits"]));
+    assert_eq!(shown, json!(["heart", "sentiment", "waits"]));
     assert!(
         browser
             .eval("return document.getElementById('token-form').hidden")
@@ -289,6 +301,43 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
     assert!(
         recent.as_u64().expect("count") > 1,
         "recent predictions listed"
+    );
+
+    // a model whose topic is still empty does not know its lag, and says
+    // so rather than printing the API's -1
+    let tile = |n: usize| {
+        format!("return document.querySelector('section[data-model=sentiment] .tiles .tile:nth-child({n}) b')?.textContent || ''")
+    };
+    browser
+        .until(
+            "const t = document.querySelector('section[data-model=sentiment] .tiles .tile:nth-child(1) b')?.textContent; return t && t !== '–'",
+            Duration::from_secs(20),
+            "a sample on the sentiment card (its readings/s)",
+        )
+        .await;
+    assert_eq!(browser.eval(&tile(2)).await, json!("–"), "an unknown lag");
+    // tweets arrive: the multiclass card shows accuracy and macro-F1, and
+    // its recent predictions name classes
+    produce(&bootstrap, &text_topics.0, &tweets(2_000));
+    let accuracy = browser
+        .until(
+            "const t = document.querySelector('section[data-model=sentiment] .tiles .tile:nth-child(3) b')?.textContent; return t && t !== '–' ? t : null",
+            Duration::from_secs(60),
+            "the sentiment card's accuracy",
+        )
+        .await;
+    let accuracy: f64 = accuracy.as_str().expect("text").parse().expect("a number");
+    assert!((0.0..=1.0).contains(&accuracy), "accuracy {accuracy}");
+    let label = browser
+        .eval("return document.querySelector('section[data-model=sentiment] .tiles .tile:nth-child(4) span')?.textContent || ''")
+        .await;
+    assert_eq!(label, json!("macro-F1 (rolling)"));
+    let classes = browser
+        .eval("return [...document.querySelectorAll('section[data-model=sentiment] table.recent td')].map(td => td.textContent).filter(t => ['negative', 'neutral', 'positive'].includes(t)).length")
+        .await;
+    assert!(
+        classes.as_u64().expect("count") > 0,
+        "class names in the recent predictions"
     );
 
     // a backfill shows on the waits card, with its state

@@ -173,7 +173,7 @@ function render(m, h) {
       : [tile(fmt(r.mae, 3), "MAE (rolling)"), tile(fmt(r.rmse, 3), "RMSE (rolling)")];
   c.tiles.replaceChildren(
     tile(fmt(last.readings_per_second), "readings/s"),
-    tile(fmt(last.lag), "consumer lag"),
+    tile(last.lag === undefined || last.lag < 0 ? "–" : fmt(last.lag), "consumer lag"),
     ...quality,
     tile(fmt(h.model.readings_seen), "readings seen"),
     tile(fmt(h.model.readings_learned), "learned from"),
@@ -221,7 +221,7 @@ function render(m, h) {
   c.parts.replaceChildren(
     row(["partition", "next offset", "end", "lag", "seen", "learned", "version", "updated"], true),
     ...h.partitions.map((p) => row([
-      String(p.partition), fmt(p.next_offset), p.high_watermark < 0 ? "–" : fmt(p.high_watermark),
+      String(p.partition), p.next_offset < 0 ? "–" : fmt(p.next_offset), p.high_watermark < 0 ? "–" : fmt(p.high_watermark),
       p.lag < 0 ? "–" : fmt(p.lag), fmt(p.readings_seen), fmt(p.readings_learned), fmt(p.version),
       p.updated_ms_ago === null ? "–" : (p.updated_ms_ago / 1000).toFixed(1) + " s ago",
     ])),
