@@ -82,26 +82,8 @@ async fn sentiment_learns_tweets_exactly_once_across_a_sigkill() {
     let mut rows = 0;
     for batch in reader {
         let batch = batch.expect("a batch");
-        let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<arrow::array::StringArray>()
-                        .cloned()
-                })
-                .unwrap_or_else(|| panic!("a text column {name}"))
-        };
-        let number = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<arrow::array::Float64Array>()
-                        .cloned()
-                })
-                .unwrap_or_else(|| panic!("a number column {name}"))
-        };
+        let text = |name: &str| column::<arrow::array::StringArray>(&batch, name);
+        let number = |name: &str| column::<arrow::array::Float64Array>(&batch, name);
         let (class, label) = (text("predicted_class"), text("label_class"));
         let index = number("prediction");
         let classes = ["negative", "neutral", "positive"];
@@ -274,4 +256,12 @@ async fn a_slow_text_stream_checkpoints_only_the_pages_it_changed_and_restores_t
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(120));
     svc.stop();
     verify(&bootstrap, &run, "tweets", n);
+}
+
+/// The column `name` of an exported batch, as the array type it should be.
+fn column<T: Clone + 'static>(batch: &arrow::record_batch::RecordBatch, name: &str) -> T {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>().cloned())
+        .unwrap_or_else(|| panic!("a column {name} of {}", std::any::type_name::<T>()))
 }
