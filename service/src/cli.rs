@@ -377,7 +377,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             horizon,
         } => {
             let config = config.load()?;
-            let model = config.model(&model)?;
+            let model = &config.model(&model)?.for_records();
             let readings = eval::load(&data)?;
             if horizon.ms > 0 {
                 anyhow::ensure!(

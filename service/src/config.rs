@@ -480,6 +480,17 @@ impl ModelConfig {
         self.baseline.as_ref().map_or(&[], |b| b.names())
     }
 
+    /// This model as it reads the records of a file (`eval --data`,
+    /// `replay --file`: CSV, Parquet or JSONL rows with named fields)
+    /// rather than its messages: a `format = "text"` model's messages are
+    /// bare text, but its labelled history in a file has the text and the
+    /// label as fields. Its columns, and so its snapshot, are the same.
+    pub fn for_records(&self) -> ModelConfig {
+        let mut m = self.clone();
+        m.format = features::spec::InputFormat::Json;
+        m
+    }
+
     /// The feature spec part of the table.
     pub fn feature_spec(&self) -> FeatureSpec {
         FeatureSpec {

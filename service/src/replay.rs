@@ -170,7 +170,7 @@ fn learn_file(
         .progress_chars("=> "),
     );
     bar.set_prefix("file");
-    let mut pipeline = Pipeline::new(m)?;
+    let mut pipeline = Pipeline::new(&m.for_records())?;
     let mut out = Vec::new();
     for chunk in rows.chunks(m.batch.max_readings) {
         let inputs: Vec<Input<'_>> = chunk.iter().map(Input::from).collect();

@@ -297,6 +297,52 @@ fn invalid_readings_are_shown_with_their_place_and_reason() {
     );
 }
 
+/// A `format = "text"` model's messages are bare texts, but the file it is
+/// evaluated on holds records: `eval` reads their fields, so it scores the
+/// same as the model reading JSON messages (it used to read each line as a
+/// text without a label and score nothing).
+#[test]
+fn a_plain_text_model_is_evaluated_on_the_records_of_a_file() {
+    let root = workspace();
+    let data = root.join("../shared/data/airline-tweets/tweets.jsonl");
+    let data = data.to_str().expect("utf-8 path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("texts.toml");
+    let model = |name: &str, format: &str| {
+        format!(
+            r#"[[model]]
+name = "{name}"
+task = "multiclass"
+format = "{format}"
+input_topic = "{name}.in"
+target = {{ field = "sentiment", classes = ["negative", "neutral", "positive"] }}
+features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear = true }} ]
+"#
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:9092\"\n{}{}",
+            model("texts", "text"),
+            model("records", "json")
+        ),
+    )
+    .expect("config written");
+    let config = config.to_str().expect("utf-8 path");
+    let run = |model: &str| {
+        let out = streamfit_ok(&[
+            "eval", "--model", model, "--data", data, "--config", config, "--passes", "1", "--json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).expect("JSON")
+    };
+    let (text, json) = (run("texts"), run("records"));
+    assert_eq!(text["scored"], 14_640, "{text}");
+    for key in ["log_loss", "accuracy", "macro_f1"] {
+        assert_eq!(text[key], json[key], "{key}");
+    }
+}
+
 /// `--horizon`: the shipped waits a day ahead rest on the rides' usual
 /// waits at that hour (the profile), and beat persistence a day ahead by
 /// far; an hour ahead they still beat it. A stream without event times

@@ -108,28 +108,7 @@ async fn sentiment_learns_tweets_exactly_once_across_a_sigkill() {
 async fn plain_text_messages_are_predicted_exactly_once_and_non_utf8_is_dead_lettered() {
     let bootstrap = bootstrap();
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = setup_table(
-        dir.path(),
-        &bootstrap,
-        "texts",
-        3,
-        "",
-        |input, output, dead| {
-            format!(
-                r#"[[model]]
-name = "texts"
-task = "multiclass"
-format = "text"
-input_topic = "{input}"
-output_topic = "{output}"
-dead_letter_topic = "{dead}"
-batch = {{ max_readings = 200, max_linger_ms = 20 }}
-target = {{ field = "sentiment", classes = ["negative", "neutral", "positive"] }}
-features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear = true }} ]
-"#
-            )
-        },
-    );
+    let run = setup_table(dir.path(), &bootstrap, "texts", 3, "", plain_text_model);
     // the tweets' texts as plain messages keyed by the tweet's id; one in
     // the middle is Latin-1, not UTF-8
     let n = 4_000;
@@ -187,6 +166,95 @@ features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear 
         assert!(v.get("label").is_none(), "a plain text has no label: {v}");
     }
     verify(&bootstrap, &run, "texts", n);
+}
+
+/// A `format = "text"` model named `texts`: the message is the text.
+fn plain_text_model(input: &str, output: &str, dead: &str) -> String {
+    format!(
+        r#"[[model]]
+name = "texts"
+task = "multiclass"
+format = "text"
+input_topic = "{input}"
+output_topic = "{output}"
+dead_letter_topic = "{dead}"
+batch = {{ max_readings = 200, max_linger_ms = 20 }}
+target = {{ field = "sentiment", classes = ["negative", "neutral", "positive"] }}
+features = [ {{ kind = "text", field = "text", bits = 18, ngrams = 1, sublinear = true }} ]
+"#
+    )
+}
+
+/// A plain-text model's messages carry no label, so its labelled history
+/// comes from a file (`replay --file`, JSON lines with the text and the
+/// label as fields; it used to read each line as a bare text and learn
+/// nothing): the service then starts from that model and answers plain
+/// texts with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_model_learns_its_labelled_history_from_a_file() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup_table(dir.path(), &bootstrap, "texts", 1, "", plain_text_model);
+    let history = tweets(3_000);
+    let file = dir.path().join("labelled.jsonl");
+    let lines: Vec<&str> = history
+        .iter()
+        .map(|(_, b)| std::str::from_utf8(b).expect("utf-8"))
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("written");
+    create_topic(&bootstrap, &run.input, 1).await;
+    let config = run.config.to_str().expect("utf-8 path");
+    let said = streamfit_ok(&[
+        "replay",
+        "--json",
+        "--config",
+        config,
+        "--model",
+        "texts",
+        "--from",
+        "latest",
+        "--file",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&said).expect("JSON");
+    assert_eq!(summary["file_readings"], 3_000, "{summary}");
+
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    let detail = model_detail(&run.http, "texts").await;
+    assert_eq!(detail["model"]["readings_learned"], 3_000, "{detail}");
+    let texts = [
+        "thank you so much, the crew was wonderful",
+        "cancelled again, worst airline ever, still waiting on hold",
+    ];
+    let messages: Vec<(Option<String>, Vec<u8>)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (Some(format!("m{i}")), t.as_bytes().to_vec()))
+        .collect();
+    produce(&bootstrap, &run.input, &messages);
+    wait_for_outputs(&bootstrap, &run, texts.len(), Duration::from_secs(60));
+    svc.stop();
+    let outputs = read_topic(
+        &bootstrap,
+        &run.output,
+        1,
+        texts.len(),
+        Duration::from_secs(30),
+    );
+    let classes: Vec<String> = outputs
+        .iter()
+        .map(|(_, payload, _)| {
+            let v: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+            v["prediction"].as_str().expect("a class").to_owned()
+        })
+        .collect();
+    // an untrained model says "negative" (the first class) to both
+    assert_eq!(
+        classes,
+        ["positive", "negative"],
+        "the file's model answers"
+    );
 }
 
 /// The checkpoint counters of `model`: (commits, bytes, page records).
