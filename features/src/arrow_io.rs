@@ -145,27 +145,26 @@ impl ServiceLog {
     /// join `classes` in the order the message lists them (the model's).
     pub fn push_classes(&mut self, row: ClassRow<'_>) {
         let rows = self.len();
+        // this row's slot in every known class's column; a class first
+        // seen here gets a column of nones for the rows before
+        for column in &mut self.class_probability {
+            column.push(None);
+        }
         let index =
             |log: &mut ServiceLog, class: &str| match log.classes.iter().position(|c| c == class) {
                 Some(i) => i,
                 None => {
                     log.classes.push(class.to_owned());
-                    log.class_probability.push(vec![None; rows]);
+                    log.class_probability.push(vec![None; rows + 1]);
                     log.classes.len() - 1
                 }
             };
-        for (class, _) in row.probabilities {
-            index(self, class);
-        }
-        let predicted = row.predicted.map(|c| index(self, c));
-        let label = row.label.map(|c| index(self, c));
-        for column in &mut self.class_probability {
-            column.push(None);
-        }
         for (class, p) in row.probabilities {
             let k = index(self, class);
             self.class_probability[k][rows] = Some(*p);
         }
+        let predicted = row.predicted.map(|c| index(self, c));
+        let label = row.label.map(|c| index(self, c));
         self.partition.push(row.partition);
         self.offset.push(row.offset);
         self.key.push(row.key.map(str::to_owned));

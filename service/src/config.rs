@@ -1137,6 +1137,13 @@ mod tests {
         for name in ["waits", "waits-v1", "heart", "heart-v1"] {
             c.model(name).expect("defined");
         }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/console.toml");
+        let text = std::fs::read_to_string(path).expect("deploy/console.toml exists");
+        let c = Config::parse(&text, no_env()).expect("valid");
+        assert_eq!(
+            c.model("console").expect("defined").format,
+            features::spec::InputFormat::Text
+        );
     }
 
     /// The start-up error for MINIMAL with these model overrides.

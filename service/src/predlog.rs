@@ -43,6 +43,14 @@ enum Answer {
     Class(String),
 }
 
+/// The class an answer names, if it names one.
+fn class(a: &Option<Answer>) -> Option<&str> {
+    match a {
+        Some(Answer::Class(c)) => Some(c),
+        _ => None,
+    }
+}
+
 /// `probabilities` as the message lists them (the model's class order),
 /// which a map type would sort.
 fn in_order<'de, D: serde::Deserializer<'de>>(
@@ -102,10 +110,6 @@ pub fn export(config: &Config, model: &str, out: &Path) -> Result<Exported> {
                 skipped += 1;
                 return;
             };
-            let class = |a: &Option<Answer>| match a {
-                Some(Answer::Class(c)) => Some(c.clone()),
-                _ => None,
-            };
             match (&p.prediction, p.probabilities.as_deref(), multiclass) {
                 (Some(Answer::Num(v)), None, false) => {
                     log.partition.push(p.source.partition);
@@ -121,15 +125,14 @@ pub fn export(config: &Config, model: &str, out: &Path) -> Result<Exported> {
                     log.event_time.push(p.event_time);
                 }
                 (Some(Answer::Class(_)) | None, Some(probabilities), true) => {
-                    let (predicted, label) = (class(&p.prediction), class(&p.label));
                     log.push_classes(features::arrow_io::ClassRow {
                         partition: p.source.partition,
                         offset: p.source.offset,
                         key: p.key.as_deref(),
                         model_version: p.model_version,
-                        predicted: predicted.as_deref(),
+                        predicted: class(&p.prediction),
                         probabilities,
-                        label: label.as_deref(),
+                        label: class(&p.label),
                         event_time: p.event_time,
                     });
                 }
