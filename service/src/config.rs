@@ -467,6 +467,10 @@ impl Default for PromotionConfig {
 /// The name of a model's own learner among its challengers.
 pub const BASE_LEARNER: &str = "base";
 
+/// How many readings a reading waits for its label (`label_window`) when
+/// the config does not say.
+pub const DEFAULT_LABEL_WINDOW: u64 = 10_000;
+
 fn default_max_reading_bytes() -> usize {
     64 * 1024
 }
@@ -560,7 +564,7 @@ impl ModelConfig {
     /// How long a reading waits for its label (`label_window`).
     pub fn label_window(&self) -> Result<crate::pipeline::LabelDelay> {
         let text = match &self.label_window {
-            None => return Ok(crate::pipeline::LabelDelay::Readings(10_000)),
+            None => return Ok(crate::pipeline::LabelDelay::Readings(DEFAULT_LABEL_WINDOW)),
             Some(toml::Value::Integer(n)) => n.to_string(),
             Some(toml::Value::String(s)) => s.clone(),
             Some(other) => bail!(
@@ -574,6 +578,16 @@ impl ModelConfig {
                 self.name
             ),
             Ok(w) => Ok(w),
+        }
+    }
+
+    /// The label window as the user wrote it (`10000`, `"2h"`), or the
+    /// default's readings.
+    pub fn label_window_text(&self) -> String {
+        match &self.label_window {
+            None => DEFAULT_LABEL_WINDOW.to_string(),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
         }
     }
 

@@ -23,6 +23,10 @@ pub struct Live {
     /// micro-batch even when the batch learned nothing and its pipeline was
     /// not copied again (unlabelled readings).
     seen: BTreeMap<i32, u64>,
+    /// Readings each partition holds waiting for their label (a model with
+    /// `labels_topic`), kept current the same way: a batch of unlabelled
+    /// readings adds to them without learning anything.
+    labels_waiting: BTreeMap<i32, usize>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -41,6 +45,7 @@ impl Live {
             offsets: BTreeMap::new(),
             updated_ms: BTreeMap::new(),
             seen: BTreeMap::new(),
+            labels_waiting: BTreeMap::new(),
         }
     }
 
@@ -49,6 +54,9 @@ impl Live {
     pub fn with(&self, partition: i32, pipeline: Arc<Pipeline>, next_offset: i64) -> Live {
         let mut next = self.clone();
         next.seen.insert(partition, pipeline.seen());
+        if let Some(w) = pipeline.labels_waiting() {
+            next.labels_waiting.insert(partition, w);
+        }
         next.partitions.insert(partition, pipeline);
         next.offsets.insert(partition, next_offset);
         next.updated_ms.insert(partition, now_ms());
@@ -56,12 +64,22 @@ impl Live {
     }
 
     /// A copy in which `partition` has processed `seen` readings, up to
-    /// `next_offset`, its model unchanged (a batch that learned nothing).
-    pub fn with_progress(&self, partition: i32, seen: u64, next_offset: i64) -> Live {
+    /// `next_offset`, its model unchanged (a batch that learned nothing),
+    /// and holds `labels_waiting` readings waiting for their label.
+    pub fn with_progress(
+        &self,
+        partition: i32,
+        seen: u64,
+        labels_waiting: Option<usize>,
+        next_offset: i64,
+    ) -> Live {
         let mut next = self.clone();
         if next.partitions.contains_key(&partition) {
             next.seen.insert(partition, seen);
             next.offsets.insert(partition, next_offset);
+            if let Some(w) = labels_waiting {
+                next.labels_waiting.insert(partition, w);
+            }
         }
         next
     }
@@ -69,6 +87,12 @@ impl Live {
     /// Readings `partition` has processed (0 if not owned).
     pub fn seen_of(&self, partition: i32) -> u64 {
         self.seen.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// Readings `partition` holds waiting for their label (`None`: not
+    /// owned, or the model has no labels topic).
+    pub fn labels_waiting_of(&self, partition: i32) -> Option<usize> {
+        self.labels_waiting.get(&partition).copied()
     }
 
     /// The next offset `partition`'s pipeline learns (-1: not known).
@@ -84,6 +108,7 @@ impl Live {
             next.offsets.remove(p);
             next.updated_ms.remove(p);
             next.seen.remove(p);
+            next.labels_waiting.remove(p);
         }
         next
     }
@@ -190,13 +215,22 @@ mod tests {
     }
 
     #[test]
-    fn readings_seen_follow_every_batch_without_copying_the_model() {
+    fn readings_seen_and_waiting_follow_every_batch_without_copying_the_model() {
         let live = Live::new(pipeline()).with(0, Arc::new(pipeline()), 10);
         assert_eq!(live.seen(), 0);
-        let live = live.with_progress(0, 7, 17).with_progress(3, 5, 5);
+        let live = live
+            .with_progress(0, 7, Some(2), 17)
+            .with_progress(3, 5, Some(4), 5);
         assert_eq!(live.seen(), 7, "a partition not owned is not counted");
         assert_eq!(live.seen_of(0), 7);
         assert_eq!(live.next_offset(0), 17);
-        assert_eq!(live.without(&[0]).seen(), 0);
+        assert_eq!(
+            live.labels_waiting_of(0),
+            Some(2),
+            "readings waiting for labels"
+        );
+        assert_eq!(live.labels_waiting_of(3), None);
+        let live = live.without(&[0]);
+        assert_eq!((live.seen(), live.labels_waiting_of(0)), (0, None));
     }
 }

@@ -280,6 +280,13 @@ async fn late_out_of_order_labels_are_learned_exactly_once_across_a_sigkill() {
             (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
         }
     };
+    // the batch that read it learned nothing, and still the API counts it
+    let labels = model_detail(&run.http, "sentiment").await["labels"].clone();
+    assert_eq!(
+        (&labels["waiting"], &labels["window"]),
+        (&Value::from(1), &Value::from("5000")),
+        "the extra tweet waits for its label: {labels}"
+    );
     let (status, body) = post(r#"{"id":"nobody-at-all","sentiment":"neutral"}"#).await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = post(r#"{"id":"extra","sentiment":"glad"}"#).await;
@@ -291,6 +298,8 @@ async fn late_out_of_order_labels_are_learned_exactly_once_across_a_sigkill() {
     assert_eq!((status, &body["joined"]), (200, &Value::from(1)), "{body}");
     let learned = model_detail(&run.http, "sentiment").await["model"]["readings_learned"].clone();
     assert_eq!(learned, n + 1, "the posted label is learned");
+    let waiting = model_detail(&run.http, "sentiment").await["labels"]["waiting"].clone();
+    assert_eq!(waiting, 0, "nothing waits once its label is learned");
     svc.stop();
 }
 

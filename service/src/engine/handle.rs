@@ -60,12 +60,17 @@ impl ModelHandle {
         )));
     }
 
-    /// Shows HTTP readers that partition `p` has processed `seen` readings
-    /// up to `next_offset`, without copying its unchanged model.
-    pub(crate) fn publish_progress(&self, p: i32, seen: u64, next_offset: i64) {
+    /// Shows HTTP readers how far partition `p`'s `pipeline` has come (up
+    /// to `next_offset`: readings seen, readings waiting for labels),
+    /// without copying its unchanged model.
+    pub(crate) fn publish_progress(&self, p: i32, pipeline: &Pipeline, next_offset: i64) {
         let live = self.live.load();
-        self.live
-            .store(Arc::new(live.with_progress(p, seen, next_offset)));
+        self.live.store(Arc::new(live.with_progress(
+            p,
+            pipeline.seen(),
+            pipeline.labels_waiting(),
+            next_offset,
+        )));
     }
 
     /// A handle with a fresh pipeline.

@@ -644,7 +644,7 @@ impl<'c> Worker<'c> {
             } else {
                 // nothing learned: the model is unchanged, the counts move
                 self.handle
-                    .publish_progress(partition, part.pipeline.seen(), part.processed_to);
+                    .publish_progress(partition, &part.pipeline, part.processed_to);
             }
         }
         Ok(())

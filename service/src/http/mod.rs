@@ -298,7 +298,8 @@ fn labels_detail(h: &ModelHandle, live: &Live) -> serde_json::Value {
         .partitions()
         .filter_map(|(partition, m)| {
             let (joined, expired, unmatched) = m.label_counts()?;
-            let waiting = m.labels_waiting().unwrap_or(0) as u64;
+            // counted after every batch, even one that learned nothing
+            let waiting = live.labels_waiting_of(partition).unwrap_or(0) as u64;
             for (a, x) in all.iter_mut().zip([waiting, joined, expired, unmatched]) {
                 *a += x;
             }
@@ -308,7 +309,7 @@ fn labels_detail(h: &ModelHandle, live: &Live) -> serde_json::Value {
     json!({
         "topic": topic,
         "label_id": h.config.label_id.as_deref().unwrap_or("id"),
-        "window": h.config.label_window.as_ref().map(|w| w.to_string()),
+        "window": h.config.label_window_text(),
         "waiting": all[0],
         "joined": all[1],
         "expired": all[2],
