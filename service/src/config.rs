@@ -495,6 +495,18 @@ impl ModelConfig {
         m
     }
 
+    /// The field of the one `text` feature whose text a `format = "text"`
+    /// model's messages are (`None` for JSON messages).
+    pub fn plain_text_field(&self) -> Option<&str> {
+        if self.format != features::spec::InputFormat::Text {
+            return None;
+        }
+        self.features.iter().find_map(|f| match f {
+            FeatureDef::Text { field, .. } => Some(field.as_str()),
+            _ => None,
+        })
+    }
+
     /// The feature spec part of the table.
     pub fn feature_spec(&self) -> FeatureSpec {
         FeatureSpec {

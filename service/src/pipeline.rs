@@ -26,6 +26,7 @@ mod contest;
 mod labels;
 use contest::Contest;
 pub use contest::{ContestSnapshot, Promotion, Refused, Standing, Window};
+pub(crate) use labels::describe as describe_json;
 pub use labels::{label_id_of, JoinSnapshot};
 
 /// One reading of a micro-batch: its Kafka key and bytes.

@@ -234,20 +234,19 @@ async fn a_plain_text_model_learns_its_labelled_history_from_a_file() {
         .collect();
     produce(&bootstrap, &run.input, &messages);
     wait_for_outputs(&bootstrap, &run, texts.len(), Duration::from_secs(60));
-    svc.stop();
-    let outputs = read_topic(
+    let outputs: Vec<serde_json::Value> = read_topic(
         &bootstrap,
         &run.output,
         1,
         texts.len(),
         Duration::from_secs(30),
-    );
-    let classes: Vec<String> = outputs
+    )
+    .iter()
+    .map(|(_, payload, _)| serde_json::from_slice(payload).expect("JSON"))
+    .collect();
+    let classes: Vec<&str> = outputs
         .iter()
-        .map(|(_, payload, _)| {
-            let v: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
-            v["prediction"].as_str().expect("a class").to_owned()
-        })
+        .map(|v| v["prediction"].as_str().expect("a class"))
         .collect();
     // an untrained model says "negative" (the first class) to both
     assert_eq!(
@@ -255,6 +254,65 @@ async fn a_plain_text_model_learns_its_labelled_history_from_a_file() {
         ["positive", "negative"],
         "the file's model answers"
     );
+
+    // over HTTP a reading is the text (a JSON string, or the text field of
+    // an object), scored as the same text sent as a message (the model has
+    // learned nothing since); the whole body used to be read as the text,
+    // braces and field name too
+    let url = format!("http://{}/v1/models/texts/predict", run.http);
+    let post = |body: serde_json::Value| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("answers");
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    for body in [
+        serde_json::json!({ "text": texts[1] }),
+        serde_json::json!(texts[1]),
+    ] {
+        let (status, got) = post(body.clone()).await;
+        assert_eq!(status, 200, "{body}: {got}");
+        assert_eq!(
+            (&got["prediction"], &got["probabilities"]),
+            (&outputs[1]["prediction"], &outputs[1]["probabilities"]),
+            "{body} is scored as the message of the same text"
+        );
+    }
+    let (status, got) = post(serde_json::json!([texts[0], { "text": texts[1] }])).await;
+    assert_eq!(status, 200, "{got}");
+    for (i, answer) in got["predictions"]
+        .as_array()
+        .expect("answers")
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            answer["probabilities"], outputs[i]["probabilities"],
+            "{got}"
+        );
+    }
+    for (body, field) in [
+        (serde_json::json!({ "txt": "a typo" }), "text"),
+        (serde_json::json!({ "text": 5 }), "text"),
+        (serde_json::json!([texts[0], 7]), "text"),
+    ] {
+        let (status, got) = post(body.clone()).await;
+        assert_eq!(
+            (status, &got["field"]),
+            (400, &serde_json::json!(field)),
+            "{body}: {got}"
+        );
+    }
+    svc.stop();
 }
 
 /// The checkpoint counters of `model`: (commits, bytes, page records).

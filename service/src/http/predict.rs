@@ -95,6 +95,20 @@ pub(super) async fn predict(
     } else {
         vec![trimmed]
     };
+    // a plain-text model's messages are bare texts: over HTTP, each
+    // reading is its text (a JSON string or the text field of an object)
+    let texts: Vec<Vec<u8>>;
+    let readings = match h.config.plain_text_field() {
+        Some(field) => {
+            texts = readings
+                .iter()
+                .enumerate()
+                .map(|(i, r)| plain_text(r, field, many.then_some(i)))
+                .collect::<Result<_, _>>()?;
+            texts.iter().map(Vec::as_slice).collect()
+        }
+        None => readings,
+    };
 
     let live = h.live.load_full();
     let (routes, mut firsts): (Vec<Route>, Vec<Option<Prediction<'_>>>) = readings
@@ -322,6 +336,50 @@ fn bad(e: features::FeatureError, index: Option<usize>) -> ApiError {
             None => e.to_string(),
         },
         field: e.field().map(str::to_owned),
+    }
+}
+
+/// The text of one reading of a `format = "text"` model, whose messages
+/// are bare texts: the reading is a JSON string, or an object with the
+/// text in `field` (what its JSON twin would read).
+fn plain_text(raw: &[u8], field: &str, index: Option<usize>) -> Result<Vec<u8>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        let at = index.map_or_else(String::new, |i| format!("reading {i}: "));
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{at}a reading of a plain-text model should be its text as a JSON string, or an object with the text in `{field}`, not invalid JSON ({e})"),
+        )
+    })?;
+    let text = match &value {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Object(m) => match m.get(field) {
+            Some(serde_json::Value::String(s)) => Some(s),
+            None => {
+                return Err(bad(
+                    features::FeatureError::Missing {
+                        field: field.to_owned(),
+                    },
+                    index,
+                ))
+            }
+            Some(_) => None,
+        },
+        _ => None,
+    };
+    match text {
+        Some(s) => Ok(s.as_bytes().to_vec()),
+        None => {
+            let actual = match &value {
+                serde_json::Value::Object(m) => m.get(field),
+                v => Some(v),
+            };
+            let e = features::FeatureError::Field {
+                field: field.to_owned(),
+                expected: "the text, a string (the reading: a JSON string, or an object with the text in this field)",
+                actual: crate::pipeline::describe_json(actual),
+            };
+            Err(bad(e, index))
+        }
     }
 }
 

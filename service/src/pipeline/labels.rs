@@ -308,7 +308,9 @@ impl serde::de::Visitor<'_> for NameIs<'_> {
     }
 }
 
-fn describe(v: Option<&serde_json::Value>) -> String {
+/// A JSON value as an error message shows it: `nothing` when absent or
+/// null, else its first 40 bytes.
+pub(crate) fn describe(v: Option<&serde_json::Value>) -> String {
     match v {
         None | Some(serde_json::Value::Null) => "nothing".to_owned(),
         Some(v) => {
