@@ -292,18 +292,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
-                println!(
-                    "replayed {}{} readings in {:.1} s ({:.0} readings/s from the topic); the service continues from {:?}",
-                    if summary.file_readings > 0 {
-                        format!("{} file and ", summary.file_readings)
-                    } else {
-                        String::new()
-                    },
-                    summary.readings,
-                    summary.seconds,
-                    summary.readings_per_second,
-                    summary.handed_over
-                );
+                println!("{summary}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -61,6 +61,36 @@ pub struct Summary {
     pub handed_over: BTreeMap<i32, i64>,
 }
 
+impl std::fmt::Display for Summary {
+    /// `replayed 2000 readings from the file and 120 from the topic in
+    /// 1.7 s (71 readings/s from the topic); the service continues at
+    /// partition 0 offset 120`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.file_readings > 0 {
+            write!(
+                f,
+                "replayed {} readings from the file and {} from the topic",
+                self.file_readings, self.readings
+            )?;
+        } else {
+            write!(f, "replayed {} readings from the topic", self.readings)?;
+        }
+        write!(
+            f,
+            " in {:.1} s ({:.0} readings/s from the topic); the service continues at ",
+            self.seconds, self.readings_per_second
+        )?;
+        if self.handed_over.is_empty() {
+            return f.write_str("its group's offsets");
+        }
+        for (i, (p, offset)) in self.handed_over.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}partition {p} offset {offset}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs a replay and hands its models over to the consumer group.
 pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     let m = config.model(&opts.model)?.clone();
@@ -282,5 +312,34 @@ impl Bars {
         }
         self.total.finish();
         let _ = self.multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_says_where_readings_came_from_and_where_the_service_goes_on() {
+        let mut s = Summary {
+            readings_per_second: 70.6,
+            readings: 120,
+            file_readings: 2000,
+            seconds: 1.7,
+            handed_over: BTreeMap::from([(0, 120), (1, 7)]),
+        };
+        assert_eq!(
+            s.to_string(),
+            "replayed 2000 readings from the file and 120 from the topic in 1.7 s \
+             (71 readings/s from the topic); the service continues at partition 0 \
+             offset 120, partition 1 offset 7"
+        );
+        s.file_readings = 0;
+        s.handed_over.clear();
+        assert_eq!(
+            s.to_string(),
+            "replayed 120 readings from the topic in 1.7 s (71 readings/s from the \
+             topic); the service continues at its group's offsets"
+        );
     }
 }
