@@ -348,7 +348,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     let snap = crate::snapshot::ModelSnapshot::decode(&bytes)
                         .with_context(|| format!("{} is not a snapshot", file.display()))?;
                     let at = crate::snapshot::import(&config, &model, snap)?;
-                    println!("imported model {model}; the service continues from {at:?}");
+                    println!(
+                        "imported model {model}; the service continues at {}",
+                        crate::engine::offsets::in_words(&at)
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -77,17 +77,11 @@ impl std::fmt::Display for Summary {
         }
         write!(
             f,
-            " in {:.1} s ({:.0} readings/s from the topic); the service continues at ",
-            self.seconds, self.readings_per_second
-        )?;
-        if self.handed_over.is_empty() {
-            return f.write_str("its group's offsets");
-        }
-        for (i, (p, offset)) in self.handed_over.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}partition {p} offset {offset}")?;
-        }
-        Ok(())
+            " in {:.1} s ({:.0} readings/s from the topic); the service continues at {}",
+            self.seconds,
+            self.readings_per_second,
+            engine::offsets::in_words(&self.handed_over)
+        )
     }
 }
 

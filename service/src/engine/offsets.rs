@@ -33,6 +33,18 @@ pub enum To {
     Time(i64),
 }
 
+/// Where a consumer group continues, in words: `partition 0 offset 120,
+/// partition 1 offset 7` (`its group's offsets` when none are given).
+pub fn in_words(next: &BTreeMap<i32, i64>) -> String {
+    if next.is_empty() {
+        return "its group's offsets".to_owned();
+    }
+    next.iter()
+        .map(|(p, offset)| format!("partition {p} offset {offset}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parses `--from`: `earliest`, a timestamp, or `PARTITION:OFFSET,...`.
 pub fn parse_from(s: &str) -> Result<From> {
     parse_from_as(s, "--from")
