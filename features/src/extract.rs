@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use arrayvec::ArrayVec;
 
+use models::pages::PageSet;
+
 use crate::decode::{bytes_eq, decode_into, text, Fields, Names, Reading, Slots, Value};
 use crate::error::FeatureError;
 use crate::spec::{FeatureDef, FeatureSpec, InputFormat, Reset};
@@ -142,9 +144,22 @@ pub struct FeatureState {
 pub struct DocFreq {
     docs: u64,
     df: FastMap<u32, u64>,
+    /// The pages ([`models::pages`]) of the columns counted since they were
+    /// last taken: bookkeeping for incremental checkpoints, not state (all
+    /// pages once read back, equal whatever it holds).
+    #[serde(skip)]
+    changed: PageSet,
 }
 
 impl DocFreq {
+    /// No document yet, and no page to write (one read back has all).
+    fn fresh() -> DocFreq {
+        DocFreq {
+            changed: PageSet::none(),
+            ..DocFreq::default()
+        }
+    }
+
     /// The IDF of a column of a document being scored, the document
     /// counted: ln((1 + N) / (1 + df)) + 1, as scikit-learn's smooth IDF.
     fn idf(&self, column: u32) -> f64 {
@@ -180,6 +195,46 @@ impl FeatureState {
     /// Multiclass: the classes, numbered in this order.
     pub fn classes(&self) -> &[String] {
         &self.classes
+    }
+
+    /// Per `idf` text feature, in spec order: its document frequencies by
+    /// column, taken out (a checkpoint writes them in the column pages of
+    /// the model, apart from the rest), leaving the documents counted.
+    pub fn take_doc_freqs(&mut self) -> Vec<FastMap<u32, u64>> {
+        self.doc_freq
+            .iter_mut()
+            .map(|d| std::mem::take(&mut d.df))
+            .collect()
+    }
+
+    /// Puts the document frequencies of `idf` feature `feature` (in spec
+    /// order) back, as [`FeatureState::take_doc_freqs`] took them out; an
+    /// error if there is no such feature.
+    pub fn put_doc_freqs(
+        &mut self,
+        feature: usize,
+        counts: impl IntoIterator<Item = (u32, u64)>,
+    ) -> Result<(), String> {
+        let n = self.doc_freq.len();
+        let d = self.doc_freq.get_mut(feature).ok_or_else(|| {
+            format!("document frequencies of `idf` feature {feature}, but the spec has {n}")
+        })?;
+        d.df.extend(counts);
+        Ok(())
+    }
+
+    /// The pages of the columns whose document frequencies changed since
+    /// the last call, ascending (all of them the first time after a
+    /// restore; none without `idf`).
+    pub fn take_changed_pages(&mut self) -> Vec<u32> {
+        let mut pages: Vec<u32> = self
+            .doc_freq
+            .iter_mut()
+            .flat_map(|d| d.changed.take())
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
     }
 
     /// Takes every key's state out (a checkpoint writes them apart from
@@ -952,7 +1007,7 @@ impl FeatureExtractor {
                 keys: KeyMap::default(),
                 vocab: vec![Vec::new(); vocab_count],
                 classes,
-                doc_freq: vec![DocFreq::default(); idf_count],
+                doc_freq: vec![DocFreq::fresh(); idf_count],
             },
             declared_classes: spec.target.classes.is_some(),
             sparse_steps,
@@ -1029,6 +1084,12 @@ impl FeatureExtractor {
     /// The extractor's state (for checkpoints).
     pub fn state(&self) -> &FeatureState {
         &self.state
+    }
+
+    /// The pages of the columns whose document frequencies (`idf`) changed
+    /// since the last call: [`FeatureState::take_changed_pages`].
+    pub fn take_changed_pages(&mut self) -> Vec<u32> {
+        self.state.take_changed_pages()
     }
 
     /// True if readings leave state under their key (lags, running means).
@@ -1251,6 +1312,7 @@ impl FeatureExtractor {
                                 f.docs += 1;
                                 for (c, _) in &out[from..] {
                                     *f.df.entry(*c).or_insert(0) += 1;
+                                    f.changed.mark(*c);
                                 }
                             }
                             (None, Some(f)) => {

@@ -459,14 +459,23 @@ impl Pipeline {
         self.changed.as_mut().map(Changed::take).unwrap_or_default()
     }
 
-    /// The pages of sparse columns learned since the last call (none for
-    /// a dense model; all of them the first time after a restore): what an
+    /// The pages of sparse columns learned, or whose document frequencies
+    /// (`idf`) were counted, since the last call, ascending (none for a
+    /// dense model; all of them the first time after a restore): what an
     /// incremental checkpoint writes of a sparse model.
     pub fn take_changed_pages(&mut self) -> Vec<u32> {
-        self.model
+        let mut pages = self
+            .model
             .sparse_mut()
             .map(models::SparseModel::take_dirty_pages)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let counted = self.extractor.take_changed_pages();
+        if !counted.is_empty() {
+            pages.extend(counted);
+            pages.sort_unstable();
+            pages.dedup();
+        }
+        pages
     }
 
     /// Keys with state of their own (lags or a model).

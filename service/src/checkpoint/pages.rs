@@ -12,7 +12,8 @@
 //! were not all found.
 
 use anyhow::{bail, Context, Result};
-use models::pages::{ColumnPage, SparseColumns, PAGES};
+use features::extract::FastMap;
+use models::pages::{page_of, ColumnPage, SparseColumns, PAGES};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::PipelineSnapshot;
@@ -30,6 +31,10 @@ pub struct PageRecord {
     pub epoch: u64,
     /// The page's columns.
     pub page: ColumnPage,
+    /// Per `idf` text feature (in spec order): the document frequencies of
+    /// the page's columns, sorted by column; absent without `idf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub df: Vec<Vec<(u32, u64)>>,
 }
 
 impl PageRecord {
@@ -40,19 +45,36 @@ impl PageRecord {
     }
 }
 
-/// A sparse model's columns taken out of a snapshot, indexed by page.
+/// A sparse model's columns taken out of a snapshot, with the document
+/// frequencies of its `idf` text features, indexed by page.
 pub struct Pages {
     columns: SparseColumns,
+    doc_freqs: Vec<FastMap<u32, u64>>,
     by_page: Vec<Vec<u32>>,
 }
 
 impl Pages {
-    /// Takes the sparse columns out of `snap`'s model (none: not sparse).
-    /// The index is built here: call it on the thread that encodes.
+    /// Takes the sparse columns out of `snap`'s model (none: not sparse),
+    /// and the document frequencies out of its features. The index is
+    /// built here: call it on the thread that encodes.
     pub fn take(snap: &mut PipelineSnapshot) -> Option<Pages> {
         let columns = snap.model.model.sparse_mut()?.take_columns();
-        let by_page = columns.by_page();
-        Some(Pages { columns, by_page })
+        let doc_freqs = snap.features.take_doc_freqs();
+        let mut by_page = columns.by_page();
+        if doc_freqs.iter().any(|d| !d.is_empty()) {
+            for &c in doc_freqs.iter().flat_map(|d| d.keys()) {
+                by_page[page_of(c) as usize].push(c);
+            }
+            for p in &mut by_page {
+                p.sort_unstable();
+                p.dedup();
+            }
+        }
+        Some(Pages {
+            columns,
+            doc_freqs,
+            by_page,
+        })
     }
 
     /// Pages holding a column, ascending.
@@ -72,9 +94,24 @@ impl Pages {
         if columns.is_empty() {
             return Ok(false);
         }
+        let df: Vec<Vec<(u32, u64)>> = self
+            .doc_freqs
+            .iter()
+            .map(|d| {
+                columns
+                    .iter()
+                    .filter_map(|c| d.get(c).map(|&n| (*c, n)))
+                    .collect()
+            })
+            .collect();
         let record = PageRecord {
             epoch,
             page: self.columns.page(columns),
+            df: if df.iter().all(Vec::is_empty) {
+                Vec::new()
+            } else {
+                df
+            },
         };
         serde_json::to_writer(&mut *buf, &record)
             .with_context(|| format!("cannot encode column page {page} of the checkpoint"))?;
@@ -89,7 +126,13 @@ pub fn rebuild(base: &mut PipelineSnapshot, page: u32, record: PageRecord) -> Re
     };
     model
         .put_page(record.page)
-        .with_context(|| format!("column page {page} does not fit the checkpoint's model"))
+        .with_context(|| format!("column page {page} does not fit the checkpoint's model"))?;
+    for (feature, counts) in record.df.into_iter().enumerate() {
+        base.features.put_doc_freqs(feature, counts).map_err(|e| {
+            anyhow::anyhow!("column page {page} does not fit the checkpoint's features: {e}")
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -99,9 +142,19 @@ mod tests {
 
     /// The shipped `sentiment` pipeline after 300 made-up tweets.
     fn learned() -> Pipeline {
+        learned_with("")
+    }
+
+    /// The shipped `sentiment` pipeline with `text` (`, idf = true`) added
+    /// to its text feature's options, after 300 made-up tweets.
+    fn learned_with(text_options: &str) -> Pipeline {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
         let text = std::fs::read_to_string(path).expect("shipped config");
+        let text = text.replace(
+            "char_weight = 0.3 }",
+            &format!("char_weight = 0.3{text_options} }}"),
+        );
         let config = crate::config::Config::parse(&text, std::iter::empty()).expect("valid");
         let m = config.model("sentiment").expect("sentiment").clone();
         let mut p = Pipeline::new(&m).expect("pipeline");
@@ -168,6 +221,69 @@ mod tests {
             .expect("an empty page");
         assert!(!pages.encode(empty, 7, &mut buf).expect("encodes"));
         assert!(pages.encode(PAGES as u32, 7, &mut buf).is_err());
+    }
+
+    #[test]
+    fn document_frequencies_are_written_in_the_pages_of_their_columns_not_the_base() {
+        let mut p = learned_with(", idf = true");
+        let changed = p.take_changed_pages();
+        let snap = p.snapshot();
+        let json = |s: &PipelineSnapshot| serde_json::to_value(s).expect("encodes");
+        let df_of = |s: &PipelineSnapshot| json(s)["features"]["doc_freq"][0]["df"].clone();
+        let counted = df_of(&snap).as_object().map_or(0, |m| m.len());
+        assert!(counted > 100, "{counted} columns counted");
+
+        let mut base = snap.clone();
+        let pages = Pages::take(&mut base).expect("a sparse model");
+        assert_eq!(df_of(&base), serde_json::json!({}), "none left in the base");
+        assert_eq!(
+            json(&base)["features"]["doc_freq"][0]["docs"],
+            300,
+            "the documents counted stay in the base"
+        );
+        let listed = pages.non_empty();
+        assert_eq!(listed, changed, "the pages counted are the pages written");
+        let mut back = base.clone();
+        let mut buf = Vec::new();
+        let mut in_pages = 0;
+        for &page in &listed {
+            assert!(pages.encode(page, 3, &mut buf).expect("encodes"));
+            let r = PageRecord::decode(&buf).expect("decodes");
+            in_pages += r.df.iter().map(Vec::len).sum::<usize>();
+            rebuild(&mut back, page, r).expect("fits");
+        }
+        assert_eq!(in_pages, counted, "each column's count in its page once");
+        assert!(json(&back) == json(&snap), "rebuilt as it was");
+
+        // a reading of the stream, labelled or not, is a document counted:
+        // the pages of its columns only; a prediction over HTTP, none
+        let unlabelled = br#"{"text":"@united lost my bag again","airline":"United"}"#;
+        p.predict_one(unlabelled, None).expect("predicts");
+        assert!(
+            p.take_changed_pages().is_empty(),
+            "a prediction changes no page"
+        );
+        let mut out = Vec::new();
+        let reading = Input {
+            key: None,
+            bytes: unlabelled,
+        };
+        p.process(&[reading], &mut out);
+        let now = p.take_changed_pages();
+        assert!(!now.is_empty() && now.len() < 40, "{} pages", now.len());
+
+        // a page record of a model without `idf` features cannot be put back
+        let mut plain = learned().snapshot();
+        let r = PageRecord {
+            epoch: 3,
+            page: ColumnPage::default(),
+            df: vec![vec![(1, 2)]],
+        };
+        let e = format!(
+            "{:#}",
+            rebuild(&mut plain, 0, r).expect_err("no idf feature")
+        );
+        assert!(e.contains("does not fit") && e.contains("idf"), "{e}");
     }
 
     #[test]
