@@ -440,9 +440,14 @@ impl ProducerCtx {
     }
 }
 
-/// The key of a message as UTF-8, if it has one that is valid.
+/// The key of a message as UTF-8, if it has one that is valid and not
+/// empty: an empty key (what `kafka-console-producer --property
+/// parse.key=true` sends for a line with nothing before the separator)
+/// names no entity, so the reading's key field, if any, keys it instead.
 pub fn key_str<M: Message>(m: &M) -> Option<&str> {
-    m.key().and_then(|k| std::str::from_utf8(k).ok())
+    m.key()
+        .filter(|k| !k.is_empty())
+        .and_then(|k| std::str::from_utf8(k).ok())
 }
 
 /// A micro-batch's messages as the pipeline's inputs (key and bytes).
@@ -580,6 +585,27 @@ pub fn read_to_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_or_invalid_key_names_no_entity() {
+        use rdkafka::message::{OwnedMessage, Timestamp};
+        let message = |key: Option<&[u8]>| {
+            OwnedMessage::new(
+                Some(b"{}".to_vec()),
+                key.map(<[u8]>::to_vec),
+                "t".into(),
+                Timestamp::NotAvailable,
+                0,
+                0,
+                None,
+            )
+        };
+        let keys: Vec<Option<String>> = [Some(&b"ride-7"[..]), Some(b""), Some(b"\xff"), None]
+            .into_iter()
+            .map(|k| key_str(&message(k)).map(str::to_owned))
+            .collect();
+        assert_eq!(keys, [Some("ride-7".to_owned()), None, None, None]);
+    }
 
     #[test]
     fn only_the_loops_consumer_asks_for_statistics() {
