@@ -228,6 +228,9 @@ pub fn run_delayed(
     let contiguous = Contiguous::new(readings);
     let inputs = contiguous.inputs();
     let first = timed_pass(config, &inputs, batch, delay, log)?;
+    if first.preds.is_empty() {
+        anyhow::bail!("{}", nothing_scored(config, readings.len(), &first));
+    }
     let mut seconds = vec![first.seconds];
     for _ in 1..passes {
         let again = timed_pass(config, &inputs, batch, delay, None)?;
@@ -283,6 +286,23 @@ pub fn run_delayed(
         last_80pct: first.metrics(fifth..n),
         hindsight_last_20pct: None,
     })
+}
+
+/// Why a pass over `readings` readings scored none: how many were
+/// invalid (the first reason) and how many had no label in the target field.
+fn nothing_scored(config: &ModelConfig, readings: usize, pass: &Pass) -> String {
+    let unlabelled = readings - pass.invalid;
+    let mut why = format!(
+        "none of the {readings} readings could be scored: {unlabelled} without a label in `{}` (model `{}`'s target field)",
+        config.target.field, config.name
+    );
+    if pass.invalid > 0 {
+        why.push_str(&format!(", {} invalid", pass.invalid));
+        if let Some(e) = pass.invalid_examples.first() {
+            why.push_str(&format!(" (reading {}: {})", e.reading, e.error));
+        }
+    }
+    why
 }
 
 /// The median of `v` (not empty).

@@ -297,6 +297,40 @@ fn invalid_readings_are_shown_with_their_place_and_reason() {
     );
 }
 
+/// A file whose readings have no label (the texts alone, or a target field
+/// named otherwise) scores nothing: `eval` fails saying why, rather than
+/// print a report of n/a with success.
+#[test]
+fn a_file_without_labels_is_refused_saying_so() {
+    let root = workspace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let texts = dir.path().join("texts.jsonl");
+    std::fs::write(
+        &texts,
+        "{\"text\": \"great crew\", \"airline\": \"United\"}\n{\"text\": \"lost my bag\", \"airline\": \"Delta\"}\nnot json\n",
+    )
+    .expect("written");
+    let config = root.join("deploy/streamfit.toml");
+    let out = streamfit(&[
+        "eval",
+        "--model",
+        "sentiment",
+        "--data",
+        texts.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it failed: {err}");
+    assert!(
+        err.contains("none of the 3 readings could be scored: 2 without a label in `sentiment`")
+            && err.contains("1 invalid (reading 3: "),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "no report");
+}
+
 /// A `format = "text"` model's messages are bare texts, but the file it is
 /// evaluated on holds records: `eval` reads their fields, so it scores the
 /// same as the model reading JSON messages (it used to read each line as a
