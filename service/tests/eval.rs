@@ -41,6 +41,23 @@ fn num(report: &serde_json::Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} should be a number in {report}"))
 }
 
+/// `streamfit eval --model MODEL --data DATA` with the shipped config,
+/// then `extra`.
+fn eval_shipped(model: &str, data: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let config = workspace().join("deploy/streamfit.toml");
+    let mut args = vec![
+        "eval",
+        "--model",
+        model,
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    streamfit(&args)
+}
+
 #[test]
 fn waits_models_meet_their_goals_and_keep_the_contract() {
     for model in ["waits-v1", "waits"] {
@@ -116,19 +133,11 @@ fn text_models_keep_their_figures_and_the_contract() {
     }
     // no batch model fits 2^20 hashed columns: said, not attempted
     let root = workspace();
-    let out = streamfit(&[
-        "eval",
-        "--model",
+    let out = eval_shipped(
         "tweets",
-        "--data",
-        root.join("../shared/data")
-            .join(data)
-            .to_str()
-            .expect("utf-8"),
-        "--config",
-        root.join("deploy/streamfit.toml").to_str().expect("utf-8"),
-        "--hindsight",
-    ]);
+        &root.join("../shared/data").join(data),
+        &["--hindsight"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--hindsight") && err.contains("text"), "{err}");
@@ -137,23 +146,13 @@ fn text_models_keep_their_figures_and_the_contract() {
 #[test]
 fn a_label_delay_learns_later_and_says_what_it_needs() {
     let root = workspace();
-    let config = root.join("deploy/streamfit.toml");
     let heart = root.join("../shared/data/heart-failure/heart.csv");
     let run = |delay: &str| {
-        streamfit(&[
-            "eval",
-            "--model",
+        eval_shipped(
             "heart",
-            "--data",
-            heart.to_str().expect("utf-8"),
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--passes",
-            "1",
-            "--json",
-            "--label-delay",
-            delay,
-        ])
+            &heart,
+            &["--passes", "1", "--json", "--label-delay", delay],
+        )
     };
     let report = |delay: &str| -> serde_json::Value {
         let out = run(delay);
@@ -241,23 +240,19 @@ fn invalid_readings_are_shown_with_their_place_and_reason() {
     std::fs::write(&mixed, lines.join("\n")).expect("written");
     let clean = dir.path().join("clean.jsonl");
     std::fs::write(&clean, good.join("\n")).expect("written");
-    let config = root.join("deploy/streamfit.toml");
     let run = |data: &std::path::Path, json: bool| {
-        let mut args = vec![
-            "eval",
-            "--model",
-            "sentiment",
-            "--data",
-            data.to_str().expect("utf-8 path"),
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--passes",
-            "1",
-        ];
-        if json {
-            args.push("--json");
-        }
-        streamfit_ok(&args)
+        let extra: &[&str] = if json {
+            &["--passes", "1", "--json"]
+        } else {
+            &["--passes", "1"]
+        };
+        let out = eval_shipped("sentiment", data, extra);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let r: serde_json::Value = serde_json::from_str(&run(&mixed, true)).expect("JSON");
     assert_eq!(r["invalid"], 9, "{r}");
@@ -302,7 +297,6 @@ fn invalid_readings_are_shown_with_their_place_and_reason() {
 /// print a report of n/a with success.
 #[test]
 fn a_file_without_labels_is_refused_saying_so() {
-    let root = workspace();
     let dir = tempfile::tempdir().expect("tempdir");
     let texts = dir.path().join("texts.jsonl");
     std::fs::write(
@@ -310,17 +304,7 @@ fn a_file_without_labels_is_refused_saying_so() {
         "{\"text\": \"great crew\", \"airline\": \"United\"}\n{\"text\": \"lost my bag\", \"airline\": \"Delta\"}\nnot json\n",
     )
     .expect("written");
-    let config = root.join("deploy/streamfit.toml");
-    let out = streamfit(&[
-        "eval",
-        "--model",
-        "sentiment",
-        "--data",
-        texts.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--json",
-    ]);
+    let out = eval_shipped("sentiment", &texts, &["--json"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "it failed: {err}");
     assert!(
