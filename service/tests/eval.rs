@@ -16,21 +16,14 @@ fn workspace() -> PathBuf {
 }
 
 fn eval(model: &str, data: &str, passes: &str) -> serde_json::Value {
-    let root = workspace();
-    let config = root.join("deploy/streamfit.toml");
-    let data = root.join("../shared/data").join(data);
-    let out = streamfit_ok(&[
-        "eval",
-        "--model",
-        model,
-        "--data",
-        data.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--passes",
-        passes,
-        "--json",
-    ]);
+    let data = workspace().join("../shared/data").join(data);
+    let out = eval_shipped(model, &data, &["--passes", passes, "--json"]);
+    assert!(
+        out.status.success(),
+        "eval of {model} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.lines().count(), 1, "exactly one JSON object: {out}");
     serde_json::from_str(&out).expect("one JSON object")
 }
