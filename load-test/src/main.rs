@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
 
 /// `--bootstrap`, shared by the subcommands that talk to Kafka.
 #[derive(Debug, Args)]
@@ -164,9 +164,16 @@ pub(crate) fn bar(len: u64, quiet: bool) -> ProgressBar {
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:40}] {pos}/{len}  {per_sec}  ETA {eta}",
+            "{spinner} {msg} [{bar:40}] {human_pos}/{human_len}  {rate}  ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        // whole readings a second: indicatif's `per_sec` prints four decimals
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", HumanCount(state.per_sec() as u64));
+            },
+        )
         .progress_chars("=> "),
     );
     bar

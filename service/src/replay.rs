@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use rdkafka::consumer::BaseConsumer;
 use tokio_util::sync::CancellationToken;
 
@@ -186,13 +186,7 @@ fn learn_file(
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {human_pos}/{human_len} readings  {per_sec}  ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    bar.set_style(bar_style());
     bar.set_prefix("file");
     let mut pipeline = Pipeline::new(&m.for_records())?;
     let mut out = Vec::new();
@@ -260,14 +254,27 @@ struct Bars {
     parts: BTreeMap<i32, ProgressBar>,
 }
 
+/// The style of a replay's progress bars: readings done of all, the rate
+/// in whole readings a second (indicatif's own `per_sec` prints four
+/// decimals: `15,643.0671/s`), the time left.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>14} [{bar:30}] {human_pos}/{human_len} readings  {rate}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}/s", HumanCount(state.per_sec() as u64));
+        },
+    )
+    .progress_chars("=> ")
+}
+
 impl Bars {
     fn new(start: &BTreeMap<i32, i64>, end: &BTreeMap<i32, i64>) -> Bars {
         let multi = MultiProgress::new();
-        let style = ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {human_pos}/{human_len} readings  {per_sec}  ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let style = bar_style();
         let len = |p: &i32, s: &i64| (end.get(p).copied().unwrap_or(*s) - s).max(0) as u64;
         let total = multi.add(ProgressBar::new(start.iter().map(|(p, s)| len(p, s)).sum()));
         total.set_style(style.clone());
