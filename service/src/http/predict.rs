@@ -343,44 +343,32 @@ fn bad(e: features::FeatureError, index: Option<usize>) -> ApiError {
 /// are bare texts: the reading is a JSON string, or an object with the
 /// text in `field` (what its JSON twin would read).
 fn plain_text(raw: &[u8], field: &str, index: Option<usize>) -> Result<Vec<u8>, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
         let at = index.map_or_else(String::new, |i| format!("reading {i}: "));
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("{at}a reading of a plain-text model should be its text as a JSON string, or an object with the text in `{field}`, not invalid JSON ({e})"),
         )
     })?;
-    let text = match &value {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Object(m) => match m.get(field) {
-            Some(serde_json::Value::String(s)) => Some(s),
+    let actual = match &value {
+        Value::String(s) => return Ok(s.as_bytes().to_vec()),
+        Value::Object(m) => match m.get(field) {
+            Some(Value::String(s)) => return Ok(s.as_bytes().to_vec()),
             None => {
-                return Err(bad(
-                    features::FeatureError::Missing {
-                        field: field.to_owned(),
-                    },
-                    index,
-                ))
+                let field = field.to_owned();
+                return Err(bad(features::FeatureError::Missing { field }, index));
             }
-            Some(_) => None,
+            other => other,
         },
-        _ => None,
+        other => Some(other),
     };
-    match text {
-        Some(s) => Ok(s.as_bytes().to_vec()),
-        None => {
-            let actual = match &value {
-                serde_json::Value::Object(m) => m.get(field),
-                v => Some(v),
-            };
-            let e = features::FeatureError::Field {
-                field: field.to_owned(),
-                expected: "the text, a string (the reading: a JSON string, or an object with the text in this field)",
-                actual: crate::pipeline::describe_json(actual),
-            };
-            Err(bad(e, index))
-        }
-    }
+    let e = features::FeatureError::Field {
+        field: field.to_owned(),
+        expected: "the text, a string (the reading: a JSON string, or an object with the text in this field)",
+        actual: crate::pipeline::describe_json(actual),
+    };
+    Err(bad(e, index))
 }
 
 /// Sends readings to the owning instance; its per-reading answers.
