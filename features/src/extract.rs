@@ -636,7 +636,16 @@ impl FeatureExtractor {
                         html_entities: *html_entities,
                         sublinear: *sublinear,
                     };
-                    let option = |e: OptionError| spec_error(at(e.key), e.message);
+                    // the spec error names the key itself: `features[0].bits`
+                    // should be ..., not `features[0].bits` `bits` should be ...
+                    let option = |e: OptionError| {
+                        let named = format!("`{}` ", e.key);
+                        let message = match e.message.strip_prefix(&named) {
+                            Some(rest) => rest.to_owned(),
+                            None => e.message,
+                        };
+                        spec_error(at(e.key), message)
+                    };
                     let mut hasher = TextHasher::new(options.clone()).map_err(option)?;
                     if chars.is_none() && *char_weight != crate::spec::char_weight() {
                         return Err(spec_error(
@@ -2019,11 +2028,15 @@ mod tests {
         assert_eq!(count(""), 1);
         // `<late>`: 3 four-grams beside the word
         assert_eq!(count(", chars = [4, 4]"), 4);
+        // the key named once, then what it should be
         for (extra, key) in [
-            (", chars = [4, 3]", "features[0].chars"),
+            (
+                ", chars = [4, 3]",
+                "`features[0].chars` should be [min, max]",
+            ),
             (
                 ", chars = [4, 4], char_weight = -1",
-                "features[0].char_weight",
+                "`features[0].char_weight` should be a finite number > 0",
             ),
             (", char_weight = 0.5", "`chars` is not set"),
         ] {
