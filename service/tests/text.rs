@@ -393,9 +393,12 @@ async fn slow_text_stream(text_options: &str) {
         bytes < tweets_learned * whole / 5.0,
         "{bytes} bytes for {tweets_learned} tweets: not a fifth of a whole checkpoint ({whole}) a tweet"
     );
+    // at most three tweets a commit (above): some 300 of 4,096 pages;
+    // writing the document frequencies whole every commit (before `idf`'s
+    // were paged) was a fifth of the whole checkpoint
     assert!(
-        bytes / commits < whole / 8.0,
-        "{bytes} bytes in {commits} commits: not an eighth of a whole checkpoint ({whole}) a commit"
+        bytes / commits < whole / 6.0,
+        "{bytes} bytes in {commits} commits: not a sixth of a whole checkpoint ({whole}) a commit"
     );
     assert!(
         pages > 0.0 && pages / commits < ck.pages as f64 / 4.0,
