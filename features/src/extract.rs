@@ -636,16 +636,7 @@ impl FeatureExtractor {
                         html_entities: *html_entities,
                         sublinear: *sublinear,
                     };
-                    // the spec error names the key itself: `features[0].bits`
-                    // should be ..., not `features[0].bits` `bits` should be ...
-                    let option = |e: OptionError| {
-                        let named = format!("`{}` ", e.key);
-                        let message = match e.message.strip_prefix(&named) {
-                            Some(rest) => rest.to_owned(),
-                            None => e.message,
-                        };
-                        spec_error(at(e.key), message)
-                    };
+                    let option = |e: OptionError| spec_error(at(e.key), e.message);
                     let mut hasher = TextHasher::new(options.clone()).map_err(option)?;
                     if chars.is_none() && *char_weight != crate::spec::char_weight() {
                         return Err(spec_error(

@@ -70,13 +70,15 @@ impl Default for TextOptions {
 pub struct OptionError {
     /// The option's key in a feature's table (`bits`, `chars`, ...).
     pub key: &'static str,
-    /// What it should be, and what it is.
+    /// What it should be, and what it is (`should be 1..=24 ...`), the key
+    /// left to whoever shows it: alone, or as `features[0].bits`.
     pub message: String,
 }
 
 impl std::fmt::Display for OptionError {
+    /// `` `bits` should be 1..=24 (2^bits columns), not 25 ``.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "`{}` {}", self.key, self.message)
     }
 }
 
@@ -90,16 +92,13 @@ impl TextOptions {
         if !(1..=24).contains(&self.bits) {
             return Err(option_error(
                 "bits",
-                format!(
-                    "`bits` should be 1..=24 (2^bits columns), not {}",
-                    self.bits
-                ),
+                format!("should be 1..=24 (2^bits columns), not {}", self.bits),
             ));
         }
         if !(1..=4).contains(&self.ngrams) {
             return Err(option_error(
                 "ngrams",
-                format!("`ngrams` should be 1..=4, not {}", self.ngrams),
+                format!("should be 1..=4, not {}", self.ngrams),
             ));
         }
         Ok(())
@@ -301,7 +300,7 @@ impl CharGrams {
             return Err(option_error(
                 "chars",
                 format!(
-                    "`chars` should be [min, max] with 1 <= min <= max <= 8, not [{}, {}]",
+                    "should be [min, max] with 1 <= min <= max <= 8, not [{}, {}]",
                     self.min, self.max
                 ),
             ));
@@ -309,10 +308,7 @@ impl CharGrams {
         if !(self.weight.is_finite() && self.weight > 0.0) {
             return Err(option_error(
                 "char_weight",
-                format!(
-                    "`char_weight` should be a finite number > 0, not {}",
-                    self.weight
-                ),
+                format!("should be a finite number > 0, not {}", self.weight),
             ));
         }
         Ok(())
@@ -836,7 +832,10 @@ mod tests {
                 .with_chars(CharGrams { min, max, weight })
                 .expect_err("out of range");
             assert_eq!(e.key, key, "{e}");
-            assert!(e.message.contains(&format!("`{key}`")), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("`{key}` should be")),
+                "{e}"
+            );
         }
     }
 
@@ -866,12 +865,18 @@ mod tests {
             ..TextOptions::default()
         })
         .expect_err("too many bits");
-        assert!(e.key == "bits" && e.message.contains("`bits`"), "{e}");
+        assert!(
+            e.key == "bits" && e.to_string().starts_with("`bits` should be"),
+            "{e}"
+        );
         let e = TextHasher::new(TextOptions {
             ngrams: 0,
             ..TextOptions::default()
         })
         .expect_err("no n-grams");
-        assert!(e.key == "ngrams" && e.message.contains("`ngrams`"), "{e}");
+        assert!(
+            e.key == "ngrams" && e.to_string().starts_with("`ngrams` should be"),
+            "{e}"
+        );
     }
 }

@@ -157,7 +157,6 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn live() -> Live {
         let path =
@@ -165,7 +164,7 @@ mod tests {
         let config = crate::config::Config::load(&path).expect("config");
         let p = crate::pipeline::Pipeline::new(config.model("waits-v1").expect("model"))
             .expect("pipeline");
-        Live::new(p.clone()).with(0, Arc::new(p), 0)
+        Live::new(p.clone()).with(0, &p, 0)
     }
 
     #[test]

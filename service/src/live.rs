@@ -49,15 +49,16 @@ impl Live {
         }
     }
 
-    /// A copy with `partition`'s pipeline replaced by one that has learned
-    /// every reading before `next_offset`.
-    pub fn with(&self, partition: i32, pipeline: Arc<Pipeline>, next_offset: i64) -> Live {
+    /// A copy with `partition`'s pipeline replaced by a readers' copy of
+    /// `pipeline`, which has learned every reading before `next_offset`.
+    pub fn with(&self, partition: i32, pipeline: &Pipeline, next_offset: i64) -> Live {
         let mut next = self.clone();
         next.seen.insert(partition, pipeline.seen());
         if let Some(w) = pipeline.labels_waiting() {
             next.labels_waiting.insert(partition, w);
         }
-        next.partitions.insert(partition, pipeline);
+        next.partitions
+            .insert(partition, Arc::new(pipeline.clone()));
         next.offsets.insert(partition, next_offset);
         next.updated_ms.insert(partition, now_ms());
         next
@@ -216,7 +217,7 @@ mod tests {
 
     #[test]
     fn readings_seen_and_waiting_follow_every_batch_without_copying_the_model() {
-        let live = Live::new(pipeline()).with(0, Arc::new(pipeline()), 10);
+        let live = Live::new(pipeline()).with(0, &pipeline(), 10);
         assert_eq!(live.seen(), 0);
         let live = live
             .with_progress(0, 7, Some(2), 17)

@@ -264,8 +264,6 @@ pub struct Pipeline {
     contest: Option<Box<Contest>>,
     /// `labels_topic`: the readings waiting for their labels.
     join: Option<labels::Join>,
-    /// Readings waiting in the published copies (readers see counts only).
-    waiting_published: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -306,7 +304,6 @@ impl Clone for Pipeline {
             // readers get the standings, not the challengers' pipelines
             contest: self.contest.as_ref().map(|c| Box::new(c.summary())),
             join: self.join.as_ref().map(labels::Join::summary),
-            waiting_published: self.join.as_ref().map_or(0, labels::Join::waiting),
         }
     }
 }
@@ -383,7 +380,6 @@ impl Pipeline {
                 .as_ref()
                 .map(|_| config.label_window().map(|w| labels::Join::new(config, w)))
                 .transpose()?,
-            waiting_published: 0,
         })
         .and_then(|mut p| {
             if !config.challenger.is_empty() {

@@ -53,11 +53,8 @@ impl ModelHandle {
     /// consumed up to `next_offset`.
     pub(crate) fn publish(&self, p: i32, pipeline: &Pipeline, next_offset: i64) {
         let live = self.live.load();
-        self.live.store(Arc::new(live.with(
-            p,
-            Arc::new(pipeline.clone()),
-            next_offset,
-        )));
+        self.live
+            .store(Arc::new(live.with(p, pipeline, next_offset)));
     }
 
     /// Shows HTTP readers how far partition `p`'s `pipeline` has come (up
@@ -210,8 +207,8 @@ mod tests {
         let config = crate::config::Config::load(&path).expect("config");
         let h = ModelHandle::new(config.model("waits-v1").expect("model").clone()).expect("handle");
         assert_eq!(h.lag(), -1, "no partition, no consumer: not known");
-        let p = Arc::new(Pipeline::new(&h.config).expect("pipeline"));
-        let live = h.live.load().with(0, p.clone(), 10).with(1, p, 7);
+        let p = Pipeline::new(&h.config).expect("pipeline");
+        let live = h.live.load().with(0, &p, 10).with(1, &p, 7);
         h.live.store(Arc::new(live));
         assert_eq!(h.lag(), -1, "no end known yet");
         let ctx = ConsumerCtx::default();

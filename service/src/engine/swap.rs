@@ -131,7 +131,7 @@ impl<'c> Worker<'c> {
             // its keyed state does not follow from the last checkpoint's:
             // the next one writes every key under a new epoch
             part.epoch = 0;
-            next = next.with(p, Arc::new(part.pipeline.clone()), part.processed_to);
+            next = next.with(p, &part.pipeline, part.processed_to);
         }
         // one store: HTTP sees every partition's new model at once
         self.handle.live.store(Arc::new(next));

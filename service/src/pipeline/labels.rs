@@ -501,12 +501,10 @@ impl Pipeline {
         self.join.as_ref().is_some_and(|j| j.index.contains_key(id))
     }
 
-    /// Readings waiting for their label (a model with `labels_topic`).
+    /// Readings waiting for their label (a model with `labels_topic`); a
+    /// readers' copy keeps none, and [`crate::live::Live`] the count.
     pub fn labels_waiting(&self) -> Option<usize> {
-        // a published copy keeps the count, not the readings
-        self.join
-            .as_ref()
-            .map(|j| j.waiting() + self.waiting_published)
+        self.join.as_ref().map(Join::waiting)
     }
 
     /// Labels waiting for their reading (a model with `labels_topic`).
