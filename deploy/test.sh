@@ -16,4 +16,20 @@ deploy/kafka.sh up --secure
 trap 'deploy/kafka.sh down --secure >/dev/null 2>&1 || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --no-fail-fast
+# the whole output goes by as it comes and is kept in $CARGO_TARGET_DIR/test.log;
+# a failing test's own output is repeated at the end, where a CI log that
+# keeps only its tail shows it
+log="$CARGO_TARGET_DIR/test.log"
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo
+    echo "==== test: what failed (the last 60 lines of each failing test's own output, repeated from above; all of it in $log) ===="
+    awk 'function flush() { s = (n > 60) ? n - 59 : 1; for (i = s; i <= n; i++) print buf[i]; n = 0; on = 0 }
+         /^---- .* stdout ----$/ { if (on) flush(); on = 1; print; next }
+         /^failures:$/ { if (on) flush(); next }
+         on { buf[++n] = $0 }
+         END { if (on) flush() }' "$log"
+    grep -E '^test .* FAILED$|^error: [0-9]+ targets? failed|^    `-p ' "$log" || true
+fi
+exit "$status"
