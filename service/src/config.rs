@@ -1172,6 +1172,29 @@ mod tests {
         );
     }
 
+    /// `deploy/streamfit-secure.toml` says it runs the shipped models: the
+    /// same tables as `deploy/streamfit.toml` but `[kafka]` and `[http]`.
+    #[test]
+    fn the_secure_config_runs_the_shipped_models_as_shipped() {
+        let read = |name: &str| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy")
+                .join(name);
+            let text = std::fs::read_to_string(&path).expect("the config exists");
+            Config::parse(&text, no_env()).expect("valid");
+            let mut v: toml::Table = text.parse().expect("TOML");
+            v.remove("kafka");
+            v.remove("http");
+            v
+        };
+        let (shipped, secure) = (read("streamfit.toml"), read("streamfit-secure.toml"));
+        assert!(shipped.contains_key("model"));
+        assert_eq!(
+            secure, shipped,
+            "deploy/streamfit-secure.toml's models, [service] or [topics] differ from deploy/streamfit.toml's"
+        );
+    }
+
     /// The start-up error for MINIMAL with these model overrides.
     fn refused(env: &[(&str, &str)]) -> String {
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
