@@ -15,6 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::kafka;
+use crate::kafka::Logs;
 
 /// What to wait for.
 #[derive(Debug, Clone)]
@@ -108,7 +109,7 @@ pub fn predicted_in(page: &str, model: &str) -> Option<u64> {
 struct Watched {
     model: String,
     topic: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Logs>,
     ends: BTreeMap<i32, i64>,
 }
 
@@ -196,8 +197,8 @@ pub fn wait(config: &Config, opts: &Options) -> Result<Vec<Standing>> {
         let m = config.model(name)?;
         let topic = m.input_topic()?.to_owned();
         let group = crate::snapshot::group_of(config, name);
-        let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, &group)
-            .create()
+        let consumer: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, &group)
+            .create_with_context(Logs)
             .context("cannot create a Kafka consumer; check the [kafka] properties")?;
         let ids = kafka::partition_ids(&consumer, &topic, Duration::from_secs(30))
             .with_context(|| format!("cannot read the metadata of topic {topic}"))?;

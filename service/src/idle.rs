@@ -18,6 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::Config;
 use crate::kafka;
+use crate::kafka::Logs;
 use crate::routing::parse_client_id;
 
 /// librdkafka's default `session.timeout.ms`.
@@ -111,7 +112,7 @@ pub fn answers(url: &str) -> bool {
         .any(|a| TcpStream::connect_timeout(&a, PROBE_TIMEOUT).is_ok())
 }
 
-fn members(probe: &BaseConsumer, group: &str) -> Option<Vec<Member>> {
+fn members(probe: &BaseConsumer<Logs>, group: &str) -> Option<Vec<Member>> {
     let list = probe
         .fetch_group_list(Some(group), Duration::from_secs(10))
         .ok()?;
@@ -130,8 +131,8 @@ fn members(probe: &BaseConsumer, group: &str) -> Option<Vec<Member>> {
 /// Returns once `group` has no member; fails at once when a member's
 /// service answers, or when members remain past their session timeout.
 pub fn ensure_group_idle(config: &Config, group: &str, model: &str, what: &str) -> Result<()> {
-    let probe: BaseConsumer = kafka::plain_consumer_config(&config.kafka, group)
-        .create()
+    let probe: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, group)
+        .create_with_context(Logs)
         .context("cannot create a Kafka consumer; check the [kafka] properties")?;
     let session_ms = config
         .kafka

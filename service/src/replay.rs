@@ -24,6 +24,7 @@ use crate::config::{Config, ModelConfig};
 use crate::engine::offsets::{resolve, From, To};
 use crate::engine::{self, ModelHandle, ReplayPlan};
 use crate::kafka;
+use crate::kafka::Logs;
 use crate::pipeline::{Input, Pipeline, PipelineSnapshot};
 
 /// Options of `streamfit replay`.
@@ -111,8 +112,8 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         &m.name,
         "replaying into it (or backfill over HTTP while it runs)",
     )?;
-    let probe: BaseConsumer = kafka::plain_consumer_config(&config.kafka, &group)
-        .create()
+    let probe: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, &group)
+        .create_with_context(Logs)
         .context("cannot create a Kafka consumer; check the [kafka] properties")?;
     let (start, end) = resolve(&probe, &topic, &opts.from, &opts.to)?;
     let total: i64 = start
@@ -227,8 +228,8 @@ fn hand_over(
         &[],
         timeout,
     )?;
-    let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, group)
-        .create()
+    let consumer: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, group)
+        .create_with_context(Logs)
         .context("cannot create a Kafka consumer")?;
     let (_, ends) = resolve(&consumer, input, &From::Earliest, &To::Latest)?;
     for p in found.keys() {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::engine::{self, ModelHandle};
 use crate::http::{app, AppState};
+use crate::kafka::Logs;
 
 /// Runs the service until `shutdown` trips or a task fails.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
@@ -280,8 +281,10 @@ async fn refresh_directories(
     handles: Vec<Arc<ModelHandle>>,
     shutdown: CancellationToken,
 ) {
-    let client: rdkafka::consumer::BaseConsumer = match crate::kafka::base_config(&config.kafka)
-        .create()
+    let client: rdkafka::consumer::BaseConsumer<Logs> = match crate::kafka::base_config(
+        &config.kafka,
+    )
+    .create_with_context(Logs)
     {
         Ok(c) => c,
         Err(e) => {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, Checkpoint, FORMAT_VERSION};
 use crate::config::Config;
 use crate::kafka;
+use crate::kafka::Logs;
 
 /// A whole model: every input partition's checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,8 +106,8 @@ pub fn import(config: &Config, model: &str, snapshot: ModelSnapshot) -> Result<B
     }
     let group = group_of(config, model);
     crate::idle::ensure_group_idle(config, &group, model, "importing into it")?;
-    let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, &group)
-        .create()
+    let consumer: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, &group)
+        .create_with_context(Logs)
         .context("cannot create a Kafka consumer")?;
     for ck in &snapshot.partitions {
         let (_, high) = consumer
@@ -149,15 +150,15 @@ pub fn write_state(
     checkpoints: Vec<Checkpoint>,
 ) -> Result<()> {
     let timeout = Duration::from_secs(30);
-    let consumer: BaseConsumer = kafka::plain_consumer_config(&config.kafka, group)
-        .create()
+    let consumer: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, group)
+        .create_with_context(Logs)
         .context("cannot create a Kafka consumer")?;
-    let producer: BaseProducer = kafka::producer_config(&config.kafka)
+    let producer: BaseProducer<Logs> = kafka::producer_config(&config.kafka)
         .set(
             "transactional.id",
             format!("{}.{group}.handover", config.service.instance()),
         )
-        .create()
+        .create_with_context(Logs)
         .context("cannot create the Kafka producer")?;
     producer
         .init_transactions(timeout)

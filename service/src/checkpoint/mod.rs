@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Headers;
 use rdkafka::Message;
@@ -41,6 +40,7 @@ use crate::kafka::base_config;
 
 pub mod keyed;
 pub mod pages;
+use crate::kafka::Logs;
 use crate::pipeline::PipelineSnapshot;
 
 /// The format version written by this build.
@@ -299,8 +299,8 @@ pub async fn ensure_topic(
     min_isr: Option<i32>,
 ) -> Result<()> {
     let min_isr = min_isr.map(|m| m.to_string());
-    let admin: AdminClient<DefaultClientContext> = base_config(props)
-        .create()
+    let admin: AdminClient<Logs> = base_config(props)
+        .create_with_context(Logs)
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
     // compaction keeps the newest checkpoint per partition; small segments
     // let the cleaner keep the topic short, so a restore reads little
@@ -358,8 +358,8 @@ pub async fn prepare_topic(config: &crate::config::Config, topic: &str) -> Resul
 /// a partition's newest checkpoint while the group's offsets stay, and a
 /// restore would start past it.
 pub async fn check_compacted(props: &BTreeMap<String, String>, topic: &str) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(props)
-        .create()
+    let admin: AdminClient<Logs> = base_config(props)
+        .create_with_context(Logs)
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
     // a topic created a moment ago may not be known yet to the broker

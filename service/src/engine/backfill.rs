@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::offsets::{self, From, To};
 use crate::config::{Config, ModelConfig};
 use crate::kafka;
+use crate::kafka::Logs;
 use crate::pipeline::{Input, Pipeline};
 
 /// Where a backfill stands.
@@ -116,7 +117,7 @@ struct ShadowPart {
 
 /// The shadow model and its reader.
 pub struct Shadow {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Logs>,
     /// The start as asked for.
     from: String,
     parts: BTreeMap<i32, ShadowPart>,
@@ -137,9 +138,9 @@ impl Shadow {
         from: &From,
         label: String,
     ) -> Result<Shadow> {
-        let consumer: BaseConsumer =
+        let consumer: BaseConsumer<Logs> =
             kafka::plain_consumer_config(&config.kafka, &format!("{group}.backfill"))
-                .create()
+                .create_with_context(Logs)
                 .context("cannot create the backfill consumer")?;
         let (start, _) = offsets::resolve(&consumer, topic, from, &To::Latest)?;
         let mut tpl = TopicPartitionList::new();

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::kafka::Logs;
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -107,7 +108,7 @@ pub fn parse_time(s: &str, flag: &str) -> Result<i64> {
 
 /// Resolves start and end offsets per partition of `topic`.
 pub fn resolve(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Logs>,
     topic: &str,
     from: &From,
     to: &To,

@@ -94,6 +94,9 @@ fn fatal(error: &KafkaError, reason: &str) -> Option<Fatal> {
 
 /// [`fatal`] from an error code, if there is one, and librdkafka's text.
 fn fatal_text(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<Fatal> {
+    if super::logs::coordinator_moved(reason) {
+        return None;
+    }
     let lower = reason.to_ascii_lowercase();
     // not "SASL authentication error" alone: librdkafka also says it of a
     // connection that dropped during the handshake (a transport failure)
@@ -117,18 +120,6 @@ impl Watch {
         if let Ok(mut slot) = self.fatal.lock() {
             slot.get_or_insert(f);
         }
-    }
-}
-
-/// Logs one of librdkafka's log lines at its level.
-pub fn log_line(level: RDKafkaLogLevel, fac: &str, message: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg
-        | RDKafkaLogLevel::Alert
-        | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {message}"),
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
-        _ => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
     }
 }
 
@@ -156,7 +147,7 @@ impl ClientContext for Watch {
         if let Some(f) = fatal_text(None, message) {
             self.note(f);
         }
-        log_line(level, fac, message);
+        super::logs::log_line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

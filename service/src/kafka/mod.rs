@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -21,6 +21,9 @@ use rdkafka::Message;
 
 pub mod access;
 pub mod flush;
+pub mod logs;
+
+pub use logs::Logs;
 
 /// A client config with the user's properties applied first.
 pub fn base_config(props: &BTreeMap<String, String>) -> ClientConfig {
@@ -31,10 +34,9 @@ pub fn base_config(props: &BTreeMap<String, String>) -> ClientConfig {
     c
 }
 
-/// [`consumer_config`] for a consumer with rdkafka's default context (the
-/// probes, exports, replays and backfills): without statistics, which that
-/// context logs whole at info every interval (a page of text a second);
-/// only the loop's consumer reads them ([`ConsumerCtx`]).
+/// [`consumer_config`] for a consumer with the [`Logs`] context (the
+/// probes, exports, replays and backfills): without statistics, which only
+/// the loop's consumer reads ([`ConsumerCtx`]).
 pub fn plain_consumer_config(props: &BTreeMap<String, String>, group_id: &str) -> ClientConfig {
     let mut c = consumer_config(props, group_id);
     c.set("statistics.interval.ms", "0");
@@ -127,8 +129,8 @@ pub async fn ensure_topics_with(
     // librdkafka's metadata call blocks: off the async workers
     let reader = props.clone();
     let known: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = base_config(&reader)
-            .create()
+        let client: BaseConsumer<Logs> = base_config(&reader)
+            .create_with_context(Logs)
             .context("cannot create a Kafka client; check the [kafka] properties")?;
         let names = client
             .fetch_metadata(None, Duration::from_secs(30))
@@ -142,8 +144,8 @@ pub async fn ensure_topics_with(
     })
     .await
     .context("the topic listing task failed")??;
-    let admin: AdminClient<DefaultClientContext> = base_config(props)
-        .create()
+    let admin: AdminClient<Logs> = base_config(props)
+        .create_with_context(Logs)
         .context("cannot create a Kafka admin client; check the [kafka] properties")?;
     let missing: Vec<&String> = topics.iter().filter(|t| !known.contains(*t)).collect();
     if missing.is_empty() {
@@ -243,8 +245,12 @@ impl ClientContext for ConsumerCtx {
         self.brokers_down.store(!up, Ordering::Relaxed);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        logs::log_line(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(model = %self.model, %error, reason, "kafka client error (retrying)");
+        logs::error_event(&self.model, &error, reason);
     }
 }
 
@@ -389,7 +395,11 @@ impl ClientContext for ProducerCtx {
                 d.get_or_insert((topic, RDKafkaErrorCode::TopicAuthorizationFailed));
             }
         }
-        access::log_line(level, fac, message);
+        logs::log_line(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        logs::error_event("", &error, reason);
     }
 }
 
@@ -493,8 +503,8 @@ pub fn partition_count(
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<i32>> {
-    let client: BaseConsumer = base_config(props)
-        .create()
+    let client: BaseConsumer<Logs> = base_config(props)
+        .create_with_context(Logs)
         .context("cannot create a Kafka client; check the [kafka] properties")?;
     let ids = partition_ids(&client, topic, timeout)
         .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
@@ -527,8 +537,8 @@ pub fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = c
-        .create()
+    let consumer: BaseConsumer<Logs> = c
+        .create_with_context(Logs)
         .map_err(|e| kafka(e, "cannot create a reader; check the [kafka] properties"))?;
     let deadline = std::time::Instant::now() + timeout;
     let mut partitions = partition_ids(&consumer, topic, timeout)
@@ -539,10 +549,10 @@ pub fn read_to_end(
     if let Some(only) = only {
         partitions.retain(|p| only.contains(p));
     }
-    let marks: BaseConsumer = base_config(props)
+    let marks: BaseConsumer<Logs> = base_config(props)
         .set("group.id", group)
         .set("isolation.level", "read_uncommitted")
-        .create()
+        .create_with_context(Logs)
         .map_err(|e| kafka(e, "cannot create a reader; check the [kafka] properties"))?;
     let mut tpl = TopicPartitionList::new();
     let mut high = HashMap::new();
