@@ -342,6 +342,22 @@ async fn the_dashboard_shows_every_model_learning_live_behind_a_token() {
         )
         .await;
     assert_eq!(browser.eval(&tile(2)).await, json!("–"), "an unknown lag");
+    // with samples but no values its charts say why, not "waiting for samples"
+    for (chart, why) in [
+        (
+            "metric",
+            "nothing scored yet: no reading has come with its label",
+        ),
+        ("lag", "not known until a reading is read"),
+    ] {
+        browser
+            .until(
+                &format!("return document.querySelector('section[data-model=sentiment] svg[data-chart={chart}] text')?.textContent === {why:?}"),
+                Duration::from_secs(10),
+                &format!("the sentiment card's {chart} chart saying {why:?}"),
+            )
+            .await;
+    }
     step("the sentiment card before its tweets");
     // tweets arrive: the multiclass card shows accuracy and macro-F1, and
     // its recent predictions name classes

@@ -7,6 +7,8 @@
 const POLL_MS = 1000;
 const KEEP = 1800; // samples per model, as the service keeps them
 const SVG = "http://www.w3.org/2000/svg";
+// the metric chart of a model no labelled reading has reached
+const UNSCORED = "nothing scored yet: no reading has come with its label";
 
 const state = {
   token: sessionStorage.getItem("streamfit-token") || "",
@@ -59,7 +61,8 @@ async function api(path) {
 
 // ---- charts ---------------------------------------------------------------
 
-// A line chart: `series` is [{name, values}], `times` the x values (ms).
+// A line chart: `series` is [{name, values}], `times` the x values (ms);
+// `none` says why there is nothing to draw when samples came without values.
 function chart(name) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "chart");
@@ -71,7 +74,7 @@ function chart(name) {
   return { fig, svg, cap };
 }
 
-function drawChart(c, times, series, unit) {
+function drawChart(c, times, series, unit, none) {
   const W = 300, H = 130, L = 34, R = 4, T = 6, B = 16;
   const all = series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
   c.svg.replaceChildren();
@@ -79,7 +82,7 @@ function drawChart(c, times, series, unit) {
   if (times.length < 2 || all.length === 0) {
     const t = document.createElementNS(SVG, "text");
     t.setAttribute("x", 10); t.setAttribute("y", 20);
-    t.textContent = "waiting for samples…";
+    t.textContent = times.length < 2 ? "waiting for samples…" : none || "no values yet";
     c.svg.append(t);
     c.svg.dataset.points = "";
     return;
@@ -186,14 +189,15 @@ function render(m, h) {
     drawChart(c.metric, times, [
       { name: "log loss", values: s.map((x) => x.rolling.log_loss ?? null) },
       { name: "error rate", values: s.map((x) => (x.rolling.accuracy === undefined ? null : 1 - x.rolling.accuracy)) },
-    ]);
+    ], "", UNSCORED);
   } else {
     drawChart(c.metric, times, [
       { name: "MAE", values: s.map((x) => x.rolling.mae ?? null) },
       { name: "RMSE", values: s.map((x) => x.rolling.rmse ?? null) },
-    ]);
+    ], "", UNSCORED);
   }
-  drawChart(c.lag, times, [{ name: "lag", values: s.map((x) => (x.lag < 0 ? null : x.lag)) }]);
+  drawChart(c.lag, times, [{ name: "lag", values: s.map((x) => (x.lag < 0 ? null : x.lag)) }], "",
+    "not known until a reading is read");
   drawChart(c.learned, times, [
     { name: "seen", values: s.map((x) => x.readings_seen) },
     { name: "learned", values: s.map((x) => x.readings_learned) },
