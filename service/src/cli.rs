@@ -319,13 +319,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         Some(path) => {
                             std::fs::write(&path, &bytes)
                                 .with_context(|| format!("cannot write {}", path.display()))?;
+                            let next = snap
+                                .partitions
+                                .iter()
+                                .map(|c| (c.partition, c.next_offset))
+                                .collect();
                             eprintln!(
-                                "exported model {model}: {} partition(s), next offsets {:?}, to {}",
+                                "exported model {model}: {} partition(s), the state up to {}, to {}",
                                 snap.partitions.len(),
-                                snap.partitions
-                                    .iter()
-                                    .map(|c| (c.partition, c.next_offset))
-                                    .collect::<Vec<_>>(),
+                                crate::engine::offsets::in_words(&next),
                                 path.display()
                             );
                         }

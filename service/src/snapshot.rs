@@ -153,16 +153,22 @@ pub fn write_state(
     let consumer: BaseConsumer<Logs> = kafka::plain_consumer_config(&config.kafka, group)
         .create_with_context(Logs)
         .context("cannot create a Kafka consumer")?;
+    // under the group's name, as the service's own transactional ids are:
+    // the ACLs a config needs grant them by that prefix
+    let id = format!("{}.handover", config.service.client_identity(group));
     let producer: BaseProducer<Logs> = kafka::producer_config(&config.kafka)
-        .set(
-            "transactional.id",
-            format!("{}.{group}.handover", config.service.instance()),
-        )
+        .set("transactional.id", &id)
         .create_with_context(Logs)
         .context("cannot create the Kafka producer")?;
     producer
         .init_transactions(timeout)
-        .context("cannot initialise transactions")?;
+        .map_err(|e| match kafka::access::denial(&e) {
+            Some(code) => {
+                kafka::access::NotAuthorized::new(&config.kafka, "use transactional id", &id, code)
+                    .into()
+            }
+            None => anyhow::Error::new(e).context("cannot initialise transactions"),
+        })?;
     producer
         .begin_transaction()
         .context("cannot begin a transaction")?;

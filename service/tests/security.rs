@@ -108,6 +108,57 @@ async fn the_least_privilege_principal_runs_exactly_once_on_sasl_ssl() {
     wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(300));
     svc.stop();
     verify(&bootstrap, &run, "waits", n);
+
+    // handed to another deployment as `streamfit`, with only the ACLs of
+    // that deployment's config: `model import` writes its checkpoints and
+    // moves its group's offsets in a transaction of its own
+    let snap = dir.path().join("waits.snapshot.json");
+    let export = |config: &Path, out: &Path| -> serde_json::Value {
+        let (config, out_s) = (
+            config.to_str().expect("utf-8"),
+            out.to_str().expect("utf-8"),
+        );
+        streamfit_ok(&[
+            "model", "export", "--model", "waits", "--config", config, "--out", out_s,
+        ]);
+        serde_json::from_slice(&std::fs::read(out).expect("exported")).expect("JSON")
+    };
+    let exported = export(&run.config, &snap);
+    let config_b = with_group_id(&run.config, dir.path(), "b.toml", &unique("secure-import"));
+    grant(&bootstrap, &config_b);
+    let (cb, file) = (
+        config_b.to_str().expect("utf-8"),
+        snap.to_str().expect("utf-8"),
+    );
+    streamfit_ok(&[
+        "model", "import", "--model", "waits", "--config", cb, "--file", file,
+    ]);
+    let imported = export(&config_b, &dir.path().join("b.snapshot.json"));
+    let next = |v: &serde_json::Value| -> Vec<(i64, i64)> {
+        let mut parts: Vec<(i64, i64)> = v["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|c| {
+                (
+                    c["partition"].as_i64().expect("partition"),
+                    c["next_offset"].as_i64().expect("offset"),
+                )
+            })
+            .collect();
+        parts.sort();
+        parts
+    };
+    assert_eq!(
+        next(&imported),
+        next(&exported),
+        "the other deployment's group continues where the model is"
+    );
+    assert_eq!(
+        next(&exported).iter().map(|(_, o)| o).sum::<i64>(),
+        n as i64,
+        "the exported model has learned every reading"
+    );
 }
 
 /// Starts a service that must refuse to start; its exit status, the time

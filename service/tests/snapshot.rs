@@ -60,24 +60,8 @@ async fn an_exported_model_continues_in_another_group() {
     );
 
     // another group (another deployment) imports it and continues
-    let text = std::fs::read_to_string(&run.config).expect("config");
     let group_b = unique("import-group");
-    let text_b: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("group_id") || l.starts_with("instance_id") {
-                format!(
-                    "{} = \"{group_b}\"",
-                    l.split('=').next().unwrap_or("").trim()
-                )
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let config_b = dir.path().join("b.toml");
-    std::fs::write(&config_b, text_b).expect("config b");
+    let config_b = with_group_id(&run.config, dir.path(), "b.toml", &group_b);
     let run_b = Run {
         config: config_b.clone(),
         partitions: run.partitions,

@@ -874,6 +874,29 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .expect("topic created");
 }
 
+/// A copy of `config` at `dir/name` for another deployment: the same
+/// models under consumer group id `group_id` (and instance id, if set).
+pub fn with_group_id(config: &Path, dir: &Path, name: &str, group_id: &str) -> PathBuf {
+    let text = std::fs::read_to_string(config).expect("config");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("group_id") || l.starts_with("instance_id") {
+                format!(
+                    "{} = \"{group_id}\"",
+                    l.split('=').next().unwrap_or("").trim()
+                )
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
 /// Runs a `streamfit` subcommand to completion.
 pub fn streamfit(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_streamfit"))
