@@ -10,8 +10,10 @@ read, write and describe the configs of its checkpoint topic
 (`<group_id>.<model>.checkpoints` unless `service.checkpoint_topic` names
 one); create those topics only where streamfit creates them (inputs,
 outputs and dead letters with `topics.create`, the default; checkpoint
-topics always); read and describe its consumer groups and write its
-transactional ids, both under the prefix `<group_id>.<model>`.
+topics always); read and describe its consumer group `<group_id>.<model>`
+and the groups under the prefix `<group_id>.<model>.` (backfills, exports,
+checkpoint readers), and write its transactional ids, all under that
+prefix. The dot keeps model `waits` from reaching model `waits-v1`'s.
 """
 import sys
 import tomllib
@@ -53,8 +55,10 @@ def main():
     line(["Read", "Describe"] + maybe_create, "topic", inputs)
     line(["Write", "Describe"] + maybe_create, "topic", outputs)
     line(["Read", "Write", "Describe", "DescribeConfigs", "Create"], "topic", checkpoints)
-    line(["Read", "Describe"], "group", prefixes, "prefixed")
-    line(["Write", "Describe"], "transactional-id", prefixes, "prefixed")
+    under = {f"{p}." for p in prefixes}
+    line(["Read", "Describe"], "group", prefixes)
+    line(["Read", "Describe"], "group", under, "prefixed")
+    line(["Write", "Describe"], "transactional-id", under, "prefixed")
 
 
 main()
