@@ -63,16 +63,22 @@ pub fn export(config: &Config, model: &str) -> Result<ModelSnapshot> {
     let m = config.model(model)?;
     let group = group_of(config, model);
     let input = m.input_topic()?.to_owned();
+    let ck_topic = config.service.checkpoint_topic(model);
+    // a model that never ran has no checkpoint topic yet: said as such, not
+    // as a missing topic to configure
+    if kafka::partition_count(&config.kafka, &ck_topic, Duration::from_secs(30))?.is_none() {
+        bail!("model {model} has no committed checkpoint: its checkpoint topic {ck_topic} does not exist yet; run the service (with exactly_once = true) or a replay first, or set `service.checkpoint_topic` if its checkpoints are in another topic");
+    }
     let found = checkpoint::read_latest(
         &config.kafka,
-        &config.service.checkpoint_topic(model),
+        &ck_topic,
         &group,
         &input,
         &[],
         Duration::from_secs(60),
     )?;
     if found.is_empty() {
-        bail!("model {model} has no committed checkpoint in {} for group {group}: has the service (with exactly_once = true) or a replay run?", config.service.checkpoint_topic(model));
+        bail!("model {model} has no committed checkpoint in {ck_topic} for group {group}: has the service (with exactly_once = true) or a replay run?");
     }
     Ok(ModelSnapshot {
         format_version: FORMAT_VERSION,

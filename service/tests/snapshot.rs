@@ -62,6 +62,22 @@ async fn an_exported_model_continues_in_another_group() {
     // another group (another deployment) imports it and continues
     let group_b = unique("import-group");
     let config_b = with_group_id(&run.config, dir.path(), "b.toml", &group_b);
+    // nothing to export from a deployment that never ran: said as such
+    let never = streamfit(&[
+        "model",
+        "export",
+        "--model",
+        "waits",
+        "--config",
+        config_b.to_str().expect("utf-8"),
+    ]);
+    let why = String::from_utf8_lossy(&never.stderr);
+    assert!(
+        !never.status.success()
+            && why.contains("has no committed checkpoint")
+            && why.contains("run the service"),
+        "{why}"
+    );
     let run_b = Run {
         config: config_b.clone(),
         partitions: run.partitions,
