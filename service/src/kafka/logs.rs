@@ -78,9 +78,14 @@ pub fn error_event(model: &str, error: &KafkaError, reason: &str) {
 /// True for the drop of a coordinator's connection as librdkafka moves it
 /// (see the module's documentation).
 pub fn coordinator_moved(text: &str) -> bool {
+    // an error event's reason starts with the connection's name, a log
+    // line has it after the thread's
     let coordinator = ["GroupCoordinator: ", "TxnCoordinator: "]
         .iter()
-        .any(|c| text.starts_with(c) || text.contains(&format!("]: {c}")));
+        .any(|c| text.starts_with(c))
+        || ["]: GroupCoordinator: ", "]: TxnCoordinator: "]
+            .iter()
+            .any(|c| text.contains(c));
     coordinator
         && [
             "Local: Broker transport failure",

@@ -61,8 +61,7 @@ async function api(path) {
 
 // ---- charts ---------------------------------------------------------------
 
-// A line chart: `series` is [{name, values}], `times` the x values (ms);
-// `none` says why there is nothing to draw when samples came without values.
+// A line chart: `series` is [{name, values}], `times` the x values (ms).
 function chart(name) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "chart");
@@ -74,6 +73,7 @@ function chart(name) {
   return { fig, svg, cap };
 }
 
+// `none` says why there is nothing to draw when samples came without values.
 function drawChart(c, times, series, unit, none) {
   const W = 300, H = 130, L = 34, R = 4, T = 6, B = 16;
   const all = series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
