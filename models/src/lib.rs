@@ -15,7 +15,8 @@
 //! - [`keyed`]: [`KeyedModel`], one model per key with a shared fallback.
 //! - [`metrics`]: prequential metrics, cumulative and over a rolling window.
 //! - [`sparse`]: [`SparseModel`], binary and softmax logistic regression
-//!   over rows with sparse (hashed) and dense columns.
+//!   over rows with sparse (hashed) and dense columns; `sparse/naive_bayes`
+//!   the naive Bayes counts stacked under it (`naive_bayes = alpha`).
 //! - [`pages`]: a sparse model's columns in pages, for checkpoints that
 //!   write only what changed.
 //! - [`learner`]: [`Learner`], a dense or a sparse model.
