@@ -2,7 +2,8 @@
 //! command, the Kafka loop and the HTTP API.
 //!
 //! Layout:
-//! - [`config`]: the TOML config with environment overrides, validated whole.
+//! - [`config`]: the TOML config with environment overrides (`config/env`),
+//!   validated whole.
 //! - [`pipeline`]: one model's synchronous work, bytes in, predictions out.
 //! - [`eval`]: `streamfit eval`, the prequential protocol over a data set.
 //! - [`kafka`]: client configs, topic creation, consumer/producer contexts.
