@@ -112,9 +112,7 @@ fn day_weight() -> f64 {
     0.3
 }
 /// `char_weight` when not set.
-pub(crate) fn char_weight() -> f64 {
-    0.3
-}
+pub const CHAR_WEIGHT: f64 = 0.3;
 fn text_bits() -> u32 {
     20
 }
@@ -209,9 +207,10 @@ pub enum FeatureDef {
         /// either end (`<word>`).
         #[serde(default)]
         chars: Option<[usize; 2]>,
-        /// With `chars`: each gram's value times this.
-        #[serde(default = "char_weight")]
-        char_weight: f64,
+        /// With `chars`: each gram's value times this ([`CHAR_WEIGHT`] when
+        /// not set; set without `chars`, an error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        char_weight: Option<f64>,
         /// Allow the field to be absent or null (no columns).
         #[serde(default)]
         optional: bool,

@@ -3,7 +3,7 @@
 
 use crate::decode::Fields;
 use crate::error::FeatureError;
-use crate::spec::{FeatureDef, FeatureSpec, InputFormat, Reset};
+use crate::spec::{FeatureDef, FeatureSpec, InputFormat, Reset, CHAR_WEIGHT};
 use crate::text::{CharGrams, OptionError, TextHasher, TextOptions};
 
 use super::calendar::{TimeMemo, WEEKDAYS};
@@ -94,19 +94,22 @@ impl FeatureExtractor {
                     };
                     let option = |e: OptionError| spec_error(at(e.key), e.message);
                     let mut hasher = TextHasher::new(options.clone()).map_err(option)?;
-                    if chars.is_none() && *char_weight != crate::spec::char_weight() {
-                        return Err(spec_error(
-                            at("char_weight"),
-                            format!(
-                                "weighs the character n-grams of `chars`, but `chars` is not set: set it too (`chars = [4, 4]`, say) or leave `char_weight` out (it is {char_weight})"
-                            ),
-                        ));
-                    }
+                    let char_weight = match (chars, char_weight) {
+                        (None, Some(w)) => {
+                            return Err(spec_error(
+                                at("char_weight"),
+                                format!(
+                                    "weighs the character n-grams of `chars`, but `chars` is not set: set it too (`chars = [4, 4]`, say) or leave `char_weight` out (it is {w})"
+                                ),
+                            ));
+                        }
+                        (_, w) => w.unwrap_or(CHAR_WEIGHT),
+                    };
                     if let Some([min, max]) = *chars {
                         let grams = CharGrams {
                             min,
                             max,
-                            weight: *char_weight,
+                            weight: char_weight,
                         };
                         hasher = hasher.with_chars(grams).map_err(option)?;
                     }

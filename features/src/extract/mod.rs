@@ -1129,6 +1129,8 @@ mod tests {
                 "`features[0].char_weight` should be a finite number > 0",
             ),
             (", char_weight = 0.5", "`chars` is not set"),
+            // set to its default is still set: it weighs nothing without `chars`
+            (", char_weight = 0.3", "`chars` is not set"),
         ] {
             let err = FeatureExtractor::new(spec(extra), true).expect_err("invalid");
             assert!(err.to_string().contains(key), "{err}");
