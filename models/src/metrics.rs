@@ -69,19 +69,40 @@ pub struct ClassScore {
     pub p_label: f64,
 }
 
+impl ClassScore {
+    /// `predicted` when the model knew no class yet (the first reading of a
+    /// model that learns its classes): no class was predicted, so the
+    /// label's class missed it and no class has a false positive.
+    pub const NO_CLASS: u32 = u32::MAX;
+
+    /// The class number of a prediction, [`ClassScore::NO_CLASS`] for NaN
+    /// (no class known).
+    pub fn class_of(prediction: f64) -> u32 {
+        if prediction.is_nan() {
+            Self::NO_CLASS
+        } else {
+            prediction as u32
+        }
+    }
+}
+
 /// Per class: true positives, false positives, false negatives.
 type Confusion = Vec<[u64; 3]>;
 
 fn confuse(c: &mut Confusion, s: &ClassScore) {
-    let need = s.predicted.max(s.label) as usize + 1;
+    let label = s.label as usize;
+    let predicted = (s.predicted != ClassScore::NO_CLASS).then_some(s.predicted as usize);
+    let need = predicted.unwrap_or(0).max(label) + 1;
     if c.len() < need {
         c.resize(need, [0; 3]);
     }
-    if s.predicted == s.label {
-        c[s.label as usize][0] += 1;
-    } else {
-        c[s.predicted as usize][1] += 1;
-        c[s.label as usize][2] += 1;
+    match predicted {
+        Some(p) if p == label => c[label][0] += 1,
+        Some(p) => {
+            c[p][1] += 1;
+            c[label][2] += 1;
+        }
+        None => c[label][2] += 1,
     }
 }
 
@@ -310,6 +331,15 @@ impl Prequential {
     /// cumulative figures become those of both streams together; the rolling
     /// window keeps the newest of each, up to the window.
     pub fn merge(&mut self, other: &Prequential) {
+        self.merge_classes(other, &[]);
+    }
+
+    /// [`Prequential::merge`] of a multiclass stream that numbers its
+    /// classes otherwise: its class `k` is this one's `to[k]` (a model's
+    /// partitions each number the classes they learn in their own order of
+    /// appearance); a class beyond `to` keeps its number.
+    pub fn merge_classes(&mut self, other: &Prequential, to: &[u32]) {
+        let map = |k: u32| to.get(k as usize).copied().unwrap_or(k);
         self.count += other.count;
         self.sum_abs += other.sum_abs;
         self.sum_sq += other.sum_sq;
@@ -327,19 +357,30 @@ impl Prequential {
         while self.recent.len() > self.window {
             self.recent.pop_front();
         }
-        if self.confusion.len() < other.confusion.len() {
-            self.confusion.resize(other.confusion.len(), [0; 3]);
-        }
-        for (a, b) in self.confusion.iter_mut().zip(&other.confusion) {
-            for (x, y) in a.iter_mut().zip(b) {
+        for (k, b) in other.confusion.iter().enumerate() {
+            let j = map(k as u32) as usize;
+            if self.confusion.len() <= j {
+                self.confusion.resize(j + 1, [0; 3]);
+            }
+            for (x, y) in self.confusion[j].iter_mut().zip(b) {
                 *x += y;
             }
         }
         self.recent_classes
-            .extend(other.recent_classes.iter().copied());
+            .extend(other.recent_classes.iter().map(|s| ClassScore {
+                predicted: map(s.predicted),
+                label: map(s.label),
+                p_label: s.p_label,
+            }));
         while self.recent_classes.len() > self.window {
             self.recent_classes.pop_front();
         }
+    }
+
+    /// No reading scored yet, with this one's task and window: what
+    /// partitions' metrics are merged into.
+    pub fn empty_like(&self) -> Prequential {
+        Prequential::new(self.task, self.window)
     }
 
     /// Readings scored so far.
@@ -481,6 +522,65 @@ mod tests {
         assert_eq!(live.rolling(), evaluate_classes(&scores[2..]));
         a.merge(&b);
         assert_eq!(a.cumulative().class_f1, m.class_f1, "merged");
+
+        // b numbers the classes otherwise (2, 0, 1 for 0, 1, 2): merged
+        // through its numbering they are the same figures, and not without
+        let renumber = [1u32, 2, 0];
+        let (mut a, mut b) = (
+            Prequential::new(Task::Multiclass, 4),
+            Prequential::new(Task::Multiclass, 4),
+        );
+        for (i, x) in scores.iter().enumerate() {
+            if i % 2 == 0 {
+                a.update_class(*x)
+            } else {
+                b.update_class(s(
+                    renumber[x.predicted as usize],
+                    renumber[x.label as usize],
+                    x.p_label,
+                ))
+            }
+        }
+        let mut plain = a.clone();
+        plain.merge(&b);
+        assert_ne!(
+            plain.cumulative().class_f1,
+            m.class_f1,
+            "the renumbering matters"
+        );
+        a.merge_classes(&b, &[2, 0, 1]);
+        assert_eq!(a.cumulative().class_f1, m.class_f1, "merged by class");
+        assert_eq!(a.cumulative().macro_f1, m.macro_f1);
+        // the window keeps the newest of each: a's last, then b's three
+        let rolling: Vec<ClassScore> = a.recent_classes.iter().copied().collect();
+        let want = [scores[4], scores[1], scores[3], scores[5]];
+        assert_eq!(rolling, want, "the rolling window's classes renumbered too");
+    }
+
+    #[test]
+    fn a_prediction_of_no_class_misses_the_label_and_blames_no_class() {
+        // the first reading of a model that learns its classes: none known
+        let first = ClassScore {
+            predicted: ClassScore::class_of(f64::NAN),
+            label: 0,
+            p_label: 0.0,
+        };
+        let right = ClassScore {
+            predicted: 0,
+            label: 0,
+            p_label: 0.9,
+        };
+        let mut live = Prequential::new(Task::Multiclass, 10);
+        live.update_class(first);
+        live.update_class(right);
+        let m = live.cumulative();
+        // class 0: tp 1, fp 0, fn 1
+        assert_eq!(m.class_f1, Some(vec![2.0 / 3.0]));
+        assert_eq!(m.accuracy, Some(0.5));
+        assert_eq!(live.rolling().class_f1, Some(vec![2.0 / 3.0]));
+        let mut merged = live.empty_like();
+        merged.merge_classes(&live, &[0]);
+        assert_eq!(merged.cumulative(), m);
     }
 
     #[test]

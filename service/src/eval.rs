@@ -64,6 +64,10 @@ pub struct EvalReport {
     pub readings_per_second: f64,
     /// Readings per second of predict and learn alone, over rows extracted beforehand.
     pub model_only_readings_per_second: f64,
+    /// Multiclass: the classes, in the order of `class_f1` (declared, or
+    /// learned in order of appearance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
     /// Metrics over all scored readings.
     #[serde(flatten)]
     pub all: MetricSet,
@@ -279,6 +283,7 @@ pub fn run_delayed(
         seconds,
         readings_per_second: readings.len() as f64 / seconds.max(1e-9),
         model_only_readings_per_second: median(&mut model_only),
+        classes: (first.task == Task::Multiclass).then(|| first.classes.clone()),
         all: first.metrics(0..n),
         second_half: first.metrics(half..n),
         last_20pct: first.metrics(last..n),
@@ -319,6 +324,8 @@ fn median(v: &mut [f64]) -> f64 {
 /// One timed run of the protocol over a fresh pipeline.
 struct Pass {
     learned: u64,
+    /// Multiclass: the classes, in their numbers' order.
+    classes: Vec<String>,
     drift: Option<models::drift::DriftDetector>,
     champion: String,
     promotions: Vec<crate::pipeline::Promotion>,
@@ -390,11 +397,7 @@ fn timed_pass(
                         labels.push(y);
                         if multiclass {
                             scores.push(ClassScore {
-                                predicted: if p.prediction.is_nan() {
-                                    u32::MAX
-                                } else {
-                                    p.prediction as u32
-                                },
+                                predicted: ClassScore::class_of(p.prediction),
                                 label: y as u32,
                                 p_label: p.probabilities.get(y as usize).copied().unwrap_or(0.0),
                             });
@@ -424,6 +427,7 @@ fn timed_pass(
     }
     Ok(Pass {
         learned,
+        classes: pipeline.classes().to_vec(),
         drift: pipeline.drift().cloned(),
         champion: pipeline.champion().to_owned(),
         promotions: pipeline.promotions().to_vec(),
@@ -538,8 +542,19 @@ impl EvalReport {
                 )
             })
             .unwrap_or_default();
+        let per_class = match (&self.classes, &self.all.class_f1) {
+            (Some(classes), Some(f1)) => {
+                let each: Vec<String> = classes
+                    .iter()
+                    .zip(f1)
+                    .map(|(c, f)| format!("{c} {f:.4}"))
+                    .collect();
+                format!("\n  F1 by class     {}", each.join("  "))
+            }
+            _ => String::new(),
+        };
         format!(
-            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}{}",
+            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}{per_class}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}{}",
             self.model,
             self.batch,
             self.label_delay

@@ -53,12 +53,20 @@ pub struct Recent {
     pub offset: i64,
     /// The reading's key.
     pub key: Option<String>,
-    /// The prediction (the probability of class 1 for a classifier).
+    /// The prediction (the probability of class 1 for a classifier; a
+    /// multiclass model's class number, in its partition's numbering).
     pub prediction: f64,
     /// The label, when the reading had one.
     pub label: Option<f64>,
     /// The reading's event time, ms since the Unix epoch.
     pub event_time_ms: Option<i64>,
+    /// Multiclass: the predicted class's name (each partition numbers the
+    /// classes it learns in its own order of appearance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction_class: Option<String>,
+    /// Multiclass: the label's class name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_class: Option<String>,
 }
 
 /// A model's history.
@@ -119,13 +127,20 @@ impl History {
     }
 
     /// Notes the last predictions of a micro-batch of `partition` (the
-    /// readings' offsets in order, beside their outcomes).
+    /// readings' offsets in order, beside their outcomes); `classes`: a
+    /// multiclass model's, in the partition's numbering (else empty).
     pub fn note_batch(
         &self,
         partition: i32,
         offsets: impl Iterator<Item = i64>,
         outcomes: &[Outcome<'_>],
+        classes: &[String],
     ) {
+        let name = |k: f64| {
+            (!classes.is_empty() && k >= 0.0)
+                .then(|| classes.get(k as usize).cloned())
+                .flatten()
+        };
         let skip = outcomes.len().saturating_sub(PER_BATCH);
         self.note(
             offsets
@@ -139,6 +154,8 @@ impl History {
                         prediction: p.prediction,
                         label: p.label,
                         event_time_ms: p.event_time,
+                        prediction_class: name(p.prediction),
+                        label_class: p.label.and_then(name),
                     }),
                     Outcome::Invalid(_) => None,
                 }),
@@ -194,6 +211,8 @@ mod tests {
             prediction: 1.0,
             label: Some(2.0),
             event_time_ms: None,
+            prediction_class: None,
+            label_class: None,
         }));
         let r = h.recent();
         assert_eq!(r.len(), RECENT);

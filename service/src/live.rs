@@ -191,16 +191,56 @@ impl Live {
         self.partitions.values().map(|m| m.promotions_total()).sum()
     }
 
-    /// Live metrics over all partitions: cumulative and rolling.
-    pub fn metrics(&self) -> (MetricSet, MetricSet) {
-        let mut all: Option<Prequential> = None;
+    /// A multiclass model's classes over all partitions, in the order
+    /// its metrics' `class_f1` and [`Live::class_numbers`] use: each
+    /// partition numbers the classes it learns in its own order of
+    /// appearance, so this is the primary partition's classes, then those
+    /// only other partitions have learned, by partition (declared classes:
+    /// the declared list, as every partition has it).
+    pub fn classes(&self) -> Vec<String> {
+        let mut all = self.primary().1.classes().to_vec();
         for m in self.partitions.values() {
-            match &mut all {
-                Some(a) => a.merge(m.prequential()),
-                None => all = Some(m.prequential().clone()),
+            for c in m.classes() {
+                if !all.contains(c) {
+                    all.push(c.clone());
+                }
             }
         }
+        all
+    }
+
+    /// Per class number of `pipeline`, its number in `classes` (those of
+    /// [`Live::classes`]).
+    pub fn class_numbers(classes: &[String], pipeline: &Pipeline) -> Vec<u32> {
+        pipeline
+            .classes()
+            .iter()
+            .map(|c| classes.iter().position(|x| x == c).unwrap_or(0) as u32)
+            .collect()
+    }
+
+    /// Live metrics over all partitions: cumulative and rolling (a
+    /// multiclass model's classes numbered as [`Live::classes`]).
+    pub fn metrics(&self) -> (MetricSet, MetricSet) {
+        let classes = self.classes();
+        let mut all: Option<Prequential> = None;
+        for m in self.partitions.values() {
+            all.get_or_insert_with(|| m.prequential().empty_like())
+                .merge_classes(m.prequential(), &Self::class_numbers(&classes, m));
+        }
         all.map_or_else(|| self.fresh.metrics(), |a| (a.cumulative(), a.rolling()))
+    }
+
+    /// One partition's metrics, cumulative and rolling, its classes
+    /// numbered as [`Live::classes`].
+    pub fn metrics_of(&self, pipeline: &Pipeline) -> (MetricSet, MetricSet) {
+        let classes = self.classes();
+        let mut m = pipeline.prequential().empty_like();
+        m.merge_classes(
+            pipeline.prequential(),
+            &Self::class_numbers(&classes, pipeline),
+        );
+        (m.cumulative(), m.rolling())
     }
 }
 
@@ -213,6 +253,100 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
         let config = crate::config::Config::load(&path).expect("config");
         Pipeline::new(config.model("waits-v1").expect("model")).expect("pipeline")
+    }
+
+    /// The shipped `sentiment` model with its classes learned, not declared.
+    fn learned_classes() -> Pipeline {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/streamfit.toml");
+        let text = std::fs::read_to_string(path).expect("shipped config");
+        let env = [(
+            "STREAMFIT_MODEL_SENTIMENT__TARGET".to_owned(),
+            r#"{ field = "sentiment" }"#.to_owned(),
+        )];
+        let config = crate::config::Config::parse(&text, env.into_iter()).expect("valid");
+        Pipeline::new(config.model("sentiment").expect("model")).expect("pipeline")
+    }
+
+    /// Feeds `p` `n` tweets of each (class, words) in turn, one at a time;
+    /// gives each scored reading's (predicted, label) class names (none
+    /// predicted while no class was known).
+    fn moods(p: &mut Pipeline, moods: &[(&str, &str, usize)]) -> Vec<(Option<String>, String)> {
+        let mut named = Vec::new();
+        for &(class, words, n) in moods {
+            for i in 0..n {
+                let json =
+                    format!(r#"{{"text":"{words} {i}","airline":"United","sentiment":"{class}"}}"#);
+                let input = crate::pipeline::Input {
+                    key: None,
+                    bytes: json.as_bytes(),
+                };
+                let mut out = Vec::new();
+                p.process(std::slice::from_ref(&input), &mut out);
+                for o in &out {
+                    if let crate::pipeline::Outcome::Predicted(x) = o {
+                        let name = |k: f64| p.classes()[k as usize].clone();
+                        let predicted = (!x.prediction.is_nan()).then(|| name(x.prediction));
+                        named.push((predicted, name(x.label.expect("label"))));
+                    }
+                }
+            }
+        }
+        named
+    }
+
+    #[test]
+    fn partitions_that_learned_their_classes_in_another_order_merge_by_name() {
+        let (mut p0, mut p1) = (learned_classes(), learned_classes());
+        let a = moods(
+            &mut p0,
+            &[
+                ("negative", "late lost awful", 30),
+                ("neutral", "what time boarding", 10),
+                ("positive", "great thanks lovely", 5),
+            ],
+        );
+        let b = moods(
+            &mut p1,
+            &[
+                ("positive", "great thanks lovely", 30),
+                ("neutral", "what time boarding", 5),
+                ("negative", "late lost awful", 10),
+            ],
+        );
+        assert_eq!(p0.classes(), ["negative", "neutral", "positive"]);
+        assert_eq!(p1.classes(), ["positive", "neutral", "negative"]);
+        let live = Live::new(learned_classes())
+            .with(0, &p0, 45)
+            .with(1, &p1, 45);
+        let classes = live.classes();
+        assert_eq!(classes, p0.classes(), "the busiest partition's, first");
+        let number = |c: &str| classes.iter().position(|x| x == c).expect("class") as u32;
+        let scores = |named: &[(Option<String>, String)]| -> Vec<models::metrics::ClassScore> {
+            named
+                .iter()
+                .map(|(p, l)| models::metrics::ClassScore {
+                    predicted: p
+                        .as_deref()
+                        .map_or(models::metrics::ClassScore::NO_CLASS, number),
+                    label: number(l),
+                    p_label: 0.5,
+                })
+                .collect()
+        };
+        let want = models::metrics::evaluate_classes(&scores(&[a.clone(), b.clone()].concat()));
+        let (got, _) = live.metrics();
+        assert_eq!(got.class_f1, want.class_f1);
+        assert_eq!(got.macro_f1, want.macro_f1);
+        assert_eq!(got.accuracy, want.accuracy);
+        // merged by number, partition 1's positive would count as negative
+        let mut by_number = p0.prequential().clone();
+        by_number.merge(p1.prequential());
+        assert_ne!(by_number.cumulative().class_f1, want.class_f1);
+        // one partition's metrics, numbered as `classes`
+        let one = models::metrics::evaluate_classes(&scores(&b));
+        assert_eq!(live.metrics_of(&p1).0.class_f1, one.class_f1);
+        assert_ne!(p1.metrics().0.class_f1, one.class_f1);
     }
 
     #[test]

@@ -600,12 +600,8 @@ impl Pipeline {
         if self.task == Task::Multiclass {
             let k = label as usize;
             self.metrics.update_class(ClassScore {
-                predicted: if prediction.is_nan() {
-                    // no class known before this one: nothing was right
-                    u32::MAX
-                } else {
-                    prediction as u32
-                },
+                // no class known before this one: NO_CLASS
+                predicted: ClassScore::class_of(prediction),
                 label: k as u32,
                 p_label: probs.get(k).copied().unwrap_or(0.0),
             });

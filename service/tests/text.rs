@@ -315,6 +315,201 @@ async fn a_plain_text_model_learns_its_labelled_history_from_a_file() {
     svc.stop();
 }
 
+/// Publishes each (partition, value) to that partition of `topic`, in order.
+fn produce_to(bootstrap: &str, topic: &str, readings: &[(i32, Vec<u8>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = client(bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (partition, value) in readings {
+        let rec = BaseRecord::<(), _>::to(topic)
+            .partition(*partition)
+            .payload(value.as_slice());
+        p.send(rec).map_err(|(e, _)| e).expect("queued");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+/// Per class of `classes`, in order: true positives, false positives and
+/// false negatives of (predicted, label) class names (`None`: no class
+/// predicted).
+fn confusion(classes: &[&str], scored: &[(Option<String>, String)]) -> Vec<[u64; 3]> {
+    let mut counts = vec![[0u64; 3]; classes.len()];
+    let at = |c: &str| classes.iter().position(|x| *x == c).expect("a known class");
+    for (predicted, label) in scored {
+        match predicted.as_deref() {
+            Some(p) if p == label => counts[at(label)][0] += 1,
+            Some(p) => {
+                counts[at(p)][1] += 1;
+                counts[at(label)][2] += 1;
+            }
+            None => counts[at(label)][2] += 1,
+        }
+    }
+    counts
+}
+
+/// Per-class F1 of confusion counts, and their mean over the classes with
+/// any count.
+fn f1s(counts: &[[u64; 3]]) -> (Vec<f64>, f64) {
+    let f1: Vec<f64> = counts
+        .iter()
+        .map(|&[tp, fp, fn_]| match 2 * tp + fp + fn_ {
+            0 => 0.0,
+            d => 2.0 * tp as f64 / d as f64,
+        })
+        .collect();
+    let live: Vec<f64> = counts
+        .iter()
+        .zip(&f1)
+        .filter(|(c, _)| c.iter().any(|&n| n > 0))
+        .map(|(_, &f)| f)
+        .collect();
+    let mean = live.iter().sum::<f64>() / live.len() as f64;
+    (f1, mean)
+}
+
+/// The shipped `sentiment` model with its classes learned, not declared,
+/// on three partitions that each meet the classes in another order: every
+/// tweet is predicted (the first of each partition knowing no class, which
+/// aborted the service), and `GET /v1/models/sentiment` merges the
+/// partitions' metrics by class name (they were merged by class number, so
+/// one partition's `positive` counted as another's `negative`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_classes_are_merged_by_name_over_partitions() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = setup_table(dir.path(), &bootstrap, "sentiment", 3, "", |i, o, d| {
+        let table = model_table("sentiment", i, o, d, 50);
+        let learned = table.replace(
+            r#"target = { field = "sentiment", classes = ["negative", "neutral", "positive"] }"#,
+            r#"target = { field = "sentiment" }"#,
+        );
+        assert_ne!(learned, table, "the classes left out");
+        learned
+    });
+    let class_of = |t: &[u8]| -> String {
+        let v: serde_json::Value = serde_json::from_slice(t).expect("a tweet");
+        v["sentiment"].as_str().expect("a sentiment").to_owned()
+    };
+    let all = tweets(1_200);
+    let first_of = |class: &str, skip: usize| -> Vec<u8> {
+        all.iter()
+            .map(|(_, t)| t)
+            .filter(|t| class_of(t) == class)
+            .nth(skip)
+            .expect("a tweet of the class")
+            .clone()
+    };
+    // each partition: one tweet of each class in its own order, then 150
+    // tweets of the stream
+    let orders = [
+        ["negative", "neutral", "positive"],
+        ["positive", "negative", "neutral"],
+        ["neutral", "positive", "negative"],
+    ];
+    let mut readings = Vec::new();
+    for (p, order) in orders.iter().enumerate() {
+        for class in order {
+            readings.push((p as i32, first_of(class, p)));
+        }
+        for (_, t) in &all[p * 150..(p + 1) * 150] {
+            readings.push((p as i32, t.clone()));
+        }
+    }
+    let n = readings.len();
+    let svc = Service::start(&run.config);
+    wait_ready(&run.http).await;
+    produce_to(&bootstrap, &run.input, &readings);
+    wait_for_outputs(&bootstrap, &run, n, Duration::from_secs(120));
+
+    // (partition, predicted, label) of every output
+    let outputs: Vec<(i64, Option<String>, String)> =
+        read_topic(&bootstrap, &run.output, 3, n, Duration::from_secs(30))
+            .iter()
+            .map(|(_, payload, _)| {
+                let v: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+                (
+                    v["source"]["partition"].as_i64().expect("a partition"),
+                    v["prediction"].as_str().map(str::to_owned),
+                    v["label"].as_str().expect("a label").to_owned(),
+                )
+            })
+            .collect();
+    assert_eq!(outputs.len(), n, "every tweet predicted");
+    let detail = model_detail(&run.http, "sentiment").await;
+    let classes: Vec<String> = serde_json::from_value(detail["classes"].clone()).expect("classes");
+    // the busiest partition's order (all as busy: partition 0)
+    assert_eq!(classes, orders[0], "{}", detail["classes"]);
+    let scored = |only: Option<i64>| -> Vec<(Option<String>, String)> {
+        outputs
+            .iter()
+            .filter(|(p, _, _)| only.is_none_or(|o| o == *p))
+            .map(|(_, predicted, label)| (predicted.clone(), label.clone()))
+            .collect()
+    };
+    let close = |got: &serde_json::Value, want: &[f64], what: &str| {
+        let got: Vec<f64> = serde_json::from_value(got.clone()).expect("numbers");
+        assert_eq!(got.len(), want.len(), "{what}: {got:?} against {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-9, "{what}: {got:?} against {want:?}");
+        }
+    };
+    let names: Vec<&str> = classes.iter().map(String::as_str).collect();
+    let (f1, macro_f1) = f1s(&confusion(&names, &scored(None)));
+    let cumulative = &detail["metrics"]["cumulative"];
+    close(&cumulative["class_f1"], &f1, "merged class_f1");
+    close(
+        &serde_json::json!([cumulative["macro_f1"]]),
+        &[macro_f1],
+        "merged macro_f1",
+    );
+    for part in detail["partitions"].as_array().expect("partitions") {
+        let p = part["partition"].as_i64().expect("a partition");
+        let (f1, _) = f1s(&confusion(&names, &scored(Some(p))));
+        close(
+            &part["metrics"]["cumulative"]["class_f1"],
+            &f1,
+            &format!("partition {p}'s class_f1"),
+        );
+    }
+    // merged by each partition's own class numbers, the figures differ:
+    // the test tells the two apart
+    let mut by_number = [[0u64; 3]; 3];
+    for (p, order) in orders.iter().enumerate() {
+        for (sum, c) in by_number
+            .iter_mut()
+            .zip(confusion(order, &scored(Some(p as i64))))
+        {
+            for (x, y) in sum.iter_mut().zip(c) {
+                *x += y;
+            }
+        }
+    }
+    let (wrong, _) = f1s(&by_number);
+    assert!(
+        wrong.iter().zip(&f1).any(|(w, r)| (w - r).abs() > 1e-3),
+        "merging by number would give the same figures: {wrong:?} {f1:?}"
+    );
+    // the dashboard's recent predictions name their classes
+    let history: serde_json::Value =
+        reqwest::get(format!("http://{}/v1/models/sentiment/history", run.http))
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("json");
+    let recent = history["recent"].as_array().expect("recent");
+    assert!(!recent.is_empty(), "{history}");
+    for r in recent {
+        assert!(r["label_class"].is_string(), "{r}");
+        assert!(classes.iter().any(|c| r["label_class"] == **c), "{r}");
+    }
+    svc.stop();
+}
+
 /// The checkpoint counters of `model`: (commits, bytes, page records).
 async fn checkpoint_counters(http: &str, model: &str) -> (f64, f64, f64) {
     let page = metrics_page(http).await;

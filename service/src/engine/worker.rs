@@ -618,9 +618,12 @@ impl<'c> Worker<'c> {
                 }
             }
         }
-        self.handle
-            .history
-            .note_batch(partition, batch.iter().map(|m| m.offset()), &outcomes);
+        self.handle.history.note_batch(
+            partition,
+            batch.iter().map(|m| m.offset()),
+            &outcomes,
+            part.pipeline.classes(),
+        );
         let s = &self.handle.stats;
         s.predicted
             .fetch_add(stats.predicted as u64, Ordering::Relaxed);

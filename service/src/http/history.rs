@@ -56,8 +56,7 @@ pub(super) async fn history(
         })
         .collect();
     let samples = h.history.samples_since(since);
-    let p = live.primary().1;
-    let classes = (p.task() == models::Task::Multiclass).then(|| p.classes());
+    let classes = (live.primary().1.task() == models::Task::Multiclass).then(|| live.classes());
     Ok(Json(json!({
         "classes": classes,
         "model": summary(h, &live),

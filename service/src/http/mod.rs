@@ -236,7 +236,7 @@ async fn get_model(
     let partitions: Vec<serde_json::Value> = live
         .partitions()
         .map(|(partition, m)| {
-            let (c, r) = m.metrics();
+            let (c, r) = live.metrics_of(m);
             json!({
                 "partition": partition,
                 "version": m.version(),
@@ -260,7 +260,7 @@ async fn get_model(
         "weights": shared["weights"],
         "intercept": shared["intercept"],
         "sparse_weights": shared.get("sparse_weights"),
-        "classes": (live.primary().1.task() == models::Task::Multiclass).then(|| p.classes()),
+        "classes": (p.task() == models::Task::Multiclass).then(|| live.classes()),
         "weights_partition": primary,
         "weights_note": "weights of the shared model of the partition that has seen the most readings, on standardised features (and target, for regression); model state belongs to an input partition",
         "partitions": partitions,

@@ -207,8 +207,8 @@ function render(m, h) {
     ? h.recent.slice(0, 12).map((p) => row([
       p.key ?? "–",
       p.event_time_ms ? new Date(p.event_time_ms).toISOString().slice(0, 16).replace("T", " ") : "–",
-      className(p.prediction),
-      p.label === null || p.label === undefined ? "–" : className(p.label),
+      p.prediction_class ?? className(p.prediction),
+      p.label === null || p.label === undefined ? "–" : (p.label_class ?? className(p.label)),
       p.label === null || p.label === undefined ? "–" : (p.label === p.prediction ? "right" : "wrong"),
     ]))
     : null;
