@@ -24,6 +24,10 @@ pub struct PredictionLog {
     pub prediction: Vec<f64>,
     /// The label, if the reading had one.
     pub label: Vec<Option<f64>>,
+    /// A multiclass model's classes, in the order of their numbers in
+    /// `prediction` and `label` (empty for other models): the log then has
+    /// `predicted_class` and `label_class` columns naming them.
+    pub classes: Vec<String>,
 }
 
 impl PredictionLog {
@@ -55,21 +59,35 @@ impl PredictionLog {
 
     /// The log as one Arrow record batch.
     pub fn to_record_batch(&self) -> Result<RecordBatch, ArrowError> {
-        let schema = Arc::new(Schema::new(vec![
+        let mut fields = vec![
             Field::new("position", DataType::UInt64, false),
             Field::new("key", DataType::Utf8, true),
             Field::new("event_time_ms", DataType::Int64, true),
             Field::new("prediction", DataType::Float64, false),
             Field::new("label", DataType::Float64, true),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from(self.position.clone())),
             Arc::new(StringArray::from(self.key.clone())),
             Arc::new(Int64Array::from(self.event_time.clone())),
             Arc::new(Float64Array::from(self.prediction.clone())),
             Arc::new(Float64Array::from(self.label.clone())),
         ];
-        RecordBatch::try_new(schema, columns)
+        if !self.classes.is_empty() {
+            // a class number's name (none for a NaN: no class known yet)
+            let name = |k: f64| {
+                (k >= 0.0)
+                    .then(|| self.classes.get(k as usize).cloned())
+                    .flatten()
+            };
+            let predicted: Vec<Option<String>> = self.prediction.iter().map(|&k| name(k)).collect();
+            let label: Vec<Option<String>> = self.label.iter().map(|k| k.and_then(name)).collect();
+            fields.push(Field::new("predicted_class", DataType::Utf8, true));
+            fields.push(Field::new("label_class", DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from(predicted)));
+            columns.push(Arc::new(StringArray::from(label)));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }
 
     /// Writes the log as an Arrow IPC file.
@@ -291,7 +309,33 @@ mod tests {
         let reader = FileReader::try_new(File::open(&path).expect("opens"), None).expect("reads");
         let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
         assert_eq!(batches[0], log.to_record_batch().expect("batch"));
+        assert_eq!(batches[0].num_columns(), 5, "no class columns");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_multiclass_eval_log_names_its_classes() {
+        let mut log = PredictionLog {
+            classes: vec!["neutral".into(), "negative".into()],
+            ..PredictionLog::default()
+        };
+        log.push(0, None, None, f64::NAN, Some(0.0));
+        log.push(1, None, None, 0.0, Some(1.0));
+        log.push(2, None, None, 1.0, None);
+        let batch = log.to_record_batch().expect("batch");
+        let names = |c: &str| -> Vec<Option<String>> {
+            let a = batch
+                .column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .expect("a string column");
+            a.iter().map(|v| v.map(str::to_owned)).collect()
+        };
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            names("predicted_class"),
+            [None, s("neutral"), s("negative")]
+        );
+        assert_eq!(names("label_class"), [s("neutral"), s("negative"), None]);
     }
 
     #[test]

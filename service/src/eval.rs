@@ -425,6 +425,9 @@ fn timed_pass(
             }
         }
     }
+    if let Some(log) = log {
+        log.classes = pipeline.classes().to_vec();
+    }
     Ok(Pass {
         learned,
         classes: pipeline.classes().to_vec(),

@@ -143,12 +143,16 @@ fn a_model_that_learns_its_classes_is_scored_from_its_first_reading() {
     // aborted the process, asking for 100 GB, until this test)
     let data = workspace().join("../shared/data/airline-tweets/tweets.jsonl");
     let config = workspace().join("deploy/streamfit.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("predictions.arrow");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamfit"))
         .args(["eval", "--model", "sentiment", "--passes", "1", "--json"])
         .arg("--data")
         .arg(&data)
         .arg("--config")
         .arg(&config)
+        .arg("--predictions-out")
+        .arg(&log)
         .env(
             "STREAMFIT_MODEL_SENTIMENT__TARGET",
             r#"{ field = "sentiment" }"#,
@@ -165,13 +169,40 @@ fn a_model_that_learns_its_classes_is_scored_from_its_first_reading() {
     assert_eq!(r["scored"], 14_640, "every reading scored, the first too");
     // the classes in the order the stream brings them, naming class_f1
     let mut appear: Vec<String> = Vec::new();
+    let mut labels: Vec<Option<String>> = Vec::new();
     for line in std::fs::read_to_string(&data).expect("tweets").lines() {
         let t: serde_json::Value = serde_json::from_str(line).expect("a tweet");
         let class = t["sentiment"].as_str().expect("a sentiment").to_owned();
         if !appear.contains(&class) {
-            appear.push(class);
+            appear.push(class.clone());
         }
+        labels.push(Some(class));
     }
+    // the predictions log names the classes: each label, and the first
+    // prediction as none (no class known yet)
+    let file = std::fs::File::open(&log).expect("the predictions log");
+    let batches: Vec<arrow::record_batch::RecordBatch> =
+        arrow::ipc::reader::FileReader::try_new(file, None)
+            .expect("an Arrow IPC file")
+            .collect::<Result<_, _>>()
+            .expect("batches");
+    let names = |column: &str| -> Vec<Option<String>> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column_by_name(column)
+                    .and_then(|a| a.as_any().downcast_ref::<arrow::array::StringArray>())
+                    .unwrap_or_else(|| panic!("a string column {column}"));
+                a.iter().map(|v| v.map(str::to_owned)).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert_eq!(names("label_class"), labels);
+    let predicted = names("predicted_class");
+    assert_eq!(predicted.len(), 14_640);
+    assert_eq!(predicted[0], None, "no class known before the first tweet");
+    assert!(predicted[1..].iter().all(Option::is_some));
     assert_eq!(r["classes"], serde_json::json!(appear), "{r}");
     assert_eq!(r["class_f1"].as_array().map(Vec::len), Some(3), "{r}");
     let (accuracy, macro_f1) = (num(&r, "accuracy"), num(&r, "macro_f1"));
