@@ -22,13 +22,7 @@ async fn an_exported_model_continues_in_another_group() {
     let svc = Service::start(&run.config);
     wait_ready(&run.http).await;
     wait_for_outputs(&bootstrap, &run, first, Duration::from_secs(120));
-    let http: serde_json::Value =
-        reqwest::get(format!("http://{}/v1/models/waits/snapshot", run.http))
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("json");
+    let http = get_json(&run.http, "/v1/models/waits/snapshot").await;
     assert_eq!(http["format_version"], 1, "{}", http["format_version"]);
     let next: i64 = http["partitions"]
         .as_array()

@@ -494,13 +494,7 @@ async fn learned_classes_are_merged_by_name_over_partitions() {
         "merging by number would give the same figures: {wrong:?} {f1:?}"
     );
     // the dashboard's recent predictions name their classes
-    let history: serde_json::Value =
-        reqwest::get(format!("http://{}/v1/models/sentiment/history", run.http))
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("json");
+    let history = get_json(&run.http, "/v1/models/sentiment/history").await;
     let recent = history["recent"].as_array().expect("recent");
     assert!(!recent.is_empty(), "{history}");
     for r in recent {

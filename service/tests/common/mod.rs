@@ -806,7 +806,12 @@ pub fn metric_in(page: &str, name: &str, model: &str) -> Option<f64> {
 
 /// `GET /v1/models/{model}`.
 pub async fn model_detail(http: &str, model: &str) -> serde_json::Value {
-    reqwest::get(format!("http://{http}/v1/models/{model}"))
+    get_json(http, &format!("/v1/models/{model}")).await
+}
+
+/// `GET http://{http}{path}` as JSON (no token).
+pub async fn get_json(http: &str, path: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{http}{path}"))
         .await
         .expect("answers")
         .json()
