@@ -136,8 +136,9 @@ impl History {
         outcomes: &[Outcome<'_>],
         classes: &[String],
     ) {
+        // (a NaN, no class known yet, names none)
         let name = |k: f64| {
-            (!classes.is_empty() && k >= 0.0)
+            (k >= 0.0)
                 .then(|| classes.get(k as usize).cloned())
                 .flatten()
         };

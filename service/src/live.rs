@@ -192,7 +192,7 @@ impl Live {
     }
 
     /// A multiclass model's classes over all partitions, in the order
-    /// its metrics' `class_f1` and [`Live::class_numbers`] use: each
+    /// its metrics' `class_f1` use: each
     /// partition numbers the classes it learns in its own order of
     /// appearance, so this is the primary partition's classes, then those
     /// only other partitions have learned, by partition (declared classes:
@@ -211,7 +211,7 @@ impl Live {
 
     /// Per class number of `pipeline`, its number in `classes` (those of
     /// [`Live::classes`]).
-    pub fn class_numbers(classes: &[String], pipeline: &Pipeline) -> Vec<u32> {
+    fn class_numbers(classes: &[String], pipeline: &Pipeline) -> Vec<u32> {
         pipeline
             .classes()
             .iter()
