@@ -74,12 +74,7 @@ impl PredictionLog {
             Arc::new(Float64Array::from(self.label.clone())),
         ];
         if !self.classes.is_empty() {
-            // a class number's name (none for a NaN: no class known yet)
-            let name = |k: f64| {
-                (k >= 0.0)
-                    .then(|| self.classes.get(k as usize).cloned())
-                    .flatten()
-            };
+            let name = |k: f64| crate::extract::class_name(&self.classes, k).map(str::to_owned);
             let predicted: Vec<Option<String>> = self.prediction.iter().map(|&k| name(k)).collect();
             let label: Vec<Option<String>> = self.label.iter().map(|k| k.and_then(name)).collect();
             fields.push(Field::new("predicted_class", DataType::Utf8, true));

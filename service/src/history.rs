@@ -136,12 +136,7 @@ impl History {
         outcomes: &[Outcome<'_>],
         classes: &[String],
     ) {
-        // (a NaN, no class known yet, names none)
-        let name = |k: f64| {
-            (k >= 0.0)
-                .then(|| classes.get(k as usize).cloned())
-                .flatten()
-        };
+        let name = |k: f64| features::extract::class_name(classes, k).map(str::to_owned);
         let skip = outcomes.len().saturating_sub(PER_BATCH);
         self.note(
             offsets

@@ -89,12 +89,7 @@ pub fn basis<'a>(names: &'a [String], p: &Prediction<'_>) -> Option<Basis<'a>> {
 }
 
 fn class(classes: &[String], v: f64) -> Value<'_> {
-    if v.is_nan() || v < 0.0 {
-        return Value::None;
-    }
-    classes
-        .get(v as usize)
-        .map_or(Value::None, |c| Value::Class(c))
+    features::extract::class_name(classes, v).map_or(Value::None, Value::Class)
 }
 
 /// Renders `p` made by a model of `task` whose classes are `classes`.

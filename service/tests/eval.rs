@@ -145,21 +145,28 @@ fn a_model_that_learns_its_classes_is_scored_from_its_first_reading() {
     let config = workspace().join("deploy/streamfit.toml");
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("predictions.arrow");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamfit"))
-        .args(["eval", "--model", "sentiment", "--passes", "1", "--json"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--predictions-out")
-        .arg(&log)
-        .env(
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
+    let (data_arg, config_arg, log_arg) = (path(&data), path(&config), path(&log));
+    let out = streamfit_with(
+        &[
+            "eval",
+            "--model",
+            "sentiment",
+            "--passes",
+            "1",
+            "--json",
+            "--data",
+            &data_arg,
+            "--config",
+            &config_arg,
+            "--predictions-out",
+            &log_arg,
+        ],
+        &[(
             "STREAMFIT_MODEL_SENTIMENT__TARGET",
             r#"{ field = "sentiment" }"#,
-        )
-        .env("STREAMFIT_LOG", "warn")
-        .output()
-        .expect("the streamfit binary runs");
+        )],
+    );
     assert!(
         out.status.success(),
         "eval failed: {}",

@@ -72,6 +72,16 @@ pub enum LabelKind {
 /// The most classes learned in order of appearance.
 pub const MAX_CLASSES: usize = 1000;
 
+/// The name of class number `k` of `classes` (a prediction or label of a
+/// multiclass model); none for a NaN (no class known yet) or a number
+/// beyond them.
+pub fn class_name(classes: &[String], k: f64) -> Option<&str> {
+    (k >= 0.0)
+        .then(|| classes.get(k as usize))
+        .flatten()
+        .map(String::as_str)
+}
+
 /// Sparse columns: a feature's own range starts at its number times this
 /// (2^24 columns each, up to 256 sparse features).
 const SPARSE_RANGE_BITS: u32 = 24;

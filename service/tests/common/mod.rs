@@ -904,9 +904,15 @@ pub fn with_group_id(config: &Path, dir: &Path, name: &str, group_id: &str) -> P
 
 /// Runs a `streamfit` subcommand to completion.
 pub fn streamfit(args: &[&str]) -> std::process::Output {
+    streamfit_with(args, &[])
+}
+
+/// [`streamfit`] with more environment variables (config overrides).
+pub fn streamfit_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_streamfit"))
         .args(args)
         .env("STREAMFIT_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("the streamfit binary runs")
 }
