@@ -557,7 +557,7 @@ impl EvalReport {
             _ => String::new(),
         };
         format!(
-            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}{per_class}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), medians of {} passes{}{}",
+            "model {}  batch {}{}  readings {}  scored {}  learned {}  invalid {}\n  all scored      {}{per_class}\n  second half     {}\n  last 20%        {}\n  first 20%       {}  (the tuning window)\n  last 80%        {}  (held out)\n  {:.3} s  {:.0} readings/s (JSON decoding included)  {:.0} readings/s (predict and learn only), {}{}{}",
             self.model,
             self.batch,
             self.label_delay
@@ -576,7 +576,10 @@ impl EvalReport {
             self.seconds,
             self.readings_per_second,
             self.model_only_readings_per_second,
-            self.passes,
+            match self.passes {
+                1 => "one pass".to_string(),
+                n => format!("medians of {n} passes"),
+            },
             hindsight,
             examples,
         )

@@ -141,9 +141,9 @@ pub fn run(
     );
     if config.model_task() != Task::Regression {
         bail!(
-            "`--horizon` scores regressions (beside persistence); model {} is a {:?} model",
+            "`--horizon` scores regressions (beside persistence); model {} is a {} model (`task`)",
             config.name,
-            config.model_task()
+            format!("{:?}", config.model_task()).to_lowercase()
         );
     }
     let mut each = config.clone();

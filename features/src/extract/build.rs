@@ -435,6 +435,12 @@ impl FeatureExtractor {
                     if declared[..j].contains(c) {
                         return Err(spec_error("target.classes", format!("lists {c:?} twice")));
                     }
+                    if c.is_empty() {
+                        return Err(spec_error(
+                            "target.classes",
+                            "lists an empty class name (\"\"): a reading without a label leaves the field out or sets it to null",
+                        ));
+                    }
                 }
                 if declared.len() > MAX_CLASSES {
                     return Err(spec_error(

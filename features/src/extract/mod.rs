@@ -848,6 +848,15 @@ impl FeatureExtractor {
         if !learn {
             return Ok(None);
         }
+        if c.is_empty() {
+            // "" is no class anyone means: learned, it became a class of
+            // its own, named by nothing in the metrics and the messages
+            return Err(FeatureError::wrong(
+                name,
+                "a class name, not empty (a reading without a label leaves the field out or sets it to null)",
+                "\"\"".to_string(),
+            ));
+        }
         if known.len() >= MAX_CLASSES {
             return Err(FeatureError::wrong(
                 name,
@@ -1165,6 +1174,13 @@ mod tests {
         assert_eq!(label(&mut x, r#"{"t":"a","s":"negative"}"#), Ok(Some(1.0)));
         assert_eq!(label(&mut x, r#"{"t":"a","s":"neutral"}"#), Ok(Some(0.0)));
         assert_eq!(label(&mut x, r#"{"t":"a"}"#), Ok(None), "unlabelled");
+        assert_eq!(
+            label(&mut x, r#"{"t":"a","s":null}"#),
+            Ok(None),
+            "unlabelled"
+        );
+        let e = label(&mut x, r#"{"t":"a","s":""}"#).expect_err("an empty class");
+        assert!(e.to_string().contains("not empty"), "{e}");
         assert_eq!(x.classes(), ["neutral", "negative"]);
         // scoring a reading of a class never seen: no label, nothing learned
         let e = x
@@ -1189,6 +1205,10 @@ mod tests {
         assert_eq!(label(&mut x, r#"{"t":"a","s":"positive"}"#), Ok(Some(2.0)));
         let e = label(&mut x, r#"{"t":"a","s":"angry"}"#).expect_err("not declared");
         assert!(e.to_string().contains("target.classes"), "{e}");
+        let mut empty = declared.clone();
+        empty.target.classes = Some(vec!["no".into(), String::new()]);
+        let e = FeatureExtractor::for_label(empty, LabelKind::Classes).expect_err("empty class");
+        assert!(e.to_string().contains("empty class name"), "{e}");
         // a checkpoint of other classes is refused
         let mut other = declared.clone();
         other.target.classes = Some(vec!["no".into(), "yes".into()]);

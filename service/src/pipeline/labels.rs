@@ -10,6 +10,7 @@
 //! prediction made on arrival is scored when the label is learned. All of
 //! it is partition state, kept in the checkpoints.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use features::FeatureError;
@@ -213,12 +214,26 @@ impl Join {
             actual: describe(raw),
         };
         let label = match (task, raw) {
-            (Task::Multiclass, Some(serde_json::Value::String(c))) => self
-                .classes
-                .iter()
-                .position(|k| k == c)
-                .map(|j| j as f64)
-                .ok_or_else(|| bad("one of the classes in `target.classes`"))?,
+            (
+                Task::Multiclass,
+                Some(
+                    v @ (serde_json::Value::String(_)
+                    | serde_json::Value::Number(_)
+                    | serde_json::Value::Bool(_)),
+                ),
+            ) => {
+                // a number or boolean names its class as written, as in a
+                // reading (`3` is class "3")
+                let name = match v {
+                    serde_json::Value::String(c) => Cow::Borrowed(c.as_str()),
+                    other => Cow::Owned(other.to_string()),
+                };
+                self.classes
+                    .iter()
+                    .position(|k| *k == name)
+                    .map(|j| j as f64)
+                    .ok_or_else(|| bad("one of the classes in `target.classes`"))?
+            }
             (Task::Classification, Some(serde_json::Value::Bool(b))) => f64::from(u8::from(*b)),
             (Task::Classification, Some(serde_json::Value::Number(n))) => match n.as_f64() {
                 Some(x) if x == 0.0 || x == 1.0 => x,
@@ -796,6 +811,56 @@ mod tests {
             1,
             "its prediction scored against the label"
         );
+    }
+
+    #[test]
+    fn a_label_names_its_class_by_a_number_as_a_reading_does() {
+        let text = r#"
+            [kafka]
+            "bootstrap.servers" = "127.0.0.1:9092"
+            [[model]]
+            name = "stars"
+            task = "multiclass"
+            input_topic = "reviews"
+            labels_topic = "reviews.labels"
+            target = { field = "stars", classes = ["1", "2", "3"] }
+            features = [ { kind = "text", field = "text", bits = 18 } ]
+        "#;
+        let c = crate::config::Config::parse(text, std::iter::empty()).expect("valid");
+        let mut p = Pipeline::new(c.model("stars").expect("model")).expect("pipeline");
+        let mut out = Vec::new();
+        let readings = [
+            r#"{"id":"r1","text":"fine"}"#,
+            r#"{"id":"r2","text":"meh"}"#,
+        ];
+        let readings: Vec<Input<'_>> = readings
+            .iter()
+            .map(|r| Input {
+                key: None,
+                bytes: r.as_bytes(),
+            })
+            .collect();
+        p.process(&readings, &mut out);
+        let mut res = Vec::new();
+        let labels = [
+            r#"{"id":"r1","stars":3}"#,
+            r#"{"id":"r2","stars":""}"#,
+            r#"{"id":"r2","stars":4}"#,
+        ];
+        let labels: Vec<Input<'_>> = labels
+            .iter()
+            .map(|l| Input {
+                key: None,
+                bytes: l.as_bytes(),
+            })
+            .collect();
+        p.apply_labels(&labels, &mut res);
+        assert!(res[0].is_ok(), "3 is class \"3\": {res:?}");
+        for r in &res[1..] {
+            let e = r.as_ref().expect_err("not a declared class").to_string();
+            assert!(e.contains("target.classes"), "{e}");
+        }
+        assert_eq!(p.learned(), 1);
     }
 
     #[test]
